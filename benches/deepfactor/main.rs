@@ -1,0 +1,32 @@
+//! The one bench binary: `cargo bench --bench deepfactor -- <group> [options]`.
+//!
+//! Each group measures speed only and prints one line per case, with a baseline run in the
+//! same process where one exists.
+
+use std::process::ExitCode;
+
+/// The groups, each `(name, what it measures, entry point)`.
+type Group = (&'static str, &'static str, fn(&[String]) -> Result<(), String>);
+
+const GROUPS: &[Group] = &[];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let name = args.first().map(String::as_str).unwrap_or("");
+    match GROUPS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, _, run)) => match run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench {name}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            eprintln!("usage: cargo bench --bench deepfactor -- <group> [options]\ngroups:");
+            for (n, what, _) in GROUPS {
+                eprintln!("  {n:<12} {what}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration tests, in one binary (each extra test target relinks candle).
+//!
+//! Tests that need `../shared/data` or downloaded weights skip with a message when absent.
+
+mod common;
