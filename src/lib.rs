@@ -6,6 +6,7 @@
 //! decomposition into image descriptors, index files, region queries with localization, and
 //! co-segmentation. See `ARCHITECTURE.md` for a walk through the modules in pipeline order.
 
+pub mod backbone;
 pub mod error;
 pub mod geometry;
 pub mod linalg;

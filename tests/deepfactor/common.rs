@@ -24,3 +24,33 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// deepfactor's cache folder, as the library computes it.
+pub fn cache_dir() -> PathBuf {
+    deepfactor::backbone::weights::cache_dir()
+}
+
+/// The real EfficientNet-Lite0 weights, or `None` (with a SKIP message) when
+/// `scripts/setup.sh` has not fetched them.
+pub fn lite0_weights() -> Option<PathBuf> {
+    let p = std::env::var_os("DEEPFACTOR_EFFICIENTNET_LITE0_WEIGHTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("weights/efficientnet-lite0-57934424.pth"));
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: {} is absent (run scripts/setup.sh)", p.display());
+        None
+    }
+}
+
+/// The photos `scripts/setup.sh` fetches, or `None` (with a SKIP message).
+pub fn photos() -> Option<PathBuf> {
+    let p = cache_dir().join("photos");
+    if p.join("chelsea.png").is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: {} has no photos (run scripts/setup.sh)", p.display());
+        None
+    }
+}

@@ -2,4 +2,6 @@
 //!
 //! Tests that need `../shared/data` or downloaded weights skip with a message when absent.
 
+mod backbone;
 mod common;
+mod images;
