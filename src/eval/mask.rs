@@ -257,14 +257,14 @@ mod tests {
     fn boxes_and_components() {
         // Two blobs: a 2×2 square at (0,0) and a diagonal pair at (3,3),(4,4) (8-connected).
         let m = Mask::from_fn(6, 6, |x, y| {
-            (x < 2 && y < 2) || (x == y && x >= 3 && x <= 4)
+            (x < 2 && y < 2) || (x == y && (3..=4).contains(&x))
         });
         assert_eq!(m.area(), 6);
         assert_eq!(m.bbox(), Some(BBox::new(0.0, 0.0, 5.0, 5.0).unwrap()));
         let big = m.largest_component();
         assert_eq!(big.area(), 4);
         assert_eq!(big.bbox(), Some(BBox::new(0.0, 0.0, 2.0, 2.0).unwrap()));
-        let diag = Mask::from_fn(6, 6, |x, y| x == y && x >= 3 && x <= 4);
+        let diag = Mask::from_fn(6, 6, |x, y| x == y && (3..=4).contains(&x));
         assert_eq!(diag.largest_component().area(), 2);
         assert_eq!(Mask::empty(3, 3).bbox(), None);
         assert!(Mask::empty(3, 3).largest_component().is_empty());
