@@ -83,8 +83,9 @@ pub struct QueryScore {
 pub struct SetupScores {
     /// mAP in percent over the queries with at least one positive; `None` if there is none.
     pub map: Option<f64>,
-    /// `(k, mP@k in percent)` for k in [`REVISITED_KS`], over the same queries.
-    pub mp_at_k: Vec<(usize, f64)>,
+    /// `(k, mP@k in percent)` for k in [`REVISITED_KS`], over the same queries; `None`
+    /// where no query has a positive.
+    pub mp_at_k: Vec<(usize, Option<f64>)>,
     /// Per query, in ground-truth order.
     pub queries: Vec<QueryScore>,
 }
@@ -216,7 +217,7 @@ fn setup_scores(gt: &GroundTruth, ranked: &[Vec<usize>], setup: Setup) -> SetupS
     let mp_at_k = REVISITED_KS
         .iter()
         .zip(&pr_sum)
-        .map(|(&k, &s)| (k, if n > 0 { 100.0 * s / n as f64 } else { 0.0 }))
+        .map(|(&k, &s)| (k, (n > 0).then(|| 100.0 * s / n as f64)))
         .collect();
     SetupScores {
         map,

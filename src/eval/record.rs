@@ -46,8 +46,8 @@ pub struct Provenance {
 pub struct PrecisionAtK {
     /// The rank cut-off.
     pub k: usize,
-    /// Mean precision at k, percent.
-    pub mp: f64,
+    /// Mean precision at k, percent; `null` when no query has a positive.
+    pub mp: Option<f64>,
 }
 
 /// The numbers of one revisited setup.

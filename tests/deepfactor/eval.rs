@@ -511,7 +511,13 @@ fn revisited_protocol_on_the_tiny_pickle() {
         100.0 * (55.0 / 72.0 + 61.0 / 90.0 + 1.0 / 3.0) / 3.0,
     ); // 59.17
     assert_close(map(Setup::Hard), 100.0 * (0.25 + 61.0 / 90.0 + 0.25) / 3.0); // 39.26
-    let mp = |s: Setup| -> Vec<f64> { rv.setup(s).mp_at_k.iter().map(|&(_, v)| v).collect() };
+    let mp = |s: Setup| -> Vec<f64> {
+        rv.setup(s)
+            .mp_at_k
+            .iter()
+            .map(|&(_, v)| v.unwrap())
+            .collect()
+    };
     let ks: Vec<usize> = rv.easy.mp_at_k.iter().map(|&(k, _)| k).collect();
     assert_eq!(ks, [1, 5, 10]);
     let want_mp = [
@@ -579,6 +585,71 @@ fn pickle_error_top(top: Value) -> String {
         }
         other => panic!("expected a ground-truth error, got {other:?}"),
     }
+}
+
+#[test]
+fn setup_without_positives_is_undefined_not_zero() {
+    // No query has hard positives: Hard's mAP and mP@k are undefined; Easy and Medium count.
+    let top = dict(vec![
+        ("imlist", names(&["a", "b", "c"])),
+        ("qimlist", names(&["q1", "q2"])),
+        (
+            "gnd",
+            Value::List(vec![
+                dict(vec![
+                    ("easy", ints(&[1])),
+                    ("hard", ints(&[])),
+                    ("junk", ints(&[0])),
+                ]),
+                dict(vec![
+                    ("easy", ints(&[2])),
+                    ("hard", ints(&[])),
+                    ("junk", ints(&[])),
+                ]),
+            ]),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gnd_nohard.pkl");
+    std::fs::write(
+        &path,
+        serde_pickle::value_to_vec(&top, serde_pickle::SerOptions::new()).unwrap(),
+    )
+    .unwrap();
+    let gt = GroundTruth::load(&path).unwrap();
+    // q1: a (junk) b → b first: AP 1. q2: a b c → c at rank 2: (0 + 1/3)/2 = 1/6.
+    let r = Rankings::parse("q1 a b c\nq2 a b c\n", Path::new("r")).unwrap();
+    let e = evaluate(&gt, &r, Protocol::Revisited).unwrap();
+    let rv = e.revisited.unwrap();
+    assert_eq!(rv.hard.map, None);
+    assert!(rv.hard.mp_at_k.iter().all(|&(_, v)| v.is_none()));
+    assert!(rv.hard.queries.iter().all(|q| q.ap.is_none()));
+    assert_close(rv.easy.map.unwrap(), 100.0 * (1.0 + 1.0 / 6.0) / 2.0);
+    assert_close(e.map, rv.medium.map.unwrap());
+    // With no positive anywhere, the mean is undefined and evaluation fails.
+    let empty = dict(vec![
+        ("imlist", names(&["a"])),
+        ("qimlist", names(&["q"])),
+        (
+            "gnd",
+            Value::List(vec![dict(vec![
+                ("easy", ints(&[])),
+                ("hard", ints(&[])),
+                ("junk", ints(&[0])),
+            ])]),
+        ),
+    ]);
+    std::fs::write(
+        &path,
+        serde_pickle::value_to_vec(&empty, serde_pickle::SerOptions::new()).unwrap(),
+    )
+    .unwrap();
+    let gt = GroundTruth::load(&path).unwrap();
+    let r = Rankings::parse("q a\n", Path::new("r")).unwrap();
+    let err = evaluate(&gt, &r, Protocol::Revisited)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mAP is undefined"), "{err}");
 }
 
 #[test]
@@ -888,6 +959,33 @@ fn results_record_holds_numbers_and_protocol() {
     // It reads back.
     let back: ResultsRecord = serde_json::from_str(&record.to_json()).unwrap();
     assert_eq!(back, record);
+
+    // With a recipe, the record holds it and takes the weights fingerprint from it.
+    let recipe = deepfactor::Recipe {
+        backbone: "efficientnet-lite0".into(),
+        weights_fingerprint: "f00d".into(),
+        layer: "head".into(),
+        input_size: 512,
+        max_side: None,
+        descriptor: "nmf-vu".into(),
+        k: Some(8),
+        crow: true,
+        whitening: None,
+        dim: 1280,
+    };
+    let record = ResultsRecord::new(
+        &e,
+        Provenance {
+            recipe: Some(recipe.clone()),
+            box_handling: Some(BoxHandling::Filter),
+            ..Provenance::default()
+        },
+    );
+    let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+    assert_eq!(json["weights_fingerprint"], "f00d");
+    assert_eq!(json["recipe"]["descriptor"], "nmf-vu");
+    assert_eq!(json["box_handling"], "filter");
+    assert_eq!(record.recipe, Some(recipe));
 }
 
 #[test]

@@ -105,7 +105,7 @@ fn table(e: &Evaluation) -> String {
             for (j, &(k, _)) in r.medium.mp_at_k.iter().enumerate() {
                 s.push_str(&format!("{:<width$}", format!("mP@{k}")));
                 for setup in Setup::ALL {
-                    s.push_str(&format!("  {:>7.2}", r.setup(setup).mp_at_k[j].1));
+                    s.push_str(&format!("  {:>7}", pct(r.setup(setup).mp_at_k[j].1)));
                 }
                 s.push('\n');
             }
