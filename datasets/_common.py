@@ -318,3 +318,43 @@ def read_png_indexed(path):
         rows.append(bytes(line))
         prev = line
     return width, height, rows
+
+
+def check_classic_layout(gt_dir, jpg_dir):
+    """Checks what deepfactor's loader will check: every listed image exists, and no image is
+    listed twice for one query (in one list or across good/ok/junk). Raises with every
+    problem found (the loader would refuse the first)."""
+    images = {os.path.splitext(n)[0] for n in os.listdir(jpg_dir)}
+    problems = []
+    for q in sorted(f for f in os.listdir(gt_dir) if f.endswith("_query.txt")):
+        qname = q[: -len("_query.txt")]
+        with open(os.path.join(gt_dir, q)) as f:
+            first = f.read().split()
+        if len(first) != 5:
+            problems.append(f"{q}: expected '<image> x1 y1 x2 y2'")
+        else:
+            name = first[0] if first[0] in images else first[0].removeprefix("oxc1_")
+            if name not in images:
+                problems.append(f"{q}: unknown image {first[0]}")
+            x1, y1, x2, y2 = (float(v) for v in first[1:])
+            if x2 < x1 or y2 < y1:
+                problems.append(f"{q}: inverted box")
+        seen = {}
+        for kind in ("good", "ok", "junk"):
+            fname = f"{qname}_{kind}.txt"
+            with open(os.path.join(gt_dir, fname)) as f:
+                for n, line in enumerate(f, 1):
+                    name = line.strip()
+                    if not name:
+                        continue
+                    if name not in images:
+                        problems.append(f"{fname}:{n}: unknown image {name}")
+                    if name in seen:
+                        problems.append(f"{fname}:{n}: {name} already listed in {seen[name]}")
+                    seen[name] = f"{fname}:{n}"
+    if problems:
+        raise DatasetError(
+            f"{gt_dir}: the ground truth has {len(problems)} problem(s) deepfactor's loader "
+            "refuses:\n  " + "\n  ".join(problems[:20])
+        )
+    log("  ground truth consistent with the images")

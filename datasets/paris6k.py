@@ -19,6 +19,7 @@ import shutil
 
 from _common import (
     DatasetError,
+    check_classic_layout,
     check_count,
     download,
     extract,
@@ -89,7 +90,7 @@ def main():
     jpg, gt = os.path.join(out, "jpg"), os.path.join(out, "gt")
     archives = []
     expected = N_ARCHIVE_IMAGES - len(CORRUPT)
-    if os.path.isdir(jpg) and len(files_under(jpg, {".jpg"})) == expected:
+    if os.path.isdir(jpg) and (args.no_verify or len(files_under(jpg, {".jpg"})) == expected):
         log(f"{jpg}: already complete")
     else:
         if os.path.isdir(jpg):
@@ -130,6 +131,7 @@ def main():
         f.write("".join(r + "\n" for r in removed))
     log(f"  removed {len(CORRUPT)} corrupt images and {len(removed)} list entries naming them")
     check_count("Paris images", len(files_under(jpg, {".jpg"})), expected, args.no_verify)
+    check_classic_layout(gt, jpg)
     finish(args, archives)
     log(f"done: deepfactor eval --gt {out} --ranking <file>")
 

@@ -92,6 +92,14 @@ def oxford_paris(root):
     check(sorted(os.listdir(os.path.join(ox, "jpg"))) == [f"all_souls_00000{i}.jpg" for i in range(1, 4)], "oxford5k: jpg/ flattened")
     check(len(os.listdir(os.path.join(ox, "gt"))) == 4, "oxford5k: gt/ holds the four files")
     check(not os.path.exists(arch), "oxford5k: archives removed")
+    with open(os.path.join(ox, "gt", "all_souls_1_junk.txt"), "a") as f:
+        f.write("all_souls_000001\n")
+    r = subprocess.run(
+        [sys.executable, os.path.join(HERE, "oxford5k.py"), "--root", root, "--no-verify"], capture_output=True, text=True
+    )
+    check(r.returncode == 1 and "already listed in all_souls_1_good.txt:1" in r.stderr, "oxford5k: inconsistent ground truth reported")
+    with open(os.path.join(ox, "gt", "all_souls_1_junk.txt"), "w") as f:
+        f.write("all_souls_000003\n")
 
     tar(
         os.path.join(arch, "paris_1-v1.tgz"),
