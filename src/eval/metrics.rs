@@ -218,6 +218,67 @@ mod tests {
         assert_eq!(average_precision_at_k(&ranking, &pos3, &[], 0), None);
     }
 
+    /// The Oxford `compute_ap.cpp` formulation, written independently: walk the ranking,
+    /// skip junk, and add a trapezoid (recall step × mean of the previous and current
+    /// precision) at every item.
+    fn oxford_cpp_ap(ranking: &[u32], pos: &HashSet<u32>, junk: &HashSet<u32>) -> f64 {
+        let (mut old_recall, mut old_precision, mut ap) = (0.0, 1.0, 0.0);
+        let (mut hits, mut j) = (0usize, 0usize);
+        for item in ranking {
+            if junk.contains(item) {
+                continue;
+            }
+            if pos.contains(item) {
+                hits += 1;
+            }
+            let recall = hits as f64 / pos.len() as f64;
+            let precision = hits as f64 / (j + 1) as f64;
+            ap += (recall - old_recall) * (old_precision + precision) / 2.0;
+            old_recall = recall;
+            old_precision = precision;
+            j += 1;
+        }
+        ap
+    }
+
+    proptest::proptest! {
+        /// Random rankings of 0..n with each item a positive, junk or negative (positives and
+        /// junk disjoint, as the loaders guarantee).
+        #[test]
+        fn ap_agrees_with_the_oxford_formulation(
+            labels in proptest::collection::vec(0u8..3, 1..40),
+            seed in 0u64..1000,
+        ) {
+            let n = labels.len() as u32;
+            let mut ranking: Vec<u32> = (0..n).collect();
+            // A deterministic shuffle from the seed.
+            let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            for i in (1..ranking.len()).rev() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ranking.swap(i, (x >> 33) as usize % (i + 1));
+            }
+            let pos: Vec<u32> = (0..n).filter(|&i| labels[i as usize] == 0).collect();
+            let junk: Vec<u32> = (0..n).filter(|&i| labels[i as usize] == 1).collect();
+            let ap = average_precision(&ranking, &pos, &junk);
+            if pos.is_empty() {
+                proptest::prop_assert_eq!(ap, None);
+                return Ok(());
+            }
+            let ap = ap.unwrap();
+            proptest::prop_assert!((0.0..=1.0 + 1e-12).contains(&ap));
+            let (ps, js): (HashSet<u32>, HashSet<u32>) =
+                (pos.iter().copied().collect(), junk.iter().copied().collect());
+            proptest::prop_assert!((ap - oxford_cpp_ap(&ranking, &ps, &js)).abs() < 1e-9);
+            // Junk skipped = junk removed from the ranking.
+            let without: Vec<u32> = ranking.iter().copied().filter(|i| !js.contains(i)).collect();
+            let ap2 = average_precision(&without, &pos, &[]).unwrap();
+            proptest::prop_assert!((ap - ap2).abs() < 1e-12);
+            // AP@k stays within [0, 1].
+            let apk = average_precision_at_k(&ranking, &pos, &junk, ranking.len()).unwrap();
+            proptest::prop_assert!((0.0..=1.0 + 1e-12).contains(&apk));
+        }
+    }
+
     #[test]
     fn rank_by_score_breaks_ties_by_index() {
         let scores = [0.5, 0.9, 0.5, f32::NAN, 0.1, 0.9];
