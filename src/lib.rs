@@ -8,6 +8,7 @@
 
 pub mod backbone;
 pub mod error;
+pub mod eval;
 pub mod geometry;
 pub mod linalg;
 pub mod recipe;

@@ -4,4 +4,5 @@
 
 mod backbone;
 mod common;
+mod eval;
 mod images;

@@ -3,11 +3,10 @@
 //! Each subcommand lives in its own module beside this file. Human-readable output goes to
 //! stdout, progress and diagnostics to stderr; `--json` switches stdout to one JSON document.
 
-// Until the first subcommand lands, `Command` has no variants.
-#![allow(unreachable_code, unused_variables)]
-
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+mod eval;
 
 #[derive(Parser)]
 #[command(
@@ -21,11 +20,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Score ranked result lists against a ground truth (Oxford/Paris, revisited, mAP@k).
+    Eval(eval::EvalArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Eval(args) => eval::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

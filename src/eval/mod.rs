@@ -1,0 +1,54 @@
+//! Evaluation: ground truth, retrieval metrics under the official protocols, localization
+//! and segmentation metrics, and a reproducible results record.
+//!
+//! The retrieval path reads like a sentence: load the ground truth, rank every query, score
+//! the rankings under a protocol, record the result with how it was produced.
+//!
+//! ```
+//! use deepfactor::eval::{evaluate, GroundTruth, Protocol, Provenance, Rankings, ResultsRecord};
+//! # fn main() -> deepfactor::Result<()> {
+//! # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval");
+//! let gt = GroundTruth::load(root.join("oxford"))?;
+//! let rankings = Rankings::load(root.join("rankings_oxford.txt"))?;
+//! let evaluation = evaluate(&gt, &rankings, Protocol::Classic)?;
+//! println!("mAP {:.2}", evaluation.map);
+//! let record = ResultsRecord::new(&evaluation, Provenance::default());
+//! assert!(record.to_json().contains("\"per_query\""));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`ground_truth`]: Oxford5k / Paris6k folders (and `../shared/data`'s dev sets) and the
+//!   revisited ROxford / RParis pickles, read natively.
+//! - [`metrics`]: AP exactly as the official `compute_ap` (trapezoids, junk skipped), the
+//!   revisited mP@k, and AP@k for category retrieval.
+//! - [`evaluate()`]: the classic, revisited (Easy / Medium / Hard) and `map@K` protocols.
+//! - [`localization`], [`mask`], [`parts`]: box IoU and CorLoc, mask Jaccard, and the
+//!   factor–part matching used with PASCAL-Part.
+//! - [`coseg`]: co-segmentation / co-localization sets (images, masks, boxes, parts).
+//! - [`record`]: the JSON results record.
+
+pub mod coseg;
+pub mod evaluate;
+pub mod ground_truth;
+pub mod localization;
+pub mod mask;
+pub mod metrics;
+pub mod parts;
+pub mod ranking;
+pub mod record;
+
+pub use coseg::{load_image_list, CosegClass, CosegGroundTruth, CosegImage};
+pub use evaluate::{
+    evaluate, Evaluation, Protocol, QueryScore, RevisitedScores, SetupScores, REVISITED_KS,
+};
+pub use ground_truth::{GroundTruth, GroundTruthKind, Query, Relevance, Setup};
+pub use localization::{
+    corloc, evaluate_localization, BoxPrediction, LocalizationEvaluation, LocalizationScore,
+    CORLOC_IOU,
+};
+pub use mask::{jaccard, Mask};
+pub use metrics::{average_precision, average_precision_at_k, rank_by_score};
+pub use parts::{PartMatch, PartMatcher, PartMatcherBuilder, PartMatching};
+pub use ranking::{Ranking, Rankings};
+pub use record::{BoxHandling, Provenance, ResultsRecord};
