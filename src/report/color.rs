@@ -141,10 +141,10 @@ mod tests {
 
     #[test]
     fn palette_colours_are_distinct() {
-        for i in 0..PALETTE.len() {
-            for j in i + 1..PALETTE.len() {
+        for (i, a) in PALETTE.iter().enumerate() {
+            for (j, b) in PALETTE.iter().enumerate().skip(i + 1) {
                 let d: i32 = (0..3)
-                    .map(|k| (i32::from(PALETTE[i][k]) - i32::from(PALETTE[j][k])).abs())
+                    .map(|k| (i32::from(a[k]) - i32::from(b[k])).abs())
                     .sum();
                 assert!(d >= 90, "colours {i} and {j} are too close ({d})");
             }

@@ -87,7 +87,8 @@ figcaption{padding:7px 10px 9px}
 .side{flex:1 1 360px;min-width:280px}
 .kept{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;margin-bottom:18px}
 .kept figcaption{font-size:12px;padding:5px 8px 7px}
-.results{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:14px}
+.results{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:14px;align-items:start}
+.results img.r,.kept img{aspect-ratio:4/3;object-fit:contain}
 .head{display:flex;justify-content:space-between;align-items:baseline;gap:8px}
 .rank{font-weight:700;font-size:15px}
 .score{font-variant-numeric:tabular-nums;font-weight:600}

@@ -675,3 +675,53 @@ fn describe_box(b: &BBox) -> String {
         b.height()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(factors: &[usize]) -> Vec<FactorHeatmap> {
+        factors
+            .iter()
+            .map(|&f| FactorHeatmap::new(f, vec![1.0]))
+            .collect()
+    }
+
+    #[test]
+    fn factor_colours_follow_first_appearance_query_first() {
+        let mut q = QueryView::new("q", RgbImage::new(1, 1));
+        q.factors = view(&[9, 4]);
+        let mut r1 = ResultView::new(1, "a", RgbImage::new(1, 1), 0.5);
+        r1.factors = view(&[4, 11, 9]);
+        let mut r2 = ResultView::new(2, "b", RgbImage::new(1, 1), 0.4);
+        r2.factors = view(&[2, 11]);
+        let report = SearchReport {
+            title: String::new(),
+            query: q,
+            results: vec![r1, r2],
+            settings: Vec::new(),
+        };
+        let ids: Vec<usize> = report.factor_colors().iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![9, 4, 11, 2]);
+        let colours: Vec<Rgb<u8>> = report.factor_colors().iter().map(|(_, c)| *c).collect();
+        assert_eq!(colours, color::PALETTE[..4].to_vec());
+        assert_eq!(color_of(&report.factor_colors(), 11), color::PALETTE[2]);
+    }
+
+    #[test]
+    fn thumbnails_keep_the_aspect_and_never_enlarge() {
+        let img = RgbImage::new(1000, 400);
+        assert_eq!(thumbnail(&img, 250).dimensions(), (250, 100));
+        assert_eq!(thumbnail(&img, 2000).dimensions(), (1000, 400));
+        assert_eq!(
+            thumbnail(&RgbImage::new(3000, 1), 100).dimensions(),
+            (100, 1)
+        );
+    }
+
+    #[test]
+    fn boxes_are_described_in_pixels() {
+        let b = BBox::new(10.4, 20.6, 110.0, 70.0).unwrap();
+        assert_eq!(describe_box(&b), "10, 21 – 110, 70 (100×49)");
+    }
+}

@@ -43,8 +43,8 @@ pub(super) fn render(report: &SearchReport, o: &ReportOptions) -> Result<RgbImag
         badge: "QUERY".into(),
         badge_color: TEXT,
         line1: match &q.bbox {
-            Some(b) => format!("query, box {:.0},{:.0}-{:.0},{:.0}", b.x1, b.y1, b.x2, b.y2),
-            None => "query (whole image)".into(),
+            Some(b) => format!("box {:.0},{:.0}-{:.0},{:.0}", b.x1, b.y1, b.x2, b.y2),
+            None => "whole image".into(),
         },
         line2: q.name.clone(),
         framed: true,
@@ -55,9 +55,7 @@ pub(super) fn render(report: &SearchReport, o: &ReportOptions) -> Result<RgbImag
             badge: format!("factor {id}"),
             badge_color: *c,
             line1: format!("kept factor {id}"),
-            line2: mass.map_or(String::new(), |m| {
-                format!("{:.0}% of its mass in the box", m * 100.0)
-            }),
+            line2: mass.map_or(String::new(), |m| format!("{:.0}% mass in box", m * 100.0)),
             framed: false,
         });
     }
