@@ -12,6 +12,7 @@ pub mod eval;
 pub mod geometry;
 pub mod linalg;
 pub mod recipe;
+pub mod report;
 
 pub use error::{Error, Result};
 pub use geometry::{BBox, CellGrid};
