@@ -9,6 +9,7 @@
 pub mod error;
 pub mod geometry;
 pub mod linalg;
+pub mod nmf;
 pub mod recipe;
 
 pub use error::{Error, Result};
