@@ -182,6 +182,19 @@ pub(crate) fn par_product(lhs: View<'_>, rhs: View<'_>) -> Matrix {
 /// the reduction (only for short, wide-reduction products) sums fixed chunks in a fixed order.
 pub(crate) fn par_gemm(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    // Give the kernels their preferred layout of R once, not once per task.
+    let tmp;
+    let rhs = match kernel::preferred_rhs(lhs, rhs) {
+        Some((v, transposed)) => {
+            tmp = v;
+            if transposed {
+                View::row_major(&tmp, n, k, k).t()
+            } else {
+                View::row_major(&tmp, k, n, n)
+            }
+        }
+        None => rhs,
+    };
     if m.saturating_mul(n).saturating_mul(k) < PAR_MIN_WORK {
         kernel::gemm(out, n, lhs, rhs, false);
     } else if m >= 2 * ROW_TASK {

@@ -5,10 +5,16 @@
 
 use std::process::ExitCode;
 
+mod nmf;
+
 /// The groups, each `(name, what it measures, entry point)`.
 type Group = (&'static str, &'static str, fn(&[String]) -> Result<(), String>);
 
-const GROUPS: &[Group] = &[];
+const GROUPS: &[Group] = &[(
+    "nmf",
+    "NMF milliseconds per iteration: dense, sparse, batched",
+    nmf::run,
+)];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();

@@ -1,6 +1,6 @@
 //! Compressed sparse rows, for the mostly-zero activation maps that ReLU networks produce.
 
-use super::kernel::vectorized;
+use super::kernel::{csr_gather, csr_scatter};
 use super::Matrix;
 use rayon::prelude::*;
 
@@ -29,19 +29,44 @@ impl Csr {
             a.cols() <= u32::MAX as usize,
             "Csr::from_dense: too many columns"
         );
+        let c = a.cols().max(1);
+        // Fixed row chunks in parallel, then concatenated in order.
+        let parts: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = a
+            .as_slice()
+            .par_chunks(ROWS_PER_TASK * c)
+            .map(|chunk| {
+                let nnz = chunk.iter().filter(|v| **v != 0.0).count();
+                let mut lens = Vec::with_capacity(chunk.len() / c);
+                let mut indices = Vec::with_capacity(nnz);
+                let mut values = Vec::with_capacity(nnz);
+                for row in chunk.chunks_exact(c) {
+                    let before = indices.len();
+                    for (j, &v) in row.iter().enumerate() {
+                        if v != 0.0 {
+                            indices.push(j as u32);
+                            values.push(v);
+                        }
+                    }
+                    lens.push(indices.len() - before);
+                }
+                (lens, indices, values)
+            })
+            .collect();
+        let nnz = parts.iter().map(|p| p.1.len()).sum();
         let mut indptr = Vec::with_capacity(a.rows() + 1);
-        indptr.push(0);
-        let nnz = a.as_slice().iter().filter(|v| **v != 0.0).count();
         let mut indices = Vec::with_capacity(nnz);
         let mut values = Vec::with_capacity(nnz);
-        for r in 0..a.rows() {
-            for (c, &v) in a.row(r).iter().enumerate() {
-                if v != 0.0 {
-                    indices.push(c as u32);
-                    values.push(v);
-                }
+        indptr.push(0);
+        for (lens, idx, val) in parts {
+            for l in lens {
+                let last = *indptr.last().unwrap_or(&0);
+                indptr.push(last + l);
             }
-            indptr.push(indices.len());
+            indices.extend_from_slice(&idx);
+            values.extend_from_slice(&val);
+        }
+        if a.cols() == 0 {
+            indptr.resize(a.rows() + 1, 0);
         }
         Csr {
             rows: a.rows(),
@@ -130,18 +155,25 @@ impl Csr {
     /// `out = self[r0..r0 + n] · X` for the dense row-major `X` (`cols × k`, given as `x`),
     /// `out` row-major `n × k`.
     pub(crate) fn mul_rows_into(&self, r0: usize, x: &[f32], k: usize, out: &mut [f32]) {
-        vectorized(|| {
-            for (i, o) in out.chunks_exact_mut(k).enumerate() {
-                o.fill(0.0);
-                let (idx, val) = self.row(r0 + i);
-                for (&c, &v) in idx.iter().zip(val) {
-                    let xr = &x[c as usize * k..c as usize * k + k];
-                    for (a, b) in o.iter_mut().zip(xr) {
-                        *a = v.mul_add(*b, *a);
-                    }
-                }
-            }
-        })
+        let n = out.len() / k.max(1);
+        let (indptr, indices, values) = self.rows_slices(r0, n);
+        csr_gather(&indptr, indices, values, x, k, out);
+    }
+
+    /// `out[indices] += A[r0..r0 + n]ᵀ · U` scattered into `out` (`cols × k`), `U` the
+    /// row-major `n × k` matrix `u`.
+    pub(crate) fn t_mul_rows_add(&self, r0: usize, u: &[f32], k: usize, out: &mut [f32]) {
+        let n = u.len() / k.max(1);
+        let (indptr, indices, values) = self.rows_slices(r0, n);
+        csr_scatter(&indptr, indices, values, u, k, out);
+    }
+
+    /// Rows `r0..r0 + n` as (relative row offsets, column indices, values).
+    fn rows_slices(&self, r0: usize, n: usize) -> (Vec<usize>, &[u32], &[f32]) {
+        let base = self.indptr[r0];
+        let end = self.indptr[r0 + n];
+        let indptr = self.indptr[r0..=r0 + n].iter().map(|p| p - base).collect();
+        (indptr, &self.indices[base..end], &self.values[base..end])
     }
 
     /// `self · X` for a dense `X` (`cols × k`), in parallel over fixed row blocks.

@@ -2,8 +2,8 @@
 //!
 //! Two deterministic methods, picked from the shapes alone:
 //! - randomized subspace iteration (Halko, Martinsson & Tropp 2011, the method behind
-//!   scikit-learn's `randomized_svd`): a seeded Gaussian test matrix, `k + 10` columns,
-//!   7 power iterations (4 when `k` is at least a tenth of the smaller side), re-orthonormalised
+//!   scikit-learn's `randomized_svd`): a seeded Gaussian test matrix, `k + 10` columns
+//!   rounded up to a multiple of 8, 7 power iterations (4 when `k` is at least a tenth of the smaller side), re-orthonormalised
 //!   after every product; then an exact SVD of the small projected matrix. Its cost is a few
 //!   dozen products with a thin matrix, and it reads a sparse matrix through its non-zeros only.
 //! - the Gram matrix (`AᵀA` or `AAᵀ`, whichever is smaller) and its full eigendecomposition,
@@ -11,15 +11,17 @@
 //!
 //! Small dense problems (Gram matrices, orthonormalisation) run in `f64`.
 
-use super::kernel::View;
+use super::kernel::{dispatch, View};
 use super::{par_gemm, symmetric_eigen, Csr, Matrix};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-/// Extra columns of the randomized range finder (scikit-learn's default).
+/// Extra columns of the randomized range finder (scikit-learn's default) …
 const OVERSAMPLE: usize = 10;
+/// … rounded up to a multiple of this (whole SIMD vectors in the sparse products).
+const COLUMN_MULTIPLE: usize = 8;
 /// Power iterations for small `k` (scikit-learn's `n_iter='auto'`).
 const POWER_ITERS_SMALL_K: usize = 7;
 /// Power iterations when `k >= min(rows, cols) / 10`.
@@ -29,6 +31,8 @@ const TEST_MATRIX_SEED: u64 = 0x5eed_5fd0;
 /// Directions whose squared singular value falls below this fraction of the largest are
 /// treated as exactly zero (they are below `f32` resolution).
 const RELATIVE_RANK_CUTOFF: f64 = 1e-10;
+/// The same cutoff for a Gram matrix formed in `f32` (its resolution is about 1e-7).
+const RELATIVE_RANK_CUTOFF_F32: f64 = 1e-6;
 
 /// The top singular triplets `A ≈ U · diag(s) · Vᵀ`.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,11 +78,11 @@ impl Operand<'_> {
         }
     }
 
-    /// `Aᵀ · X`.
+    /// `Aᵀ · X`, computed as `(Xᵀ A)ᵀ` for dense `A` so that `A` is read along its rows.
     fn t_mul(&self, x: &Matrix) -> Matrix {
         match self.sparse {
             Some((_, at)) => at.mul(x),
-            None => product(self.dense.view().t(), x.view()),
+            None => product(x.view().t(), self.dense.view()).transpose(),
         }
     }
 }
@@ -101,7 +105,7 @@ pub(crate) fn truncated_svd_of(op: &Operand<'_>, k: usize) -> Result<Svd> {
     if k == 0 || small == 0 {
         return Ok(out);
     }
-    let l = (k + OVERSAMPLE).min(small);
+    let l = (k + OVERSAMPLE).next_multiple_of(COLUMN_MULTIPLE).min(small);
     let q = if 4 * l >= small {
         gram_basis(op.dense, l)?
     } else {
@@ -115,21 +119,29 @@ pub(crate) fn truncated_svd_of(op: &Operand<'_>, k: usize) -> Result<Svd> {
     let bt = op.t_mul(&q);
     let eig = symmetric_eigen(r, &gram_f64(&bt))?;
     let top = eig.values[0].max(0.0);
-    for i in 0..k.min(r) {
-        let lam = eig.values[i];
-        if !(lam > top * RELATIVE_RANK_CUTOFF && lam > 0.0) {
-            break;
+    let kept = (0..k.min(r))
+        .take_while(|&i| eig.values[i] > top * RELATIVE_RANK_CUTOFF && eig.values[i] > 0.0)
+        .count();
+    if kept == 0 {
+        return Ok(out);
+    }
+    // W (r × kept): the eigenvectors as columns; U = Q W, V = Bᵀ W / σ.
+    let mut w = Matrix::zeros(r, kept);
+    for i in 0..kept {
+        for (row, x) in eig.vector(i).iter().enumerate() {
+            w.set(row, i, *x as f32);
         }
-        let sigma = lam.sqrt();
-        let w = eig.vector(i);
+    }
+    let u = product(q.view(), w.view());
+    let v = product(bt.view(), w.view());
+    for i in 0..kept {
+        let sigma = eig.values[i].sqrt();
         out.s[i] = sigma as f32;
         for row in 0..p {
-            let u = q.row(row).iter().zip(w).map(|(a, b)| *a as f64 * b).sum::<f64>();
-            out.u.set(row, i, u as f32);
+            out.u.set(row, i, u.get(row, i));
         }
         for (col, dst) in out.vt.row_mut(i).iter_mut().enumerate() {
-            let v = bt.row(col).iter().zip(w).map(|(a, b)| *a as f64 * b).sum::<f64>();
-            *dst = (v / sigma) as f32;
+            *dst = (v.get(col, i) as f64 / sigma) as f32;
         }
     }
     Ok(out)
@@ -170,42 +182,63 @@ fn randomized_basis(op: &Operand<'_>, k: usize, l: usize) -> Result<Matrix> {
         POWER_ITERS_LARGE_K
     };
     let omega = gaussian(c, l, TEST_MATRIX_SEED);
-    let mut q = orthonormalize(&op.mul(&omega))?;
+    // Between products a single pass from the f32 Gram matrix keeps the columns independent
+    // (scikit-learn uses an LU factorization there); the final basis gets two f64 passes.
+    let mut y = op.mul(&omega);
     for _ in 0..iters {
+        let q = orthonormalize_once(&y, false)?;
         if q.cols() == 0 {
-            break;
+            return Ok(q);
         }
-        let z = orthonormalize(&op.t_mul(&q))?;
+        let z = orthonormalize_once(&op.t_mul(&q), false)?;
         if z.cols() == 0 {
             return Ok(Matrix::zeros(p, 0));
         }
-        q = orthonormalize(&op.mul(&z))?;
+        y = op.mul(&z);
     }
-    Ok(q)
+    orthonormalize(&y)
 }
 
 /// `XᵀX` in `f64` (`X` is `n × r`, `r` small), in parallel over fixed row blocks.
 fn gram_f64(x: &Matrix) -> Vec<f64> {
     const BLOCK: usize = 1024;
-    let r = x.cols();
-    let partials: Vec<Vec<f64>> = x
-        .as_slice()
-        .par_chunks(BLOCK * r.max(1))
-        .map(|chunk| {
+    struct Op<'a> {
+        rows: &'a [f32],
+        r: usize,
+    }
+    impl pulp::WithSimd for Op<'_> {
+        type Output = Vec<f64>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<f64> {
+            // Lower triangle by rank-1 updates; plain loops, vectorised by the dispatch.
+            let r = self.r;
             let mut g = vec![0.0f64; r * r];
-            for row in chunk.chunks_exact(r) {
+            let mut row64 = vec![0.0f64; r];
+            for row in self.rows.chunks_exact(r) {
+                for (d, s) in row64.iter_mut().zip(row) {
+                    *d = *s as f64;
+                }
                 for i in 0..r {
-                    let a = row[i] as f64;
+                    let a = row64[i];
                     if a == 0.0 {
                         continue;
                     }
-                    for j in 0..=i {
-                        g[i * r + j] += a * row[j] as f64;
+                    for (gj, xj) in g[i * r..i * r + i + 1].iter_mut().zip(&row64[..=i]) {
+                        *gj += a * xj;
                     }
                 }
             }
             g
-        })
+        }
+    }
+    let r = x.cols();
+    if r == 0 {
+        return Vec::new();
+    }
+    let partials: Vec<Vec<f64>> = x
+        .as_slice()
+        .par_chunks(BLOCK * r)
+        .map(|rows| dispatch(Op { rows, r }))
         .collect();
     let mut g = vec![0.0f64; r * r];
     for part in &partials {
@@ -225,23 +258,44 @@ fn gram_f64(x: &Matrix) -> Vec<f64> {
 /// `yᵀy` in `f64`, applied twice for orthogonality to working precision. Columns whose
 /// singular value is below resolution are dropped, so the result may have fewer columns.
 fn orthonormalize(y: &Matrix) -> Result<Matrix> {
-    let mut q = orthonormalize_once(y)?;
+    let mut q = orthonormalize_once(y, true)?;
     if q.cols() > 0 {
-        q = orthonormalize_once(&q)?;
+        q = orthonormalize_once(&q, true)?;
     }
     Ok(q)
 }
 
-fn orthonormalize_once(y: &Matrix) -> Result<Matrix> {
+/// One pass of [`orthonormalize`]; the Gram matrix in `f64` (`exact`) or from the `f32`
+/// product (fast, enough between power iterations).
+fn orthonormalize_once(y: &Matrix, exact: bool) -> Result<Matrix> {
     let l = y.cols();
     if l == 0 {
         return Ok(Matrix::zeros(y.rows(), 0));
     }
-    let g = gram_f64(y);
+    let g = if exact {
+        gram_f64(y)
+    } else {
+        let g = product(y.view().t(), y.view());
+        let mut g64: Vec<f64> = g.as_slice().iter().map(|&v| v as f64).collect();
+        // Symmetrize (the product is symmetric up to rounding).
+        for i in 0..l {
+            for j in 0..i {
+                let m = 0.5 * (g64[i * l + j] + g64[j * l + i]);
+                g64[i * l + j] = m;
+                g64[j * l + i] = m;
+            }
+        }
+        g64
+    };
     let eig = symmetric_eigen(l, &g)?;
     let top = eig.values[0].max(0.0);
+    let cutoff = if exact {
+        RELATIVE_RANK_CUTOFF
+    } else {
+        RELATIVE_RANK_CUTOFF_F32
+    };
     let keep: Vec<usize> = (0..l)
-        .filter(|&i| eig.values[i] > top * RELATIVE_RANK_CUTOFF && eig.values[i] > 0.0)
+        .filter(|&i| eig.values[i] > top * cutoff && eig.values[i] > 0.0)
         .collect();
     // M = W Λ^{-1/2} (l × kept); Q = Y M.
     let mut m = Matrix::zeros(l, keep.len());

@@ -19,8 +19,8 @@
 //! non-zeros: `A_b Vᵀ` gathers rows of `Vᵀ`, and `A_bᵀ U_b` scatters rows of `U_b` into a
 //! `C × K` partial.
 
-use super::Layout;
-use crate::linalg::kernel::{gemm, vectorized, View};
+use super::{Layout, Stats};
+use crate::linalg::kernel::{self, gemm, View};
 use crate::linalg::{par_gemm, sum_in_order, Csr};
 use crate::Matrix;
 use rayon::prelude::*;
@@ -43,29 +43,26 @@ pub(crate) struct Data<'a> {
     pub csr: Option<Csr>,
     /// `‖A‖²_F`, accumulated in `f64`.
     pub norm_sq: f64,
+    /// `Σ A`, accumulated in `f64`.
+    pub sum: f64,
     blocks: Vec<Range<usize>>,
     chunks: Vec<Range<usize>>,
 }
 
 impl<'a> Data<'a> {
-    pub fn new(dense: &'a Matrix, layout: Layout, sparse_max_density: f64) -> Data<'a> {
+    pub fn new(
+        dense: &'a Matrix,
+        stats: &Stats,
+        layout: Layout,
+        sparse_max_density: f64,
+    ) -> Data<'a> {
         let (p, c) = dense.shape();
-        let nnz = dense.as_slice().iter().filter(|v| **v != 0.0).count();
-        let density = if p * c == 0 {
-            0.0
-        } else {
-            nnz as f64 / (p * c) as f64
-        };
+        let density = stats.nnz as f64 / (p * c).max(1) as f64;
         let sparse = match layout {
             Layout::Dense => false,
             Layout::Sparse => true,
             Layout::Auto => density <= sparse_max_density,
         };
-        let norm_sq = dense
-            .as_slice()
-            .iter()
-            .map(|&v| v as f64 * v as f64)
-            .sum();
         let rows_per_block = (BLOCK_BYTES / 4 / c.max(1)).clamp(8, 512) / 8 * 8;
         let blocks: Vec<Range<usize>> = (0..p)
             .step_by(rows_per_block)
@@ -77,7 +74,8 @@ impl<'a> Data<'a> {
         Data {
             dense,
             csr: sparse.then(|| Csr::from_dense(dense)),
-            norm_sq,
+            norm_sq: stats.sum_sq,
+            sum: stats.sum,
             blocks,
             chunks,
         }
@@ -271,27 +269,12 @@ impl<'d, 'a> Engine<'d, 'a> {
 /// `x ← x ∘ num ⊘ den`, a zero denominator counting as [`EPS`].
 #[inline]
 pub(crate) fn mu_update(x: &mut [f32], num: &[f32], den: &[f32]) {
-    vectorized(|| {
-        for ((x, n), d) in x.iter_mut().zip(num).zip(den) {
-            let d = if *d == 0.0 { EPS } else { *d };
-            *x *= *n / d;
-        }
-    })
+    kernel::mu_update(x, num, den, EPS)
 }
 
 /// `Nᵀ += A_bᵀ U_b` for sparse rows starting at `r0`: row `r`'s entries scatter `a · U_r`.
 fn scatter_t(csr: &Csr, r0: usize, ub: &[f32], k: usize, nt: &mut [f32]) {
-    vectorized(|| {
-        for (i, urow) in ub.chunks_exact(k).enumerate() {
-            let (idx, val) = csr.row(r0 + i);
-            for (&col, &a) in idx.iter().zip(val) {
-                let dst = &mut nt[col as usize * k..col as usize * k + k];
-                for (d, x) in dst.iter_mut().zip(urow) {
-                    *d = a.mul_add(*x, *d);
-                }
-            }
-        }
-    })
+    csr.t_mul_rows_add(r0, ub, k, nt)
 }
 
 /// `X Xᵀ` for the rows of `x`.
@@ -315,15 +298,7 @@ pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
                 let ub = View::row_major(&u.as_slice()[rows.start * k..rows.end * k], rows.len(), k, k);
                 gemm(&mut uv, c, ub, v.view(), false);
                 let a = &data.dense.as_slice()[rows.start * c..rows.end * c];
-                total += vectorized(|| {
-                    a.iter()
-                        .zip(&uv)
-                        .map(|(x, y)| {
-                            let d = *x as f64 - *y as f64;
-                            d * d
-                        })
-                        .sum::<f64>()
-                });
+                total += kernel::sum_sq_diff(a, &uv, c);
             }
             total
         })

@@ -15,15 +15,8 @@ use rand_chacha::ChaCha8Rng;
 pub(crate) const NNDSVD_ZERO: f64 = 1e-6;
 
 /// NNDSVD factors `(U: P×K, V: K×C)`; with `fill`, zeros become `mean`.
-///
-/// `zero_below` is the truncation threshold in the units of `op` (it differs from
-/// [`NNDSVD_ZERO`] only when the caller has rescaled `A`).
-pub(crate) fn nndsvd(
-    op: &Operand<'_>,
-    k: usize,
-    fill: Option<f64>,
-    zero_below: f64,
-) -> Result<(Matrix, Matrix)> {
+pub(crate) fn nndsvd(op: &Operand<'_>, k: usize, fill: Option<f64>) -> Result<(Matrix, Matrix)> {
+    let zero_below = NNDSVD_ZERO;
     let (p, c) = op.dense.shape();
     let svd = truncated_svd_of(op, k)?;
     let mut u = Matrix::zeros(p, k);
