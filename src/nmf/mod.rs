@@ -46,9 +46,16 @@
 //!   truncation then applies to the rescaled values, which keeps such fits scale-equivariant);
 //!   factors are never NaN or infinite.
 
+mod baseline;
 mod engine;
 mod init;
 
+
+pub use baseline::{
+    Compressed, Compressor, KMeans, KMeansBuilder, Pca, PcaBuilder, RandomAblation,
+    RandomAblationBuilder, SphericalKMeans, DEFAULT_KMEANS_MAX_ITER, DEFAULT_PCA_CENTERED,
+    DEFAULT_SEED,
+};
 
 use crate::linalg::{kernel, Operand};
 use crate::{Error, Matrix, Result};

@@ -517,3 +517,164 @@ fn random_init_is_seeded() {
     assert_eq!(fit(1), fit(1));
     assert_ne!(fit(1), fit(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Compression baselines.
+
+mod baselines {
+    use super::*;
+    use deepfactor::nmf::{Compressor, KMeans, Pca, RandomAblation, SphericalKMeans};
+
+    fn all(k: usize) -> Vec<Box<dyn Compressor>> {
+        vec![
+            Box::new(Nmf::new(k).max_iter(100).build().unwrap()),
+            Box::new(Pca::new(k).build().unwrap()),
+            Box::new(Pca::new(k).centered(false).build().unwrap()),
+            Box::new(KMeans::new(k).seed(3).build().unwrap()),
+            Box::new(SphericalKMeans::new(k).seed(3).build().unwrap()),
+            Box::new(RandomAblation::new(k).seed(3).build().unwrap()),
+        ]
+    }
+
+    /// Every compressor: shapes, reconstruction = U·V (+ offset), reported error, determinism.
+    #[test]
+    fn common_contract() {
+        let a = relu_noise(40, 16, 12);
+        for comp in all(4) {
+            let x = comp.compress(&a).unwrap();
+            let name = comp.name();
+            assert_eq!(comp.rank(), 4);
+            assert_eq!((x.u.shape(), x.v.shape()), ((40, 4), (4, 16)), "{name}");
+            let mut uv = x.u.matmul(&x.v).unwrap();
+            if let Some(mu) = &x.offset {
+                for r in 0..uv.rows() {
+                    for (v, m) in uv.row_mut(r).iter_mut().zip(mu) {
+                        *v += *m;
+                    }
+                }
+            }
+            for (p, q) in uv.as_slice().iter().zip(x.reconstruction.as_slice()) {
+                assert!((p - q).abs() < 1e-4, "{name}");
+            }
+            let d: f64 = a
+                .as_slice()
+                .iter()
+                .zip(x.reconstruction.as_slice())
+                .map(|(p, q)| (*p as f64 - *q as f64).powi(2))
+                .sum();
+            assert!((x.rel_error - d.sqrt() / a.frobenius_norm()).abs() < 1e-6, "{name}");
+            assert!(x.rel_error < 1.0, "{name}: {}", x.rel_error);
+            assert_eq!(comp.compress(&a).unwrap(), x, "{name} is not deterministic");
+            // Refuses NaN.
+            let mut bad = a.clone();
+            bad.set(1, 1, f32::NAN);
+            assert!(comp.compress(&bad).is_err(), "{name}");
+        }
+    }
+
+    /// Uncentred PCA is the best rank-K approximation: it beats every other compressor, and
+    /// reaches the tail of the singular spectrum; a planted rank-K matrix is reproduced.
+    #[test]
+    fn pca_is_optimal_and_exact_on_low_rank() {
+        let a = relu_noise(60, 20, 2);
+        let svd = Pca::new(5).centered(false).build().unwrap().compress(&a).unwrap();
+        for comp in all(5) {
+            let x = comp.compress(&a).unwrap();
+            if x.offset.is_none() {
+                assert!(svd.rel_error <= x.rel_error + 1e-6, "{}", comp.name());
+            }
+        }
+        // Orthonormal axes, positive largest entry.
+        let vvt = svd.v.matmul_t(&svd.v).unwrap();
+        for i in 0..5 {
+            for j in 0..5 {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((vvt.get(i, j) - want).abs() < 1e-4);
+            }
+            let row = svd.v.row(i);
+            let big = row.iter().fold(0.0f32, |m, x| if x.abs() > m.abs() { *x } else { m });
+            assert!(big > 0.0);
+        }
+        let (p, _, _) = planted(50, 30, 3, 0.3, 4);
+        for centered in [false, true] {
+            let x = Pca::new(3).centered(centered).build().unwrap().compress(&p).unwrap();
+            // Centring costs one dimension of a rank-3 non-centred matrix, not all of it.
+            assert!(x.rel_error < if centered { 0.5 } else { 1e-4 }, "{}", x.rel_error);
+        }
+        let x = Pca::new(4).centered(true).build().unwrap().compress(&p).unwrap();
+        assert!(x.rel_error < 1e-4);
+    }
+
+    /// K-means: one-hot U, centroids are member means; well-separated clusters are found;
+    /// spherical k-means codes rows by their projection on a unit centroid.
+    #[test]
+    fn kmeans_variants() {
+        // Three separated blobs.
+        let mut g = Lcg(5);
+        let centres = [[0.0f32, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 5.0]];
+        let mut data = Vec::new();
+        for i in 0..60 {
+            let c = centres[i % 3];
+            for x in c {
+                data.push(x + g.next() * 0.5);
+            }
+        }
+        let a = Matrix::from_vec(60, 3, data).unwrap();
+        let x = KMeans::new(3).build().unwrap().compress(&a).unwrap();
+        for r in 0..60 {
+            let ones: Vec<f32> = x.u.row(r).to_vec();
+            assert_eq!(ones.iter().filter(|v| **v == 1.0).count(), 1);
+            assert_eq!(ones.iter().sum::<f32>(), 1.0);
+        }
+        // Rows of the same blob share a cluster, different blobs do not.
+        let cluster = |r: usize| x.u.row(r).iter().position(|v| *v == 1.0).unwrap();
+        for r in 3..60 {
+            assert_eq!(cluster(r), cluster(r % 3));
+        }
+        assert_ne!(cluster(0), cluster(1));
+        assert_ne!(cluster(1), cluster(2));
+        assert!(x.rel_error < 0.1);
+
+        let a = relu_noise(50, 10, 8);
+        let s = SphericalKMeans::new(4).build().unwrap().compress(&a).unwrap();
+        for j in 0..4 {
+            let n: f32 = s.v.row(j).iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((n - 1.0).abs() < 1e-4 || n == 0.0);
+        }
+        for r in 0..50 {
+            let nz: Vec<usize> = (0..4).filter(|&j| s.u.get(r, j) != 0.0).collect();
+            assert!(nz.len() <= 1);
+            if let [j] = nz[..] {
+                let dot: f32 = a.row(r).iter().zip(s.v.row(j)).map(|(p, q)| p * q).sum();
+                assert!((s.u.get(r, j) - dot).abs() < 1e-4);
+            }
+        }
+        // More clusters than distinct rows still works.
+        let few = Matrix::from_vec(3, 2, vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0]).unwrap();
+        let x = KMeans::new(5).build().unwrap().compress(&few).unwrap();
+        assert!(x.rel_error < 1e-6);
+    }
+
+    #[test]
+    fn random_ablation_keeps_k_channels() {
+        let a = relu_noise(20, 12, 3);
+        let ab = RandomAblation::new(5).seed(9).build().unwrap();
+        let kept = ab.channels(12);
+        assert_eq!(kept.len(), 5);
+        assert!(kept.windows(2).all(|w| w[0] < w[1]));
+        assert_ne!(kept, RandomAblation::new(5).seed(10).build().unwrap().channels(12));
+        let x = ab.compress(&a).unwrap();
+        for r in 0..20 {
+            for c in 0..12 {
+                let want = if kept.contains(&c) { a.get(r, c) } else { 0.0 };
+                assert_eq!(x.reconstruction.get(r, c), want);
+            }
+        }
+        // K ≥ C keeps everything.
+        let all = RandomAblation::new(15).build().unwrap().compress(&a).unwrap();
+        assert_eq!(all.rel_error, 0.0);
+        assert!(RandomAblation::new(0).build().is_err());
+        assert!(KMeans::new(0).build().is_err());
+        assert!(Pca::new(0).build().is_err());
+    }
+}
