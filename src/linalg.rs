@@ -102,7 +102,7 @@ mod svd;
 pub use eigen::{symmetric_eigen, SymmetricEigen};
 pub use sparse::Csr;
 pub use svd::{truncated_svd, Svd};
-pub(crate) use svd::{truncated_svd_of, Operand};
+pub(crate) use svd::{batch_svd, truncated_svd_of, BatchOperand, Operand};
 
 use kernel::View;
 use rayon::prelude::*;

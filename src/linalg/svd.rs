@@ -63,28 +63,114 @@ pub fn truncated_svd(a: &Matrix, k: usize) -> Result<Svd> {
     }, k)
 }
 
+/// A batch of `B` matrices (`P × C` each) as the SVD sees them: the products it needs, on
+/// whatever backend holds the matrices. The CPU [`Operand`] is a batch of one; the candle
+/// tensor path implements it for a `B × P × C` tensor. Small per-item matrices (`l × l`) live
+/// on the host in `f64`.
+pub(crate) trait BatchOperand {
+    /// A batch of tall matrices (`P × l` or `C × l` per item).
+    type Tall;
+    /// `B`.
+    fn batch(&self) -> usize;
+    /// `(P, C)`.
+    fn shape(&self) -> (usize, usize);
+    /// Puts one host matrix per item onto the backend (all of one shape).
+    fn upload(&self, items: &[Matrix]) -> Result<Self::Tall>;
+    /// The items back on the host.
+    fn download(&self, y: &Self::Tall) -> Result<Vec<Matrix>>;
+    /// Columns of `y`.
+    fn width(&self, y: &Self::Tall) -> usize;
+    /// `A · X`.
+    fn mul(&self, x: &Self::Tall) -> Result<Self::Tall>;
+    /// `Aᵀ · X`.
+    fn t_mul(&self, x: &Self::Tall) -> Result<Self::Tall>;
+    /// `YᵀY` per item (row-major `l × l`), accumulated in `f64` when `exact`.
+    fn gram(&self, y: &Self::Tall, exact: bool) -> Result<Vec<Vec<f64>>>;
+    /// `Y · M_b` for each item `b` (`M_b` all of one shape).
+    fn right_mul(&self, y: &Self::Tall, m: &[Matrix]) -> Result<Self::Tall>;
+    /// The Gram matrix of the smaller side per item: `AᵀA` when `P ≥ C`, else `AAᵀ`.
+    fn side_gram(&self) -> Result<Vec<Vec<f64>>>;
+}
+
 /// A matrix to decompose, with its sparse form (and the transpose of that) when it has one.
 pub(crate) struct Operand<'a> {
     pub dense: &'a Matrix,
     pub sparse: Option<(&'a Csr, &'a Csr)>,
 }
 
-impl Operand<'_> {
-    /// `A · X`.
-    fn mul(&self, x: &Matrix) -> Matrix {
-        match self.sparse {
-            Some((a, _)) => a.mul(x),
-            None => product(self.dense.view(), x.view()),
-        }
+impl BatchOperand for Operand<'_> {
+    type Tall = Matrix;
+
+    fn batch(&self) -> usize {
+        1
     }
 
-    /// `Aᵀ · X`, computed as `(Xᵀ A)ᵀ` for dense `A` so that `A` is read along its rows.
-    fn t_mul(&self, x: &Matrix) -> Matrix {
-        match self.sparse {
+    fn shape(&self) -> (usize, usize) {
+        self.dense.shape()
+    }
+
+    fn upload(&self, items: &[Matrix]) -> Result<Matrix> {
+        Ok(items[0].clone())
+    }
+
+    fn download(&self, y: &Matrix) -> Result<Vec<Matrix>> {
+        Ok(vec![y.clone()])
+    }
+
+    fn width(&self, y: &Matrix) -> usize {
+        y.cols()
+    }
+
+    fn mul(&self, x: &Matrix) -> Result<Matrix> {
+        Ok(match self.sparse {
+            Some((a, _)) => a.mul(x),
+            None => product(self.dense.view(), x.view()),
+        })
+    }
+
+    /// Computed as `(Xᵀ A)ᵀ` for dense `A`, so that `A` is read along its rows.
+    fn t_mul(&self, x: &Matrix) -> Result<Matrix> {
+        Ok(match self.sparse {
             Some((_, at)) => at.mul(x),
             None => product(x.view().t(), self.dense.view()).transpose(),
+        })
+    }
+
+    fn gram(&self, y: &Matrix, exact: bool) -> Result<Vec<Vec<f64>>> {
+        Ok(vec![if exact {
+            gram_f64(y)
+        } else {
+            symmetric_f64(&product(y.view().t(), y.view()))
+        }])
+    }
+
+    fn right_mul(&self, y: &Matrix, m: &[Matrix]) -> Result<Matrix> {
+        Ok(product(y.view(), m[0].view()))
+    }
+
+    fn side_gram(&self) -> Result<Vec<Vec<f64>>> {
+        let a = self.dense;
+        let g = if a.rows() >= a.cols() {
+            product(a.view().t(), a.view())
+        } else {
+            product(a.view(), a.view().t())
+        };
+        Ok(vec![symmetric_f64(&g)])
+    }
+}
+
+/// A square `f32` matrix as `f64`, symmetrised (products are symmetric only up to rounding).
+pub(crate) fn symmetric_f64(g: &Matrix) -> Vec<f64> {
+    let l = g.rows();
+    let mut g64: Vec<f64> = g.as_slice().iter().map(|&v| v as f64).collect();
+    for i in 0..l {
+        for j in 0..i {
+            let m = 0.5 * (g64[i * l + j] + g64[j * l + i]);
+            g64[i * l + j] = m;
+            g64[j * l + i] = m;
         }
     }
+    g64
 }
 
 fn product(l: View<'_>, r: View<'_>) -> Matrix {
@@ -95,53 +181,68 @@ fn product(l: View<'_>, r: View<'_>) -> Matrix {
 
 /// [`truncated_svd`] on an operand whose entries are known to be finite.
 pub(crate) fn truncated_svd_of(op: &Operand<'_>, k: usize) -> Result<Svd> {
-    let (p, c) = op.dense.shape();
+    let mut all = batch_svd(op, k)?;
+    // A batch of one gives one decomposition.
+    Ok(all.remove(0))
+}
+
+/// The top `k` singular triplets of every item of `op` (see the module docs).
+pub(crate) fn batch_svd<O: BatchOperand>(op: &O, k: usize) -> Result<Vec<Svd>> {
+    let (p, c) = op.shape();
+    let batch = op.batch();
     let small = p.min(c);
-    let mut out = Svd {
-        u: Matrix::zeros(p, k),
-        s: vec![0.0; k],
-        vt: Matrix::zeros(k, c),
-    };
-    if k == 0 || small == 0 {
+    let mut out: Vec<Svd> = (0..batch)
+        .map(|_| Svd {
+            u: Matrix::zeros(p, k),
+            s: vec![0.0; k],
+            vt: Matrix::zeros(k, c),
+        })
+        .collect();
+    if k == 0 || small == 0 || batch == 0 {
         return Ok(out);
     }
     let l = (k + OVERSAMPLE).next_multiple_of(COLUMN_MULTIPLE).min(small);
     let q = if 4 * l >= small {
-        gram_basis(op.dense, l)?
+        gram_basis(op, l)?
     } else {
         randomized_basis(op, k, l)?
     };
     // Rayleigh–Ritz: Bᵀ = AᵀQ (c × r); the SVD of B from the eigenvectors of BBᵀ in f64.
-    let r = q.cols();
+    let r = op.width(&q);
     if r == 0 {
         return Ok(out);
     }
-    let bt = op.t_mul(&q);
-    let eig = symmetric_eigen(r, &gram_f64(&bt))?;
-    let top = eig.values[0].max(0.0);
-    let kept = (0..k.min(r))
-        .take_while(|&i| eig.values[i] > top * RELATIVE_RANK_CUTOFF && eig.values[i] > 0.0)
-        .count();
-    if kept == 0 {
-        return Ok(out);
-    }
-    // W (r × kept): the eigenvectors as columns; U = Q W, V = Bᵀ W / σ.
-    let mut w = Matrix::zeros(r, kept);
-    for i in 0..kept {
-        for (row, x) in eig.vector(i).iter().enumerate() {
-            w.set(row, i, *x as f32);
+    let bt = op.t_mul(&q)?;
+    let grams = op.gram(&bt, true)?;
+    // W_b (r × k): the leading eigenvectors as columns (zero past the numerical rank).
+    let mut ws = Vec::with_capacity(batch);
+    let mut sigmas = Vec::with_capacity(batch);
+    for g in &grams {
+        let eig = symmetric_eigen(r, g)?;
+        let top = eig.values[0].max(0.0);
+        let kept = (0..k.min(r))
+            .take_while(|&i| eig.values[i] > top * RELATIVE_RANK_CUTOFF && eig.values[i] > 0.0)
+            .count();
+        let mut w = Matrix::zeros(r, k);
+        for i in 0..kept {
+            for (row, x) in eig.vector(i).iter().enumerate() {
+                w.set(row, i, *x as f32);
+            }
         }
+        ws.push(w);
+        sigmas.push(eig.values[..kept].iter().map(|v| v.sqrt()).collect::<Vec<f64>>());
     }
-    let u = product(q.view(), w.view());
-    let v = product(bt.view(), w.view());
-    for i in 0..kept {
-        let sigma = eig.values[i].sqrt();
-        out.s[i] = sigma as f32;
-        for row in 0..p {
-            out.u.set(row, i, u.get(row, i));
-        }
-        for (col, dst) in out.vt.row_mut(i).iter_mut().enumerate() {
-            *dst = (v.get(col, i) as f64 / sigma) as f32;
+    let us = op.download(&op.right_mul(&q, &ws)?)?;
+    let vs = op.download(&op.right_mul(&bt, &ws)?)?;
+    for (b, o) in out.iter_mut().enumerate() {
+        for (i, &sigma) in sigmas[b].iter().enumerate() {
+            o.s[i] = sigma as f32;
+            for row in 0..p {
+                o.u.set(row, i, us[b].get(row, i));
+            }
+            for (col, dst) in o.vt.row_mut(i).iter_mut().enumerate() {
+                *dst = (vs[b].get(col, i) as f64 / sigma) as f32;
+            }
         }
     }
     Ok(out)
@@ -149,33 +250,31 @@ pub(crate) fn truncated_svd_of(op: &Operand<'_>, k: usize) -> Result<Svd> {
 
 /// An orthonormal basis (`rows × ≤ l`) of the top-`l` left singular subspace, from the
 /// eigenvectors of the `f32` Gram matrix of the smaller side.
-fn gram_basis(a: &Matrix, l: usize) -> Result<Matrix> {
-    let (p, c) = a.shape();
-    let tall = p >= c;
-    let g = if tall {
-        product(a.view().t(), a.view())
-    } else {
-        product(a.view(), a.view().t())
-    };
-    let n = g.rows();
-    let g64: Vec<f64> = g.as_slice().iter().map(|&v| v as f64).collect();
-    let eig = symmetric_eigen(n, &g64)?;
-    let mut basis = Matrix::zeros(n, l);
-    for i in 0..l {
-        for (r, x) in eig.vector(i).iter().enumerate() {
-            basis.set(r, i, *x as f32);
+fn gram_basis<O: BatchOperand>(op: &O, l: usize) -> Result<O::Tall> {
+    let (p, c) = op.shape();
+    let n = p.min(c);
+    let mut bases = Vec::with_capacity(op.batch());
+    for g in op.side_gram()? {
+        let eig = symmetric_eigen(n, &g)?;
+        let mut basis = Matrix::zeros(n, l);
+        for i in 0..l {
+            for (r, x) in eig.vector(i).iter().enumerate() {
+                basis.set(r, i, *x as f32);
+            }
         }
+        bases.push(basis);
     }
-    if tall {
-        orthonormalize(&product(a.view(), basis.view()))
+    let basis = op.upload(&bases)?;
+    if p >= c {
+        orthonormalize(op, &op.mul(&basis)?)
     } else {
-        orthonormalize(&basis)
+        orthonormalize(op, &basis)
     }
 }
 
 /// An orthonormal basis (`rows × ≤ l`) of the range of `A·Ω` after the power iterations.
-fn randomized_basis(op: &Operand<'_>, k: usize, l: usize) -> Result<Matrix> {
-    let (p, c) = op.dense.shape();
+fn randomized_basis<O: BatchOperand>(op: &O, k: usize, l: usize) -> Result<O::Tall> {
+    let (p, c) = op.shape();
     let iters = if 10 * k < p.min(c) {
         POWER_ITERS_SMALL_K
     } else {
@@ -184,19 +283,19 @@ fn randomized_basis(op: &Operand<'_>, k: usize, l: usize) -> Result<Matrix> {
     let omega = gaussian(c, l, TEST_MATRIX_SEED);
     // Between products a single pass from the f32 Gram matrix keeps the columns independent
     // (scikit-learn uses an LU factorization there); the final basis gets two f64 passes.
-    let mut y = op.mul(&omega);
+    let mut y = op.mul(&op.upload(&vec![omega; op.batch()])?)?;
     for _ in 0..iters {
-        let q = orthonormalize_once(&y, false)?;
-        if q.cols() == 0 {
+        let q = orthonormalize_once(op, &y, false)?;
+        if op.width(&q) == 0 {
             return Ok(q);
         }
-        let z = orthonormalize_once(&op.t_mul(&q), false)?;
-        if z.cols() == 0 {
-            return Ok(Matrix::zeros(p, 0));
+        let z = orthonormalize_once(op, &op.t_mul(&q)?, false)?;
+        if op.width(&z) == 0 {
+            return op.upload(&vec![Matrix::zeros(p, 0); op.batch()]);
         }
-        y = op.mul(&z);
+        y = op.mul(&z)?;
     }
-    orthonormalize(&y)
+    orthonormalize(op, &y)
 }
 
 /// `XᵀX` in `f64` (`X` is `n × r`, `r` small), in parallel over fixed row blocks.
@@ -254,62 +353,66 @@ fn gram_f64(x: &Matrix) -> Vec<f64> {
     g
 }
 
-/// An orthonormal basis of the column space of `y` (`n × l`), via the eigendecomposition of
-/// `yᵀy` in `f64`, applied twice for orthogonality to working precision. Columns whose
-/// singular value is below resolution are dropped, so the result may have fewer columns.
-fn orthonormalize(y: &Matrix) -> Result<Matrix> {
-    let mut q = orthonormalize_once(y, true)?;
-    if q.cols() > 0 {
-        q = orthonormalize_once(&q, true)?;
+/// An orthonormal basis of the column space of every item of `y` (`n × l`), via the
+/// eigendecomposition of `yᵀy` in `f64`, applied twice for orthogonality to working
+/// precision. Directions whose singular value is below resolution are dropped; items of a
+/// batch keep a common width, padded with zero columns.
+fn orthonormalize<O: BatchOperand>(op: &O, y: &O::Tall) -> Result<O::Tall> {
+    let q = orthonormalize_once(op, y, true)?;
+    if op.width(&q) == 0 {
+        return Ok(q);
     }
-    Ok(q)
+    orthonormalize_once(op, &q, true)
 }
 
 /// One pass of [`orthonormalize`]; the Gram matrix in `f64` (`exact`) or from the `f32`
 /// product (fast, enough between power iterations).
-fn orthonormalize_once(y: &Matrix, exact: bool) -> Result<Matrix> {
-    let l = y.cols();
-    if l == 0 {
-        return Ok(Matrix::zeros(y.rows(), 0));
-    }
-    let g = if exact {
-        gram_f64(y)
-    } else {
-        let g = product(y.view().t(), y.view());
-        let mut g64: Vec<f64> = g.as_slice().iter().map(|&v| v as f64).collect();
-        // Symmetrize (the product is symmetric up to rounding).
-        for i in 0..l {
-            for j in 0..i {
-                let m = 0.5 * (g64[i * l + j] + g64[j * l + i]);
-                g64[i * l + j] = m;
-                g64[j * l + i] = m;
-            }
-        }
-        g64
-    };
-    let eig = symmetric_eigen(l, &g)?;
-    let top = eig.values[0].max(0.0);
+fn orthonormalize_once<O: BatchOperand>(op: &O, y: &O::Tall, exact: bool) -> Result<O::Tall> {
+    let l = op.width(y);
     let cutoff = if exact {
         RELATIVE_RANK_CUTOFF
     } else {
         RELATIVE_RANK_CUTOFF_F32
     };
-    let keep: Vec<usize> = (0..l)
-        .filter(|&i| eig.values[i] > top * cutoff && eig.values[i] > 0.0)
-        .collect();
-    // M = W Λ^{-1/2} (l × kept); Q = Y M.
-    let mut m = Matrix::zeros(l, keep.len());
-    for (j, &i) in keep.iter().enumerate() {
-        let scale = 1.0 / eig.values[i].sqrt();
-        for (r, x) in eig.vector(i).iter().enumerate() {
-            m.set(r, j, (x * scale) as f32);
+    let mut kept_per_item = Vec::new();
+    for g in op.gram(y, exact)? {
+        if l == 0 {
+            kept_per_item.push((Vec::new(), Vec::new()));
+            continue;
         }
+        let eig = symmetric_eigen(l, &g)?;
+        let top = eig.values[0].max(0.0);
+        let keep: Vec<usize> = (0..l)
+            .filter(|&i| eig.values[i] > top * cutoff && eig.values[i] > 0.0)
+            .collect();
+        let cols: Vec<Vec<f32>> = keep
+            .iter()
+            .map(|&i| {
+                let scale = 1.0 / eig.values[i].sqrt();
+                eig.vector(i).iter().map(|x| (x * scale) as f32).collect()
+            })
+            .collect();
+        kept_per_item.push((keep, cols));
     }
-    Ok(product(y.view(), m.view()))
+    // M_b = W Λ^{-1/2} (l × width), zero-padded to the widest item; Q = Y M.
+    let width = kept_per_item.iter().map(|k| k.0.len()).max().unwrap_or(0);
+    let ms: Vec<Matrix> = kept_per_item
+        .iter()
+        .map(|(_, cols)| {
+            let mut m = Matrix::zeros(l, width);
+            for (j, col) in cols.iter().enumerate() {
+                for (r, x) in col.iter().enumerate() {
+                    m.set(r, j, *x);
+                }
+            }
+            m
+        })
+        .collect();
+    op.right_mul(y, &ms)
 }
 
 /// A `rows × cols` matrix of independent standard normal values from `seed` (Box–Muller).
-fn gaussian(rows: usize, cols: usize, seed: u64) -> Matrix {
+pub(crate) fn gaussian(rows: usize, cols: usize, seed: u64) -> Matrix {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut data = Vec::with_capacity(rows * cols);
     while data.len() < rows * cols {
@@ -333,8 +436,12 @@ mod tests {
     fn planted(p: usize, c: usize, rank: usize) -> Matrix {
         let u = gaussian(p, rank, 1);
         let v = gaussian(rank, c, 2);
-        let qu = orthonormalize(&u).unwrap();
-        let qv = orthonormalize(&v.transpose()).unwrap();
+        let op = Operand {
+            dense: &u,
+            sparse: None,
+        };
+        let qu = orthonormalize(&op, &u).unwrap();
+        let qv = orthonormalize(&op, &v.transpose()).unwrap();
         let mut us = qu.clone();
         for r in 0..p {
             for i in 0..rank {

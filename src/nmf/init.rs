@@ -6,7 +6,7 @@
 //! product)`. Entries below `1e-6` become zero. NNDSVDa then replaces every zero by the mean of
 //! `A`. A triplet with `σ = 0` (past the rank of `A`) gives a zero factor.
 
-use crate::linalg::{truncated_svd_of, Operand};
+use crate::linalg::{truncated_svd_of, Operand, Svd};
 use crate::{Matrix, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,9 +16,13 @@ pub(crate) const NNDSVD_ZERO: f64 = 1e-6;
 
 /// NNDSVD factors `(U: P×K, V: K×C)`; with `fill`, zeros become `mean`.
 pub(crate) fn nndsvd(op: &Operand<'_>, k: usize, fill: Option<f64>) -> Result<(Matrix, Matrix)> {
+    Ok(from_svd(&truncated_svd_of(op, k)?, fill))
+}
+
+/// NNDSVD factors from the top `K` singular triplets of `A`.
+pub(crate) fn from_svd(svd: &Svd, fill: Option<f64>) -> (Matrix, Matrix) {
     let zero_below = NNDSVD_ZERO;
-    let (p, c) = op.dense.shape();
-    let svd = truncated_svd_of(op, k)?;
+    let (p, c, k) = (svd.u.rows(), svd.vt.cols(), svd.s.len());
     let mut u = Matrix::zeros(p, k);
     let mut v = Matrix::zeros(k, c);
     for j in 0..k {
@@ -82,7 +86,7 @@ pub(crate) fn nndsvd(op: &Operand<'_>, k: usize, fill: Option<f64>) -> Result<(M
             }
         }
     }
-    Ok((u, v))
+    (u, v)
 }
 
 /// Random factors as scikit-learn draws them: `|N(0, 1)| · √(mean(A) / K)`, reproducible for

@@ -49,6 +49,7 @@
 mod baseline;
 mod engine;
 mod init;
+mod tensor;
 
 
 pub use baseline::{
@@ -56,6 +57,8 @@ pub use baseline::{
     RandomAblationBuilder, SphericalKMeans, DEFAULT_KMEANS_MAX_ITER, DEFAULT_PCA_CENTERED,
     DEFAULT_SEED,
 };
+
+pub use tensor::TensorFactorization;
 
 use crate::linalg::{kernel, Operand};
 use crate::{Error, Matrix, Result};

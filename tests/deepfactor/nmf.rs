@@ -678,3 +678,86 @@ mod baselines {
         assert!(Pca::new(0).build().is_err());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The candle tensor path, on the CPU device.
+
+mod tensor_path {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn to_tensor(m: &Matrix) -> Tensor {
+        Tensor::from_vec(m.as_slice().to_vec(), m.shape(), &Device::Cpu).unwrap()
+    }
+
+    fn to_matrix(t: &Tensor) -> Matrix {
+        let (r, c) = t.dims2().unwrap();
+        Matrix::from_vec(r, c, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
+    }
+
+    fn close(a: &Matrix, b: &Matrix, rel: f32) {
+        let scale = a.as_slice().iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        for (x, y) in a.as_slice().iter().zip(b.as_slice()) {
+            assert!((x - y).abs() <= rel * scale, "{x} vs {y} (scale {scale})");
+        }
+    }
+
+    /// Same iterations, errors and factors (to f32 rounding) as the slice engine, for each
+    /// initialisation, with and without a tolerance.
+    #[test]
+    fn agrees_with_the_slice_engine() {
+        let a = relu_noise(70, 40, 31);
+        for init in [Init::Nndsvda, Init::Nndsvd, Init::Random { seed: 4 }] {
+            for tol in [0.0, 1e-4] {
+                let nmf = Nmf::new(5).init(init).max_iter(60).tol(tol).build().unwrap();
+                let cpu = nmf.fit(&a).unwrap();
+                let t = nmf.fit_tensor(&to_tensor(&a)).unwrap();
+                assert_eq!(t.iterations, vec![cpu.iterations], "{init:?} tol {tol}");
+                assert!((t.rel_error[0] - cpu.rel_error).abs() < 1e-4 * cpu.rel_error);
+                close(&cpu.u, &to_matrix(&t.u), 2e-3);
+                close(&cpu.v, &to_matrix(&t.v), 2e-3);
+            }
+        }
+    }
+
+    /// A batch: each image as the slice engine fits it; a zero image gets zero factors.
+    #[test]
+    fn batch_matches_per_image_fits() {
+        let mut images: Vec<Matrix> = (0..4).map(|i| relu_noise(30, 20, 40 + i)).collect();
+        images[2] = Matrix::zeros(30, 20);
+        let mut data = Vec::new();
+        for m in &images {
+            data.extend_from_slice(m.as_slice());
+        }
+        let batch = Tensor::from_vec(data, (4, 30, 20), &Device::Cpu).unwrap();
+        let nmf = Nmf::new(3).max_iter(200).build().unwrap();
+        let t = nmf.fit_tensor(&batch).unwrap();
+        assert_eq!(t.u.dims(), &[4, 30, 3]);
+        assert_eq!(t.v.dims(), &[4, 3, 20]);
+        for (i, img) in images.iter().enumerate() {
+            let cpu = nmf.fit(img).unwrap();
+            assert_eq!(t.iterations[i], cpu.iterations, "image {i}");
+            assert!((t.rel_error[i] - cpu.rel_error).abs() < 1e-4 * cpu.rel_error.max(1e-9));
+            close(&cpu.u, &to_matrix(&t.u.get(i).unwrap()), 2e-3);
+            close(&cpu.v, &to_matrix(&t.v.get(i).unwrap()), 2e-3);
+        }
+        // Projection onto stored concepts agrees with the slice engine too.
+        let v = nmf.fit(&images[0]).unwrap().v;
+        let tu = nmf.transform_tensor(&batch, &to_tensor(&v)).unwrap();
+        for (i, img) in images.iter().enumerate() {
+            let cpu = nmf.transform(img, &v).unwrap();
+            close(&cpu.u, &to_matrix(&tu.get(i).unwrap()), 2e-3);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_tensors() {
+        let nmf = Nmf::new(2).build().unwrap();
+        let mut a = relu_noise(5, 4, 1);
+        a.set(2, 3, f32::NAN);
+        let e = nmf.fit_tensor(&to_tensor(&a)).unwrap_err().to_string();
+        assert!(e.contains("[0, 2, 3]") && e.contains("NaN"), "{e}");
+        let r1 = Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(nmf.fit_tensor(&r1).is_err());
+    }
+}
