@@ -164,14 +164,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 };
                 r.map(|_| ()).map_err(|e| e.to_string())
             })?;
-            println!("gemm {m}x{k}x{n} tl={tl} tr={tr}: {ms:.2} ms, {:.1} GFLOP/s", 2.0 * (m * k * n) as f64 / ms / 1e6);
+            println!(
+                "gemm {m}x{k}x{n} tl={tl} tr={tr}: {ms:.2} ms, {:.1} GFLOP/s",
+                2.0 * (m * k * n) as f64 / ms / 1e6
+            );
         }
     }
 
     if wants("dense") || wants("sparse") {
         let a = activations(19600, 512, 40, 0.9, 1);
-        let zeros = a.as_slice().iter().filter(|v| **v == 0.0).count() as f64
-            / a.as_slice().len() as f64;
+        let zeros =
+            a.as_slice().iter().filter(|v| **v == 0.0).count() as f64 / a.as_slice().len() as f64;
         eprintln!("single matrix 19600×512, {:.1}% zeros", zeros * 100.0);
         if let Some(dir) = &o.out {
             write_npy(&dir.join("single.npy"), &[a.rows(), a.cols()], a.as_slice())?;
@@ -190,7 +193,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     Ok(())
                 })?;
                 let init = nmf(k, 0, layout)?;
-                let init_ms = time_ms(reps, || init.fit(&a).map(|_| ()).map_err(|e| e.to_string()))?;
+                let init_ms =
+                    time_ms(reps, || init.fit(&a).map(|_| ()).map_err(|e| e.to_string()))?;
                 println!(
                     "case={case} K={k} ours_ms={:.3} init_ms={init_ms:.1} rel_error={err:.5}",
                     ms / o.iters as f64
@@ -215,7 +219,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             write_npy(&dir.join("batch.npy"), &[o.batch, 32 * 43, 512], &all)?;
         }
-        for (case, layout) in [("batch-dense", Layout::Dense), ("batch-sparse", Layout::Sparse)] {
+        for (case, layout) in [
+            ("batch-dense", Layout::Dense),
+            ("batch-sparse", Layout::Sparse),
+        ] {
             if !wants(case) {
                 continue;
             }

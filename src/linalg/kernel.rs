@@ -726,7 +726,11 @@ pub(crate) fn sum_sq_diff(a: &[f32], b: &[f32], row: usize) -> f64 {
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) -> f64 {
             let mut total = 0.0f64;
-            for (ra, rb) in self.a.chunks(self.row.max(1)).zip(self.b.chunks(self.row.max(1))) {
+            for (ra, rb) in self
+                .a
+                .chunks(self.row.max(1))
+                .zip(self.b.chunks(self.row.max(1)))
+            {
                 let (ah, at) = S::as_simd_f32s(ra);
                 let (bh, bt) = S::as_simd_f32s(rb);
                 let mut acc = simd.splat_f32s(0.0);
@@ -764,13 +768,15 @@ pub(crate) fn entry_stats(a: &[f32], row: usize) -> Option<(f32, usize, f64, f64
             let one = simd.splat_f32s(1.0);
             for r in self.a.chunks(self.row.max(1)) {
                 let (h, t) = S::as_simd_f32s(r);
-                let (mut vmax, mut vmin, mut vsum, mut vsq, mut vnz) = (zero, zero, zero, zero, zero);
+                let (mut vmax, mut vmin, mut vsum, mut vsq, mut vnz) =
+                    (zero, zero, zero, zero, zero);
                 for x in h {
                     vmax = simd.max_f32s(vmax, *x);
                     vmin = simd.min_f32s(vmin, *x);
                     vsum = simd.add_f32s(vsum, *x);
                     vsq = simd.mul_add_f32s(*x, *x, vsq);
-                    vnz = simd.add_f32s(vnz, simd.select_f32s(simd.equal_f32s(*x, zero), zero, one));
+                    vnz =
+                        simd.add_f32s(vnz, simd.select_f32s(simd.equal_f32s(*x, zero), zero, one));
                 }
                 let mut rmax = simd.reduce_max_f32s(vmax);
                 let mut rmin = simd.reduce_min_f32s(vmin);
@@ -836,7 +842,9 @@ mod tests {
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
-                let x = (i as u32).wrapping_mul(2654435761).wrapping_add(seed * 40503);
+                let x = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed * 40503);
                 ((x >> 8) % 1000) as f32 / 500.0 - 1.0
             })
             .collect()
@@ -877,7 +885,10 @@ mod tests {
                 let mut got = vec![0.0f32; m * n];
                 gemm(&mut got, n, l, r, false);
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-4 * (1.0 + k as f32), "{m}×{k}×{n}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + k as f32),
+                        "{m}×{k}×{n}: {g} vs {w}"
+                    );
                 }
                 // Accumulation adds onto what is there.
                 gemm(&mut got, n, l, r, true);

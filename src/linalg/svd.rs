@@ -57,10 +57,13 @@ pub fn truncated_svd(a: &Matrix, k: usize) -> Result<Svd> {
             a.as_slice()[pos]
         )));
     }
-    truncated_svd_of(&Operand {
-        dense: a,
-        sparse: None,
-    }, k)
+    truncated_svd_of(
+        &Operand {
+            dense: a,
+            sparse: None,
+        },
+        k,
+    )
 }
 
 /// A batch of `B` matrices (`P × C` each) as the SVD sees them: the products it needs, on
@@ -201,7 +204,9 @@ pub(crate) fn batch_svd<O: BatchOperand>(op: &O, k: usize) -> Result<Vec<Svd>> {
     if k == 0 || small == 0 || batch == 0 {
         return Ok(out);
     }
-    let l = (k + OVERSAMPLE).next_multiple_of(COLUMN_MULTIPLE).min(small);
+    let l = (k + OVERSAMPLE)
+        .next_multiple_of(COLUMN_MULTIPLE)
+        .min(small);
     let q = if 4 * l >= small {
         gram_basis(op, l)?
     } else {
@@ -230,7 +235,12 @@ pub(crate) fn batch_svd<O: BatchOperand>(op: &O, k: usize) -> Result<Vec<Svd>> {
             }
         }
         ws.push(w);
-        sigmas.push(eig.values[..kept].iter().map(|v| v.sqrt()).collect::<Vec<f64>>());
+        sigmas.push(
+            eig.values[..kept]
+                .iter()
+                .map(|v| v.sqrt())
+                .collect::<Vec<f64>>(),
+        );
     }
     let us = op.download(&op.right_mul(&q, &ws)?)?;
     let vs = op.download(&op.right_mul(&bt, &ws)?)?;
@@ -454,8 +464,16 @@ mod tests {
     fn check(a: &Matrix, k: usize, rank: usize) {
         let svd = truncated_svd(a, k).unwrap();
         for i in 0..k {
-            let want = if i < rank { 10.0 / (1u32 << i) as f32 } else { 0.0 };
-            assert!((svd.s[i] - want).abs() < 1e-3, "σ{i} = {} vs {want}", svd.s[i]);
+            let want = if i < rank {
+                10.0 / (1u32 << i) as f32
+            } else {
+                0.0
+            };
+            assert!(
+                (svd.s[i] - want).abs() < 1e-3,
+                "σ{i} = {} vs {want}",
+                svd.s[i]
+            );
             if i < rank {
                 // A v = σ u.
                 let v = Matrix::from_vec(a.cols(), 1, svd.vt.row(i).to_vec()).unwrap();

@@ -211,10 +211,11 @@ impl Compressor for Pca {
         let mut v = svd.vt;
         for i in 0..self.k {
             let row = v.row_mut(i);
-            let big = row
-                .iter()
-                .enumerate()
-                .fold(0usize, |b, (j, x)| if x.abs() > row[b].abs() { j } else { b });
+            let big =
+                row.iter().enumerate().fold(
+                    0usize,
+                    |b, (j, x)| if x.abs() > row[b].abs() { j } else { b },
+                );
             if row[big] < 0.0 {
                 row.iter_mut().for_each(|x| *x = -*x);
             }
@@ -396,9 +397,9 @@ fn dissimilarities(x: &Matrix, centroids: &Matrix, spherical: bool) -> Result<Ma
         let cn: Vec<f32> = (0..centroids.rows())
             .map(|r| centroids.row(r).iter().map(|v| v * v).sum())
             .collect();
-        for r in 0..d.rows() {
-            for (j, v) in d.row_mut(r).iter_mut().enumerate() {
-                *v = (xn[r] - 2.0 * *v + cn[j]).max(0.0);
+        for (r, xr) in xn.iter().enumerate() {
+            for (v, cj) in d.row_mut(r).iter_mut().zip(&cn) {
+                *v = (xr - 2.0 * *v + cj).max(0.0);
             }
         }
     }
@@ -478,8 +479,13 @@ fn lloyd(
                 }
             } else {
                 // Empty: take the row farthest from its own centroid.
-                let far = (0..p)
-                    .fold(0usize, |b, r| if d.get(r, assign[r]) > d.get(b, assign[b]) { r } else { b });
+                let far = (0..p).fold(0usize, |b, r| {
+                    if d.get(r, assign[r]) > d.get(b, assign[b]) {
+                        r
+                    } else {
+                        b
+                    }
+                });
                 centroids.row_mut(j).copy_from_slice(x.row(far));
             }
         }

@@ -51,7 +51,6 @@ mod engine;
 mod init;
 mod tensor;
 
-
 pub use baseline::{
     Compressed, Compressor, KMeans, KMeansBuilder, Pca, PcaBuilder, RandomAblation,
     RandomAblationBuilder, SphericalKMeans, DEFAULT_KMEANS_MAX_ITER, DEFAULT_PCA_CENTERED,
@@ -415,7 +414,7 @@ impl Nmf {
         let mut iterations = cfg.max_iter;
         for it in 1..=cfg.max_iter {
             eng.iterate(&mut u, &mut v);
-            if tol > 0.0 && it % CHECK_EVERY == 0 {
+            if tol > 0.0 && it.is_multiple_of(CHECK_EVERY) {
                 let err = eng
                     .cheap_error_sq(&v)
                     .unwrap_or_else(|| residual_sq(&data, &u, &v))
@@ -488,20 +487,18 @@ pub(crate) fn check_matrix(a: &Matrix, what: &str) -> Result<Stats> {
         .as_slice()
         .par_chunks(ROWS * c)
         .enumerate()
-        .map(|(b, chunk)| {
-            match kernel::entry_stats(chunk, c) {
-                Some((max, nnz, sum, sum_sq)) => Ok(Stats {
-                    max,
-                    nnz,
-                    sum,
-                    sum_sq,
-                }),
-                None => Err(b * ROWS * c
-                    + chunk
-                        .iter()
-                        .position(|x| !(x.is_finite() && *x >= 0.0))
-                        .unwrap_or(0)),
-            }
+        .map(|(b, chunk)| match kernel::entry_stats(chunk, c) {
+            Some((max, nnz, sum, sum_sq)) => Ok(Stats {
+                max,
+                nnz,
+                sum,
+                sum_sq,
+            }),
+            None => Err(b * ROWS * c
+                + chunk
+                    .iter()
+                    .position(|x| !(x.is_finite() && *x >= 0.0))
+                    .unwrap_or(0)),
         })
         .collect();
     let mut total = Stats {
@@ -589,7 +586,11 @@ fn finish(
     rel_error: f64,
     reorder: bool,
 ) -> Result<Factorization> {
-    if u.as_slice().iter().chain(v.as_slice()).any(|x| !x.is_finite()) {
+    if u.as_slice()
+        .iter()
+        .chain(v.as_slice())
+        .any(|x| !x.is_finite())
+    {
         // Unreachable for validated input (see the module docs); refuse rather than return
         // NaN factors.
         return Err(Error::Numeric(

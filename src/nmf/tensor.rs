@@ -73,7 +73,7 @@ impl Nmf {
                     iterations[i] = it;
                 }
             }
-            if tol > 0.0 && it % CHECK_EVERY == 0 {
+            if tol > 0.0 && it.is_multiple_of(CHECK_EVERY) {
                 let errs = cheap_error_sq(&num, &utu, &v, &norms_sq)?;
                 let exact = if errs.iter().any(Option::is_none) {
                     Some(residual_sq(&a, &u, &v)?)
@@ -130,7 +130,10 @@ impl Nmf {
         let (b, p, c) = a.dims3()?;
         let v = v.to_dtype(DType::F32)?;
         let v = match v.rank() {
-            2 => v.unsqueeze(0)?.broadcast_as((b, v.dim(0)?, v.dim(1)?))?.contiguous()?,
+            2 => v
+                .unsqueeze(0)?
+                .broadcast_as((b, v.dim(0)?, v.dim(1)?))?
+                .contiguous()?,
             3 => v,
             r => return Err(Error::invalid(format!("NMF transform: V of rank {r}"))),
         };
@@ -181,7 +184,7 @@ impl Nmf {
             let den = u.matmul(&g)?;
             let new_u = (&u * &num)?.div(&guard(&den)?)?;
             u = select(&mask, &new_u, &u)?;
-            if tol > 0.0 && it % CHECK_EVERY == 0 {
+            if tol > 0.0 && it.is_multiple_of(CHECK_EVERY) {
                 let res = residual_sq(&a, &u, &v)?;
                 for i in 0..b {
                     let e = res[i].sqrt();

@@ -188,14 +188,24 @@ mod properties {
     use proptest::prelude::*;
 
     fn input() -> impl Strategy<Value = (Matrix, usize, Init, Layout)> {
-        (1usize..30, 1usize..24, 1usize..7, 0u64..1000, 0usize..3, any::<bool>()).prop_map(
-            |(p, c, k, seed, init, sparse)| {
+        (
+            1usize..30,
+            1usize..24,
+            1usize..7,
+            0u64..1000,
+            0usize..3,
+            any::<bool>(),
+        )
+            .prop_map(|(p, c, k, seed, init, sparse)| {
                 let a = relu_noise(p, c, seed);
                 let init = [Init::Nndsvda, Init::Nndsvd, Init::Random { seed }][init];
-                let layout = if sparse { Layout::Sparse } else { Layout::Dense };
+                let layout = if sparse {
+                    Layout::Sparse
+                } else {
+                    Layout::Dense
+                };
                 (a, k, init, layout)
-            },
-        )
+            })
     }
 
     proptest! {
@@ -261,7 +271,11 @@ mod properties {
 /// factors (up to order and scale).
 #[test]
 fn planted_rank_k_is_recovered() {
-    for (seed, layout) in [(1u64, Layout::Dense), (2, Layout::Sparse), (3, Layout::Auto)] {
+    for (seed, layout) in [
+        (1u64, Layout::Dense),
+        (2, Layout::Sparse),
+        (3, Layout::Auto),
+    ] {
         let (a, u, v) = planted(60, 40, 4, 0.5, seed);
         let f = Nmf::new(4)
             .max_iter(5000)
@@ -273,8 +287,14 @@ fn planted_rank_k_is_recovered() {
             .unwrap();
         assert!(f.rel_error < 1e-3, "seed {seed}: rel_error {}", f.rel_error);
         assert!((f.rel_error - rel_residual(&a, &f.u, &f.v)).abs() < 1e-6);
-        assert!(matched(&u, &f.u, false, 0.99), "seed {seed}: U not recovered");
-        assert!(matched(&v, &f.v, true, 0.99), "seed {seed}: V not recovered");
+        assert!(
+            matched(&u, &f.u, false, 0.99),
+            "seed {seed}: U not recovered"
+        );
+        assert!(
+            matched(&v, &f.v, true, 0.99),
+            "seed {seed}: V not recovered"
+        );
     }
 }
 
@@ -295,22 +315,44 @@ fn fixed_factor_fits_recover_the_other_factor() {
     // With a tolerance, a noisy input stops early.
     let b = relu_noise(50, 30, 9);
     let fitted = Nmf::new(3).build().unwrap().fit(&b).unwrap();
-    let quick = Nmf::new(3).build().unwrap().transform(&b, &fitted.v).unwrap();
-    assert!(quick.iterations < 200 && quick.iterations % 10 == 0);
+    let quick = Nmf::new(3)
+        .build()
+        .unwrap()
+        .transform(&b, &fitted.v)
+        .unwrap();
+    assert!(quick.iterations < 200 && quick.iterations.is_multiple_of(10));
     assert!((quick.rel_error - fitted.rel_error).abs() < 0.05);
 }
 
 fn eye(n: usize) -> Vec<f32> {
-    (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect()
+    (0..n * n)
+        .map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 })
+        .collect()
 }
 
 /// The tolerance stops at a multiple of 10 iterations, and never later than max_iter.
 #[test]
 fn tolerance_stops_early() {
     let a = relu_noise(80, 40, 5);
-    let f = Nmf::new(4).max_iter(500).tol(1e-3).build().unwrap().fit(&a).unwrap();
-    assert!(f.iterations < 500 && f.iterations % 10 == 0, "{}", f.iterations);
-    let g = Nmf::new(4).max_iter(500).tol(0.0).build().unwrap().fit(&a).unwrap();
+    let f = Nmf::new(4)
+        .max_iter(500)
+        .tol(1e-3)
+        .build()
+        .unwrap()
+        .fit(&a)
+        .unwrap();
+    assert!(
+        f.iterations < 500 && f.iterations.is_multiple_of(10),
+        "{}",
+        f.iterations
+    );
+    let g = Nmf::new(4)
+        .max_iter(500)
+        .tol(0.0)
+        .build()
+        .unwrap()
+        .fit(&a)
+        .unwrap();
     assert_eq!(g.iterations, 500);
     assert!(g.rel_error <= f.rel_error + 1e-6);
 }
@@ -320,8 +362,14 @@ fn tolerance_stops_early() {
 #[test]
 fn identical_for_any_thread_count() {
     let a = relu_noise(3000, 64, 11);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     for layout in [Layout::Dense, Layout::Sparse] {
         for k in [3usize, 20] {
             let nmf = Nmf::new(k).layout(layout).max_iter(30).build().unwrap();
@@ -358,7 +406,9 @@ fn layouts_agree() {
 
 #[test]
 fn joint_fit_splits_u_per_image() {
-    let imgs: Vec<Matrix> = (0..3).map(|i| relu_noise(10 + 5 * i, 16, i as u64)).collect();
+    let imgs: Vec<Matrix> = (0..3)
+        .map(|i| relu_noise(10 + 5 * i, 16, i as u64))
+        .collect();
     let refs: Vec<&Matrix> = imgs.iter().collect();
     let nmf = Nmf::new(3).max_iter(50).build().unwrap();
     let j = nmf.fit_joint(&refs).unwrap();
@@ -370,7 +420,10 @@ fn joint_fit_splits_u_per_image() {
     }
     assert_eq!(stacked, j.factorization.u.as_slice());
     // One image joint is the plain fit.
-    assert_eq!(nmf.fit_joint(&[&imgs[0]]).unwrap().factorization, nmf.fit(&imgs[0]).unwrap());
+    assert_eq!(
+        nmf.fit_joint(&[&imgs[0]]).unwrap().factorization,
+        nmf.fit(&imgs[0]).unwrap()
+    );
     // Mismatched channels and no images are refused.
     let other = relu_noise(5, 8, 1);
     assert!(nmf.fit_joint(&[&imgs[0], &other]).is_err());
@@ -386,11 +439,18 @@ fn all_zero_matrix_gives_zero_factors() {
     for init in [Init::Nndsvda, Init::Nndsvd, Init::Random { seed: 1 }] {
         let f = Nmf::new(3).init(init).build().unwrap().fit(&a).unwrap();
         assert_valid(&f, 7, 5, 3);
-        assert!(f.u.as_slice().iter().chain(f.v.as_slice()).all(|x| *x == 0.0));
+        assert!(f
+            .u
+            .as_slice()
+            .iter()
+            .chain(f.v.as_slice())
+            .all(|x| *x == 0.0));
         assert_eq!((f.iterations, f.rel_error), (0, 0.0));
     }
     let nmf = Nmf::new(2).build().unwrap();
-    let t = nmf.transform(&a, &Matrix::from_vec(2, 5, vec![1.0; 10]).unwrap()).unwrap();
+    let t = nmf
+        .transform(&a, &Matrix::from_vec(2, 5, vec![1.0; 10]).unwrap())
+        .unwrap();
     assert!(t.u.as_slice().iter().all(|x| *x == 0.0));
 }
 
@@ -412,7 +472,13 @@ fn rank_larger_than_the_matrix() {
     let a = relu_noise(4, 3, 8);
     for init in [Init::Nndsvda, Init::Nndsvd, Init::Random { seed: 2 }] {
         for layout in [Layout::Dense, Layout::Sparse] {
-            let f = Nmf::new(6).init(init).layout(layout).build().unwrap().fit(&a).unwrap();
+            let f = Nmf::new(6)
+                .init(init)
+                .layout(layout)
+                .build()
+                .unwrap()
+                .fit(&a)
+                .unwrap();
             assert_valid(&f, 4, 3, 6);
             assert!(f.rel_error < 0.5);
         }
@@ -422,14 +488,22 @@ fn rank_larger_than_the_matrix() {
 #[test]
 fn bad_input_is_refused_with_its_position() {
     let nmf = Nmf::new(2).build().unwrap();
-    for (bad, word) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (-1.0, "negative")] {
+    for (bad, word) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "inf"),
+        (-1.0, "negative"),
+    ] {
         let mut a = relu_noise(5, 4, 1);
         a.set(3, 2, bad);
         let e = nmf.fit(&a).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, deepfactor::Error::Numeric(_)), "{msg}");
         assert!(msg.contains("(3, 2)") && msg.contains(word), "{msg}");
-        assert!(nmf.fit_batch(&[relu_noise(3, 4, 2), a.clone()]).unwrap_err().to_string().contains("image 1"));
+        assert!(nmf
+            .fit_batch(&[relu_noise(3, 4, 2), a.clone()])
+            .unwrap_err()
+            .to_string()
+            .contains("image 1"));
         assert!(nmf.transform(&a, &Matrix::zeros(2, 4)).is_err());
     }
     assert!(matches!(
@@ -440,7 +514,9 @@ fn bad_input_is_refused_with_its_position() {
     let a = relu_noise(5, 4, 1);
     assert!(nmf.transform(&a, &Matrix::zeros(2, 3)).is_err());
     assert!(nmf.fit_v(&a, &Matrix::zeros(4, 2)).is_err());
-    assert!(nmf.fit_from(&a, &Matrix::zeros(5, 3), &Matrix::zeros(3, 4)).is_err());
+    assert!(nmf
+        .fit_from(&a, &Matrix::zeros(5, 3), &Matrix::zeros(3, 4))
+        .is_err());
     // Invalid configurations.
     assert!(Nmf::new(0).build().is_err());
     assert!(Nmf::new(2).tol(-1.0).build().is_err());
@@ -497,7 +573,12 @@ fn fit_from_custom_start() {
     assert_valid(&f, 30, 20, 3);
     assert!(f.rel_error < rel_residual(&a, &u0, &v0));
     // Zero iterations return the start (in energy order).
-    let z = Nmf::new(3).max_iter(0).build().unwrap().fit_from(&a, &u0, &v0).unwrap();
+    let z = Nmf::new(3)
+        .max_iter(0)
+        .build()
+        .unwrap()
+        .fit_from(&a, &u0, &v0)
+        .unwrap();
     assert!((z.rel_error - rel_residual(&a, &u0, &v0)).abs() < 1e-6);
 }
 
@@ -562,7 +643,10 @@ mod baselines {
                 .zip(x.reconstruction.as_slice())
                 .map(|(p, q)| (*p as f64 - *q as f64).powi(2))
                 .sum();
-            assert!((x.rel_error - d.sqrt() / a.frobenius_norm()).abs() < 1e-6, "{name}");
+            assert!(
+                (x.rel_error - d.sqrt() / a.frobenius_norm()).abs() < 1e-6,
+                "{name}"
+            );
             assert!(x.rel_error < 1.0, "{name}: {}", x.rel_error);
             assert_eq!(comp.compress(&a).unwrap(), x, "{name} is not deterministic");
             // Refuses NaN.
@@ -577,7 +661,12 @@ mod baselines {
     #[test]
     fn pca_is_optimal_and_exact_on_low_rank() {
         let a = relu_noise(60, 20, 2);
-        let svd = Pca::new(5).centered(false).build().unwrap().compress(&a).unwrap();
+        let svd = Pca::new(5)
+            .centered(false)
+            .build()
+            .unwrap()
+            .compress(&a)
+            .unwrap();
         for comp in all(5) {
             let x = comp.compress(&a).unwrap();
             if x.offset.is_none() {
@@ -592,16 +681,32 @@ mod baselines {
                 assert!((vvt.get(i, j) - want).abs() < 1e-4);
             }
             let row = svd.v.row(i);
-            let big = row.iter().fold(0.0f32, |m, x| if x.abs() > m.abs() { *x } else { m });
+            let big = row
+                .iter()
+                .fold(0.0f32, |m, x| if x.abs() > m.abs() { *x } else { m });
             assert!(big > 0.0);
         }
         let (p, _, _) = planted(50, 30, 3, 0.3, 4);
         for centered in [false, true] {
-            let x = Pca::new(3).centered(centered).build().unwrap().compress(&p).unwrap();
+            let x = Pca::new(3)
+                .centered(centered)
+                .build()
+                .unwrap()
+                .compress(&p)
+                .unwrap();
             // Centring costs one dimension of a rank-3 non-centred matrix, not all of it.
-            assert!(x.rel_error < if centered { 0.5 } else { 1e-4 }, "{}", x.rel_error);
+            assert!(
+                x.rel_error < if centered { 0.5 } else { 1e-4 },
+                "{}",
+                x.rel_error
+            );
         }
-        let x = Pca::new(4).centered(true).build().unwrap().compress(&p).unwrap();
+        let x = Pca::new(4)
+            .centered(true)
+            .build()
+            .unwrap()
+            .compress(&p)
+            .unwrap();
         assert!(x.rel_error < 1e-4);
     }
 
@@ -636,7 +741,11 @@ mod baselines {
         assert!(x.rel_error < 0.1);
 
         let a = relu_noise(50, 10, 8);
-        let s = SphericalKMeans::new(4).build().unwrap().compress(&a).unwrap();
+        let s = SphericalKMeans::new(4)
+            .build()
+            .unwrap()
+            .compress(&a)
+            .unwrap();
         for j in 0..4 {
             let n: f32 = s.v.row(j).iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!((n - 1.0).abs() < 1e-4 || n == 0.0);
@@ -662,7 +771,14 @@ mod baselines {
         let kept = ab.channels(12);
         assert_eq!(kept.len(), 5);
         assert!(kept.windows(2).all(|w| w[0] < w[1]));
-        assert_ne!(kept, RandomAblation::new(5).seed(10).build().unwrap().channels(12));
+        assert_ne!(
+            kept,
+            RandomAblation::new(5)
+                .seed(10)
+                .build()
+                .unwrap()
+                .channels(12)
+        );
         let x = ab.compress(&a).unwrap();
         for r in 0..20 {
             for c in 0..12 {
@@ -671,7 +787,11 @@ mod baselines {
             }
         }
         // K ≥ C keeps everything.
-        let all = RandomAblation::new(15).build().unwrap().compress(&a).unwrap();
+        let all = RandomAblation::new(15)
+            .build()
+            .unwrap()
+            .compress(&a)
+            .unwrap();
         assert_eq!(all.rel_error, 0.0);
         assert!(RandomAblation::new(0).build().is_err());
         assert!(KMeans::new(0).build().is_err());
@@ -709,7 +829,12 @@ mod tensor_path {
         let a = relu_noise(70, 40, 31);
         for init in [Init::Nndsvda, Init::Nndsvd, Init::Random { seed: 4 }] {
             for tol in [0.0, 1e-4] {
-                let nmf = Nmf::new(5).init(init).max_iter(60).tol(tol).build().unwrap();
+                let nmf = Nmf::new(5)
+                    .init(init)
+                    .max_iter(60)
+                    .tol(tol)
+                    .build()
+                    .unwrap();
                 let cpu = nmf.fit(&a).unwrap();
                 let t = nmf.fit_tensor(&to_tensor(&a)).unwrap();
                 assert_eq!(t.iterations, vec![cpu.iterations], "{init:?} tol {tol}");
