@@ -112,7 +112,7 @@ const PAR_MIN_WORK: usize = 1 << 20;
 /// Output rows per parallel task (a multiple of the kernel's register tile).
 const ROW_TASK: usize = 48;
 /// Reduction length per parallel task when the output is too short to split by rows.
-const REDUCTION_TASK: usize = 4096;
+const REDUCTION_TASK: usize = 2048;
 /// Output columns per parallel task when the output has few rows and a short reduction.
 const COL_TASK: usize = 256;
 
@@ -244,6 +244,34 @@ pub(crate) fn par_gemm(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
     } else {
         kernel::gemm(out, n, lhs, rhs, false);
     }
+}
+
+/// `out = L · R` with the reduction split into fixed chunks of [`REDUCTION_TASK`] that run in
+/// parallel and are summed in order: for short-and-wide outputs over a long reduction (`UᵀA`),
+/// where splitting rows would make every task read all of `R`.
+pub(crate) fn par_gemm_split_k(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if k < 2 * REDUCTION_TASK {
+        return par_gemm(out, lhs, rhs);
+    }
+    let chunks = k.div_ceil(REDUCTION_TASK);
+    let partials: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let t0 = c * REDUCTION_TASK;
+            let len = REDUCTION_TASK.min(k - t0);
+            let mut part = vec![0.0f32; m * n];
+            kernel::gemm(
+                &mut part,
+                n,
+                lhs.t().rows_range(t0, len).t(),
+                rhs.rows_range(t0, len),
+                false,
+            );
+            part
+        })
+        .collect();
+    sum_in_order(out, &partials);
 }
 
 /// `out[i] = Σ_p partials[p][i]`, summing in the order of `partials`, in parallel over `i`.

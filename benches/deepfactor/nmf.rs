@@ -12,8 +12,13 @@
 //! the same numbers (`scripts/bench_nmf.sh` runs both and prints the ratios).
 //!
 //! Options: `--iters N` (200), `--ks 1,8,64,500`, `--cases dense,sparse,batch-dense,batch-sparse`,
-//! `--batch N` (256), `--out DIR`.
+//! `--batch N` (256), `--out DIR`, `--device cpu|cuda` (time the candle tensor path,
+//! [`Nmf::fit_tensor`], on that device instead of the slice engine; `cuda` needs
+//! `--features cuda`; the `dense`/`sparse` distinction does not apply there, both run the same
+//! tensor code). Diagnostic cases, not run by default: `gemm` (GFLOP/s of a few product
+//! shapes) and `eigen` (symmetric eigendecomposition times).
 
+use candle_core::{Device, Tensor};
 use deepfactor::nmf::{Layout, Nmf};
 use deepfactor::Matrix;
 use rand::{Rng, SeedableRng};
@@ -28,6 +33,7 @@ struct Options {
     cases: Vec<String>,
     batch: usize,
     out: Option<PathBuf>,
+    device: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -39,6 +45,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             .to_vec(),
         batch: 256,
         out: None,
+        device: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -54,6 +61,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--cases" => o.cases = val()?.split(',').map(String::from).collect(),
             "--out" => o.out = Some(PathBuf::from(val()?)),
+            "--device" => o.device = Some(val()?.clone()),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -132,8 +140,38 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<f64
     Ok(best)
 }
 
+fn device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| format!("cuda device: {e}")),
+        other => Err(format!("unknown device {other} (cpu or cuda)")),
+    }
+}
+
+/// `images` stacked as one `B × P × C` tensor on `dev`.
+fn stack(images: &[&Matrix], dev: &Device) -> Result<Tensor, String> {
+    let (p, c) = images[0].shape();
+    let mut data = Vec::with_capacity(images.len() * p * c);
+    for m in images {
+        data.extend_from_slice(m.as_slice());
+    }
+    Tensor::from_vec(data, (images.len(), p, c), dev).map_err(|e| e.to_string())
+}
+
+/// Milliseconds of one `fit_tensor` of `t` (best of `reps`) and the mean relative error.
+fn time_tensor(model: &Nmf, t: &Tensor, reps: usize) -> Result<(f64, f64), String> {
+    let mut err = 0.0;
+    let ms = time_ms(reps, || {
+        let f = model.fit_tensor(t).map_err(|e| e.to_string())?;
+        err = f.rel_error.iter().sum::<f64>() / f.rel_error.len() as f64;
+        Ok(())
+    })?;
+    Ok((ms, err))
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
+    let dev = o.device.as_deref().map(device).transpose()?;
     if let Some(dir) = &o.out {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -144,6 +182,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
     );
     let mut manifest = Vec::new();
     let wants = |c: &str| o.cases.iter().any(|x| x == c);
+    if wants("eigen") {
+        for n in [128usize, 512, 1280] {
+            let a = activations(n, n, n, 0.0, 7);
+            let g = a.t_matmul(&a).map_err(|e| e.to_string())?;
+            let g64: Vec<f64> = g.as_slice().iter().map(|&v| v as f64).collect();
+            let ms = time_ms(1, || {
+                deepfactor::linalg::symmetric_eigen(n, &g64)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })?;
+            println!("eigen {n}: {ms:.1} ms");
+        }
+    }
     if wants("gemm") {
         for &(m, k, n, tl, tr) in &[
             (19600usize, 512usize, 18usize, false, false),
@@ -186,6 +237,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
             for &k in &o.ks {
                 let model = nmf(k, o.iters, layout)?;
                 let reps = if k >= 64 { 1 } else { 3 };
+                if let Some(dev) = &dev {
+                    let t = stack(&[&a], dev)?;
+                    let (ms, err) = time_tensor(&model, &t, reps)?;
+                    let (init_ms, _) = time_tensor(&nmf(k, 0, layout)?, &t, reps)?;
+                    println!(
+                        "case={case} K={k} ours_ms={:.3} init_ms={init_ms:.1} rel_error={err:.5} engine=tensor-{}",
+                        ms / o.iters as f64,
+                        o.device.as_deref().unwrap_or("")
+                    );
+                    manifest.push(format!(
+                        "{{\"case\":\"{case}\",\"k\":{k},\"file\":\"single.npy\",\"sparse\":{},\"iters\":{}}}",
+                        case == "sparse",
+                        o.iters
+                    ));
+                    continue;
+                }
                 let mut err = 0.0;
                 let ms = time_ms(reps, || {
                     let f = model.fit(&a).map_err(|e| e.to_string())?;
@@ -227,14 +294,37 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 continue;
             }
             let model = nmf(8, o.iters, layout)?;
+            if let Some(dev) = &dev {
+                let refs: Vec<&Matrix> = images.iter().collect();
+                let t = stack(&refs, dev)?;
+                let (ms, err) = time_tensor(&model, &t, 2)?;
+                let (init_ms, _) = time_tensor(&nmf(8, 0, layout)?, &t, 1)?;
+                println!(
+                    "case={case} K=8 ours_ms={:.3} init_ms={init_ms:.1} rel_error={err:.5} engine=tensor-{}",
+                    ms / o.iters as f64,
+                    o.device.as_deref().unwrap_or("")
+                );
+                manifest.push(format!(
+                    "{{\"case\":\"{case}\",\"k\":8,\"file\":\"batch.npy\",\"sparse\":{},\"iters\":{}}}",
+                    case == "batch-sparse",
+                    o.iters
+                ));
+                continue;
+            }
             let mut err = 0.0;
             let ms = time_ms(2, || {
                 let fs = model.fit_batch(&images).map_err(|e| e.to_string())?;
                 err = fs.iter().map(|f| f.rel_error).sum::<f64>() / fs.len() as f64;
                 Ok(())
             })?;
+            let init = nmf(8, 0, layout)?;
+            let init_ms = time_ms(1, || {
+                init.fit_batch(&images)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })?;
             println!(
-                "case={case} K=8 ours_ms={:.3} rel_error={err:.5}",
+                "case={case} K=8 ours_ms={:.3} init_ms={init_ms:.1} rel_error={err:.5}",
                 ms / o.iters as f64
             );
             manifest.push(format!(

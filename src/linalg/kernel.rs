@@ -899,3 +899,36 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod element_tests {
+    use super::*;
+
+    #[test]
+    fn mu_update_guards_zero_denominators() {
+        let mut x = vec![1.0f32, 2.0, 0.0, 3.0];
+        mu_update(&mut x, &[2.0, 1.0, 5.0, 0.0], &[4.0, 0.0, 0.0, 1.0], 0.5);
+        assert_eq!(x, vec![0.5, 4.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn entry_stats_and_residuals() {
+        let a: Vec<f32> = (0..1000).map(|i| (i % 7) as f32).collect();
+        let (max, nnz, sum, sq) = entry_stats(&a, 100).unwrap();
+        assert_eq!(max, 6.0);
+        assert_eq!(nnz, a.iter().filter(|v| **v != 0.0).count());
+        assert_eq!(sum, a.iter().map(|v| *v as f64).sum::<f64>());
+        assert_eq!(sq, a.iter().map(|v| (*v as f64).powi(2)).sum::<f64>());
+        for bad in [f32::NAN, f32::INFINITY, -1.0] {
+            let mut b = a.clone();
+            b[517] = bad;
+            assert!(entry_stats(&b, 100).is_none());
+        }
+        // Squares that overflow f32 are summed in f64.
+        let big = vec![3e30f32; 64];
+        let (_, _, _, sq) = entry_stats(&big, 64).unwrap();
+        assert!((sq / (64.0 * 9e60) - 1.0).abs() < 1e-6);
+        let b: Vec<f32> = a.iter().map(|v| v + 1.0).collect();
+        assert_eq!(sum_sq_diff(&a, &b, 100), 1000.0);
+    }
+}

@@ -2,6 +2,7 @@
 
 use super::kernel::{csr_gather, csr_scatter};
 use super::Matrix;
+use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// A sparse matrix in compressed-sparse-row form (`f32` values, `u32` column indices).
@@ -21,14 +22,15 @@ pub struct Csr {
 const ROWS_PER_TASK: usize = 256;
 
 impl Csr {
-    /// The non-zero entries of `a`.
-    ///
-    /// Panics if `a` has more than `u32::MAX` columns (no activation map comes near).
-    pub fn from_dense(a: &Matrix) -> Csr {
-        assert!(
-            a.cols() <= u32::MAX as usize,
-            "Csr::from_dense: too many columns"
-        );
+    /// The non-zero entries of `a`. Refuses a matrix of more than `u32::MAX` columns (column
+    /// indices are stored as `u32`).
+    pub fn from_dense(a: &Matrix) -> Result<Csr> {
+        if a.cols() > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "sparse matrix: {} columns exceed the u32 index range",
+                a.cols()
+            )));
+        }
         let c = a.cols().max(1);
         // Fixed row chunks in parallel, then concatenated in order.
         let parts: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = a
@@ -68,13 +70,13 @@ impl Csr {
         if a.cols() == 0 {
             indptr.resize(a.rows() + 1, 0);
         }
-        Csr {
+        Ok(Csr {
             rows: a.rows(),
             cols: a.cols(),
             indptr,
             indices,
             values,
-        }
+        })
     }
 
     /// Number of rows.
@@ -176,11 +178,23 @@ impl Csr {
         (indptr, &self.indices[base..end], &self.values[base..end])
     }
 
-    /// `self · X` for a dense `X` (`cols × k`), in parallel over fixed row blocks.
-    ///
-    /// Panics if `x.rows() != self.cols()`.
-    pub fn mul(&self, x: &Matrix) -> Matrix {
-        assert_eq!(x.rows(), self.cols, "Csr::mul: shapes differ");
+    /// `self · X` for a dense `X` (`cols × k`), in parallel over fixed row blocks (the result
+    /// does not depend on the number of threads). Refuses mismatched shapes.
+    pub fn mul(&self, x: &Matrix) -> Result<Matrix> {
+        if x.rows() != self.cols {
+            return Err(Error::invalid(format!(
+                "sparse product: {}×{} times {}×{} does not fit",
+                self.rows,
+                self.cols,
+                x.rows(),
+                x.cols()
+            )));
+        }
+        Ok(self.mul_unchecked(x))
+    }
+
+    /// [`Csr::mul`] for shapes known to fit.
+    pub(crate) fn mul_unchecked(&self, x: &Matrix) -> Matrix {
         let k = x.cols();
         let mut out = Matrix::zeros(self.rows, k);
         if k == 0 {
@@ -191,5 +205,60 @@ impl Csr {
             .enumerate()
             .for_each(|(b, o)| self.mul_rows_into(b * ROWS_PER_TASK, x.as_slice(), k, o));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rows: usize, cols: usize) -> Matrix {
+        let data = (0..rows * cols)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2654435761) >> 20;
+                if x % 3 == 0 {
+                    (x % 97) as f32 / 10.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Matrix::from_vec(rows, cols, data).unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_transposes() {
+        let a = sample(300, 37);
+        let s = Csr::from_dense(&a).unwrap();
+        assert_eq!(s.to_dense(), a);
+        assert_eq!(s.transpose().to_dense(), a.transpose());
+        assert_eq!(s.nnz(), a.as_slice().iter().filter(|v| **v != 0.0).count());
+        assert!((s.density() - s.nnz() as f64 / (300.0 * 37.0)).abs() < 1e-12);
+        let empty = Csr::from_dense(&Matrix::zeros(3, 4)).unwrap();
+        assert_eq!((empty.nnz(), empty.row(2).0.len()), (0, 0));
+    }
+
+    /// Gather (A·X) and scatter (Aᵀ·U) for every width class of the kernels: scalar, below a
+    /// vector, whole vectors held in registers, and wider.
+    #[test]
+    fn products_match_dense_for_all_widths() {
+        let a = sample(300, 37);
+        let s = Csr::from_dense(&a).unwrap();
+        for k in [1usize, 3, 8, 16, 24, 32, 40, 64, 70] {
+            let x = sample(37, k);
+            let want = a.matmul(&x).unwrap();
+            let got = s.mul(&x).unwrap();
+            for (p, q) in got.as_slice().iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-3, "gather k={k}: {p} vs {q}");
+            }
+            let u = sample(300, k);
+            let mut nt = vec![0.0f32; 37 * k];
+            s.t_mul_rows_add(0, u.as_slice(), k, &mut nt);
+            let want = a.t_matmul(&u).unwrap();
+            for (p, q) in nt.iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-3, "scatter k={k}: {p} vs {q}");
+            }
+        }
+        assert!(s.mul(&Matrix::zeros(36, 2)).is_err());
     }
 }

@@ -8,6 +8,8 @@
 //!   dozen products with a thin matrix, and it reads a sparse matrix through its non-zeros only.
 //! - the Gram matrix (`AᵀA` or `AAᵀ`, whichever is smaller) and its full eigendecomposition,
 //!   when `k` is so close to the smaller side that the subspace would be nearly all of it.
+//!   This method resolves singular values down to about `1e-3` of the largest (the Gram
+//!   matrix is formed in `f32`); smaller ones are reported as zero.
 //!
 //! Small dense problems (Gram matrices, orthonormalisation) run in `f64`.
 
@@ -126,7 +128,7 @@ impl BatchOperand for Operand<'_> {
 
     fn mul(&self, x: &Matrix) -> Result<Matrix> {
         Ok(match self.sparse {
-            Some((a, _)) => a.mul(x),
+            Some((a, _)) => a.mul_unchecked(x),
             None => product(self.dense.view(), x.view()),
         })
     }
@@ -134,7 +136,7 @@ impl BatchOperand for Operand<'_> {
     /// Computed as `(Xᵀ A)ᵀ` for dense `A`, so that `A` is read along its rows.
     fn t_mul(&self, x: &Matrix) -> Result<Matrix> {
         Ok(match self.sparse {
-            Some((_, at)) => at.mul(x),
+            Some((_, at)) => at.mul_unchecked(x),
             None => product(x.view().t(), self.dense.view()).transpose(),
         })
     }
@@ -207,11 +209,10 @@ pub(crate) fn batch_svd<O: BatchOperand>(op: &O, k: usize) -> Result<Vec<Svd>> {
     let l = (k + OVERSAMPLE)
         .next_multiple_of(COLUMN_MULTIPLE)
         .min(small);
-    let q = if 4 * l >= small {
-        gram_basis(op, l)?
-    } else {
-        randomized_basis(op, k, l)?
-    };
+    if 4 * l >= small {
+        return gram_method(op, k);
+    }
+    let q = randomized_basis(op, k, l)?;
     // Rayleigh–Ritz: Bᵀ = AᵀQ (c × r); the SVD of B from the eigenvectors of BBᵀ in f64.
     let r = op.width(&q);
     if r == 0 {
@@ -258,28 +259,74 @@ pub(crate) fn batch_svd<O: BatchOperand>(op: &O, k: usize) -> Result<Vec<Svd>> {
     Ok(out)
 }
 
-/// An orthonormal basis (`rows × ≤ l`) of the top-`l` left singular subspace, from the
-/// eigenvectors of the `f32` Gram matrix of the smaller side.
-fn gram_basis<O: BatchOperand>(op: &O, l: usize) -> Result<O::Tall> {
+/// The triplets from the eigendecomposition of the `f32` Gram matrix of the smaller side:
+/// its eigenvectors are the singular vectors of that side, `σ = √λ`, and the other side is
+/// `A v / σ` (or `Aᵀ u / σ`). The Gram matrix resolves eigenvalues to about `1e-6` of the
+/// largest, so singular values below about `1e-3` of the largest are reported as zero.
+fn gram_method<O: BatchOperand>(op: &O, k: usize) -> Result<Vec<Svd>> {
     let (p, c) = op.shape();
     let n = p.min(c);
+    let kk = k.min(n);
     let mut bases = Vec::with_capacity(op.batch());
+    let mut sigmas = Vec::with_capacity(op.batch());
     for g in op.side_gram()? {
         let eig = symmetric_eigen(n, &g)?;
-        let mut basis = Matrix::zeros(n, l);
-        for i in 0..l {
+        let top = eig.values[0].max(0.0);
+        let kept = (0..kk)
+            .take_while(|&i| eig.values[i] > top * RELATIVE_RANK_CUTOFF_F32 && eig.values[i] > 0.0)
+            .count();
+        let mut basis = Matrix::zeros(n, k);
+        for i in 0..kept {
             for (r, x) in eig.vector(i).iter().enumerate() {
                 basis.set(r, i, *x as f32);
             }
         }
         bases.push(basis);
+        sigmas.push(
+            eig.values[..kept]
+                .iter()
+                .map(|v| v.sqrt())
+                .collect::<Vec<f64>>(),
+        );
     }
     let basis = op.upload(&bases)?;
-    if p >= c {
-        orthonormalize(op, &op.mul(&basis)?)
+    let other = op.download(&if p >= c {
+        op.mul(&basis)?
     } else {
-        orthonormalize(op, &basis)
-    }
+        op.t_mul(&basis)?
+    })?;
+    Ok(bases
+        .iter()
+        .zip(&other)
+        .zip(&sigmas)
+        .map(|((basis, other), sig)| {
+            let mut svd = Svd {
+                u: Matrix::zeros(p, k),
+                s: vec![0.0; k],
+                vt: Matrix::zeros(k, c),
+            };
+            for (i, &sigma) in sig.iter().enumerate() {
+                svd.s[i] = sigma as f32;
+                for r in 0..n {
+                    let x = basis.get(r, i);
+                    if p >= c {
+                        svd.vt.set(i, r, x);
+                    } else {
+                        svd.u.set(r, i, x);
+                    }
+                }
+                for r in 0..other.rows() {
+                    let y = (other.get(r, i) as f64 / sigma) as f32;
+                    if p >= c {
+                        svd.u.set(r, i, y);
+                    } else {
+                        svd.vt.set(i, r, y);
+                    }
+                }
+            }
+            svd
+        })
+        .collect())
 }
 
 /// An orthonormal basis (`rows × ≤ l`) of the range of `A·Ω` after the power iterations.
@@ -364,15 +411,13 @@ fn gram_f64(x: &Matrix) -> Vec<f64> {
 }
 
 /// An orthonormal basis of the column space of every item of `y` (`n × l`), via the
-/// eigendecomposition of `yᵀy` in `f64`, applied twice for orthogonality to working
-/// precision. Directions whose singular value is below resolution are dropped; items of a
-/// batch keep a common width, padded with zero columns.
+/// eigendecomposition of `yᵀy` in `f64`. Directions whose singular value is below resolution
+/// are dropped; items of a batch keep a common width, padded with zero columns.
 fn orthonormalize<O: BatchOperand>(op: &O, y: &O::Tall) -> Result<O::Tall> {
-    let q = orthonormalize_once(op, y, true)?;
-    if op.width(&q) == 0 {
-        return Ok(q);
-    }
-    orthonormalize_once(op, &q, true)
+    // One pass suffices: the f64 Gram matrix of a well-conditioned Y (every product is
+    // re-orthonormalised, and directions below resolution are dropped) yields columns
+    // orthonormal to the f32 precision in which Q is stored.
+    orthonormalize_once(op, y, true)
 }
 
 /// One pass of [`orthonormalize`]; the Gram matrix in `f64` (`exact`) or from the `f32`
@@ -510,7 +555,7 @@ mod tests {
         for v in a.as_mut_slice() {
             *v = v.max(0.0);
         }
-        let csr = Csr::from_dense(&a);
+        let csr = Csr::from_dense(&a).unwrap();
         let csr_t = csr.transpose();
         let dense = truncated_svd(&a, 4).unwrap();
         let sparse = truncated_svd_of(

@@ -21,8 +21,8 @@
 
 use super::{Layout, Stats};
 use crate::linalg::kernel::{self, gemm, View};
-use crate::linalg::{par_gemm, sum_in_order, Csr};
-use crate::Matrix;
+use crate::linalg::{par_gemm, par_gemm_split_k, sum_in_order, Csr};
+use crate::{Matrix, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -31,6 +31,10 @@ use std::ops::Range;
 pub(crate) const EPS: f32 = f32::EPSILON;
 /// Upper bound on the number of row chunks (parallel tasks) per factorization.
 const MAX_CHUNKS: usize = 16;
+/// From this rank on, `Uᵀ A` and `Uᵀ U` of dense `A` are computed after the `U` pass as
+/// reduction-split products rather than fused into it: the products are then compute-bound,
+/// and a long reduction uses the kernel better than many 128-row ones.
+const FUSE_BELOW_K: usize = 32;
 /// Bytes of `A` per block of rows (sized for L2).
 const BLOCK_BYTES: usize = 256 * 1024;
 /// Below this relative error the cheap error formula loses too many digits to cancellation;
@@ -55,7 +59,7 @@ impl<'a> Data<'a> {
         stats: &Stats,
         layout: Layout,
         sparse_max_density: f64,
-    ) -> Data<'a> {
+    ) -> Result<Data<'a>> {
         let (p, c) = dense.shape();
         let density = stats.nnz as f64 / (p * c).max(1) as f64;
         let sparse = match layout {
@@ -71,14 +75,18 @@ impl<'a> Data<'a> {
         let n = blocks.len();
         let s = n.min(MAX_CHUNKS);
         let chunks = (0..s).map(|i| (i * n / s)..((i + 1) * n / s)).collect();
-        Data {
+        Ok(Data {
             dense,
-            csr: sparse.then(|| Csr::from_dense(dense)),
+            csr: if sparse {
+                Some(Csr::from_dense(dense)?)
+            } else {
+                None
+            },
             norm_sq: stats.sum_sq,
             sum: stats.sum,
             blocks,
             chunks,
-        }
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -104,8 +112,16 @@ impl<'a> Data<'a> {
         let k = xt.rows();
         match &self.csr {
             Some(csr) => {
-                // Sparse rows gather rows of X (C × k).
-                let x = x.expect("sparse layout always has Vᵀ");
+                // Sparse rows gather rows of X (C × k); every caller passes Vᵀ whenever the
+                // layout is sparse, the transpose here is only a fallback.
+                let owned;
+                let x = match x {
+                    Some(x) => x,
+                    None => {
+                        owned = xt.transpose();
+                        &owned
+                    }
+                };
                 csr.mul_rows_into(rows.start, x.as_slice(), k, out);
             }
             None => {
@@ -150,8 +166,17 @@ impl<'d, 'a> Engine<'d, 'a> {
             .chunks
             .iter()
             .map(|_| Chunk {
-                n: vec![0.0; k * c],
-                utu: vec![0.0; k * k],
+                // Partial sums are kept only where the pass accumulates them.
+                n: if data.csr.is_some() || k < FUSE_BELOW_K {
+                    vec![0.0; k * c]
+                } else {
+                    Vec::new()
+                },
+                utu: if k < FUSE_BELOW_K {
+                    vec![0.0; k * k]
+                } else {
+                    Vec::new()
+                },
                 num: vec![0.0; max_block * k],
                 den: vec![0.0; max_block * k],
             })
@@ -188,6 +213,7 @@ impl<'d, 'a> Engine<'d, 'a> {
         // output is wide; the dot kernel reads V directly.
         let vt = (sparse || k >= crate::linalg::kernel::NARROW).then(|| v.transpose());
         let g = &self.g;
+        let fused = k < FUSE_BELOW_K;
         // Hand each chunk its own rows of U.
         let mut rest = u.as_mut_slice();
         let mut u_parts = Vec::with_capacity(self.chunks.len());
@@ -217,20 +243,27 @@ impl<'d, 'a> Engine<'d, 'a> {
                     let ubv = View::row_major(ub, nb, k, k);
                     match &data.csr {
                         Some(csr) => scatter_t(csr, rows.start, ub, k, &mut ws.n),
-                        None => gemm(
+                        None if fused => gemm(
                             &mut ws.n,
                             c,
                             ubv.t(),
                             data.dense.view().rows_range(rows.start, nb),
                             true,
                         ),
+                        None => {}
                     }
-                    gemm(&mut ws.utu, k, ubv.t(), ubv, true);
+                    if fused {
+                        gemm(&mut ws.utu, k, ubv.t(), ubv, true);
+                    }
                 }
             });
         let parts_n: Vec<&[f32]> = self.chunks.iter().map(|w| &w.n[..]).collect();
-        let parts_utu: Vec<&[f32]> = self.chunks.iter().map(|w| &w.utu[..]).collect();
-        sum_in_order(&mut self.utu, &parts_utu);
+        if fused {
+            let parts_utu: Vec<&[f32]> = self.chunks.iter().map(|w| &w.utu[..]).collect();
+            sum_in_order(&mut self.utu, &parts_utu);
+        } else {
+            par_gemm_split_k(&mut self.utu, u.view().t(), u.view());
+        }
         if sparse {
             // The partials are Nᵀ (C × K); sum, then transpose into N (K × C).
             let mut nt = vec![0.0f32; c * k];
@@ -240,8 +273,10 @@ impl<'d, 'a> Engine<'d, 'a> {
                     self.n[ki * c + ci] = nt[ci * k + ki];
                 }
             }
-        } else {
+        } else if fused {
             sum_in_order(&mut self.n, &parts_n);
+        } else {
+            par_gemm_split_k(&mut self.n, u.view().t(), data.dense.view());
         }
     }
 

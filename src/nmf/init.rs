@@ -110,9 +110,9 @@ pub(crate) fn random(p: usize, c: usize, k: usize, mean: f64, seed: u64) -> (Mat
     };
     let v = draw(k * c);
     let u = draw(p * k);
-    // Lengths are exactly rows × cols by construction.
+    // `draw(n)` returns exactly n values, so both shapes fit.
     (
-        Matrix::from_vec(p, k, u).expect("length p·k"),
-        Matrix::from_vec(k, c, v).expect("length k·c"),
+        Matrix::from_vec(p, k, u).expect("draw(p·k) has p·k values"),
+        Matrix::from_vec(k, c, v).expect("draw(k·c) has k·c values"),
     )
 }

@@ -331,7 +331,7 @@ impl Nmf {
         let sv = check_matrix(v, "NMF fixed V")?;
         let (a_s, sta, ea) = rescaled(a, &sa);
         let (v_s, _, ev) = rescaled(v, &sv);
-        let data = Data::new(&a_s, &sta, self.cfg.layout, self.cfg.sparse_max_density);
+        let data = Data::new(&a_s, &sta, self.cfg.layout, self.cfg.sparse_max_density)?;
         let k = v.rows();
         let mut u = Matrix::from_vec(a.rows(), k, vec![start_value(&data, k); a.rows() * k])?;
         let iterations = if sa.max == 0.0 {
@@ -360,7 +360,7 @@ impl Nmf {
         let su = check_matrix(u, "NMF fixed U")?;
         let (a_s, sta, ea) = rescaled(a, &sa);
         let (u_s, _, eu) = rescaled(u, &su);
-        let data = Data::new(&a_s, &sta, self.cfg.layout, self.cfg.sparse_max_density);
+        let data = Data::new(&a_s, &sta, self.cfg.layout, self.cfg.sparse_max_density)?;
         let k = u.cols();
         let mut v = Matrix::from_vec(k, a.cols(), vec![start_value(&data, k); k * a.cols()])?;
         let iterations = if sa.max == 0.0 {
@@ -392,7 +392,7 @@ impl Nmf {
         }
         let (a_s, st, e) = rescaled(a, stats);
         // A' = A·2^(-2e) ⇒ factors scale by 2^(-e) each.
-        let data = Data::new(&a_s, &st, cfg.layout, cfg.sparse_max_density);
+        let data = Data::new(&a_s, &st, cfg.layout, cfg.sparse_max_density)?;
         let (mut u, mut v) = match start {
             Some((u0, v0)) => {
                 let (mut u, mut v) = (u0.clone(), v0.clone());
