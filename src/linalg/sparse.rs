@@ -216,7 +216,7 @@ mod tests {
         let data = (0..rows * cols)
             .map(|i| {
                 let x = (i as u32).wrapping_mul(2654435761) >> 20;
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     (x % 97) as f32 / 10.0
                 } else {
                     0.0
