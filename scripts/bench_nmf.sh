@@ -5,15 +5,19 @@
 #
 # Usage: scripts/bench_nmf.sh [bench options, e.g. --iters 200 --ks 1,8,64,500 --cases dense,sparse]
 # Environment: PYTHON (default /root/venv-ref/bin/python, else python3), SKLEARN_DTYPE
-# (float64 as the reference implementation, or float32), OUT (default target/nmf-bench).
+# (float64 as the reference implementation, or float32), OUT (default target/nmf-bench),
+# FEATURES (extra cargo flags, e.g. FEATURES="--features cuda" with `--device cuda` to time
+# the candle tensor path on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/root/venv-ref/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
 OUT=${OUT:-target/nmf-bench}
 DTYPE=${SKLEARN_DTYPE:-float64}
+FEATURES=${FEATURES:-}
 mkdir -p "$OUT"
-cargo bench --bench deepfactor -- nmf --out "$OUT" "$@" | tee "$OUT/ours.txt" >&2
+# shellcheck disable=SC2086  # FEATURES is a list of flags
+cargo bench $FEATURES --bench deepfactor -- nmf --out "$OUT" "$@" | tee "$OUT/ours.txt" >&2
 "$PYTHON" scripts/bench_nmf_sklearn.py "$OUT" --dtype "$DTYPE" | tee "$OUT/sklearn.txt" >&2
 "$PYTHON" - "$OUT/ours.txt" "$OUT/sklearn.txt" "$DTYPE" <<'PY'
 import sys

@@ -12,7 +12,8 @@
 //! the same numbers (`scripts/bench_nmf.sh` runs both and prints the ratios).
 //!
 //! Options: `--iters N` (200), `--ks 1,8,64,500`, `--cases dense,sparse,batch-dense,batch-sparse`,
-//! `--batch N` (256), `--out DIR`, `--device cpu|cuda` (time the candle tensor path,
+//! `--batch N` (256), `--out DIR`, `--zeros F` (fraction of zero entries, 0.9),
+//! `--device cpu|cuda` (time the candle tensor path,
 //! [`Nmf::fit_tensor`], on that device instead of the slice engine; `cuda` needs
 //! `--features cuda`; the `dense`/`sparse` distinction does not apply there, both run the same
 //! tensor code). Diagnostic cases, not run by default: `gemm` (GFLOP/s of a few product
@@ -34,6 +35,7 @@ struct Options {
     batch: usize,
     out: Option<PathBuf>,
     device: Option<String>,
+    zeros: f64,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -46,6 +48,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         batch: 256,
         out: None,
         device: None,
+        zeros: 0.9,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +65,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--cases" => o.cases = val()?.split(',').map(String::from).collect(),
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--device" => o.device = Some(val()?.clone()),
+            "--zeros" => o.zeros = val()?.parse().map_err(|e| format!("--zeros: {e}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -223,7 +227,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     if wants("dense") || wants("sparse") {
-        let a = activations(19600, 512, 40, 0.9, 1);
+        let a = activations(19600, 512, 40, o.zeros, 1);
         let zeros =
             a.as_slice().iter().filter(|v| **v == 0.0).count() as f64 / a.as_slice().len() as f64;
         eprintln!("single matrix 19600×512, {:.1}% zeros", zeros * 100.0);
@@ -277,7 +281,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     if wants("batch-dense") || wants("batch-sparse") {
         let images: Vec<Matrix> = (0..o.batch)
-            .map(|i| activations(32 * 43, 512, 12, 0.9, 1000 + i as u64))
+            .map(|i| activations(32 * 43, 512, 12, o.zeros, 1000 + i as u64))
             .collect();
         if let Some(dir) = &o.out {
             let mut all = Vec::with_capacity(o.batch * 32 * 43 * 512);

@@ -193,6 +193,45 @@ impl Csr {
         Ok(self.mul_unchecked(x))
     }
 
+    /// `selfᵀ · X` for a dense `X` (`rows × k`): rows of `X` are scattered through the
+    /// non-zeros of the matching rows of `self`, in fixed row chunks whose partial sums are
+    /// added in order (so the result does not depend on the number of threads). Refuses
+    /// mismatched shapes.
+    pub fn t_mul(&self, x: &Matrix) -> Result<Matrix> {
+        if x.rows() != self.rows {
+            return Err(Error::invalid(format!(
+                "sparse transposed product: ({}×{})ᵀ times {}×{} does not fit",
+                self.rows,
+                self.cols,
+                x.rows(),
+                x.cols()
+            )));
+        }
+        Ok(self.t_mul_unchecked(x))
+    }
+
+    /// [`Csr::t_mul`] for shapes known to fit.
+    pub(crate) fn t_mul_unchecked(&self, x: &Matrix) -> Matrix {
+        const CHUNK_ROWS: usize = 2048;
+        let k = x.cols();
+        let mut out = Matrix::zeros(self.cols, k);
+        if k == 0 || self.rows == 0 {
+            return out;
+        }
+        let partials: Vec<Vec<f32>> = x
+            .as_slice()
+            .par_chunks(CHUNK_ROWS * k)
+            .enumerate()
+            .map(|(b, rows)| {
+                let mut part = vec![0.0f32; self.cols * k];
+                self.t_mul_rows_add(b * CHUNK_ROWS, rows, k, &mut part);
+                part
+            })
+            .collect();
+        super::sum_in_order(out.as_mut_slice(), &partials);
+        out
+    }
+
     /// [`Csr::mul`] for shapes known to fit.
     pub(crate) fn mul_unchecked(&self, x: &Matrix) -> Matrix {
         let k = x.cols();
@@ -260,5 +299,14 @@ mod tests {
             }
         }
         assert!(s.mul(&Matrix::zeros(36, 2)).is_err());
+        for k in [1usize, 8, 24] {
+            let u = sample(300, k);
+            let got = s.t_mul(&u).unwrap();
+            let want = a.t_matmul(&u).unwrap();
+            for (p, q) in got.as_slice().iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-3);
+            }
+        }
+        assert!(s.t_mul(&Matrix::zeros(5, 2)).is_err());
     }
 }

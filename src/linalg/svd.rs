@@ -97,10 +97,10 @@ pub(crate) trait BatchOperand {
     fn side_gram(&self) -> Result<Vec<Vec<f64>>>;
 }
 
-/// A matrix to decompose, with its sparse form (and the transpose of that) when it has one.
+/// A matrix to decompose, with its sparse form when it has one.
 pub(crate) struct Operand<'a> {
     pub dense: &'a Matrix,
-    pub sparse: Option<(&'a Csr, &'a Csr)>,
+    pub sparse: Option<&'a Csr>,
 }
 
 impl BatchOperand for Operand<'_> {
@@ -128,7 +128,7 @@ impl BatchOperand for Operand<'_> {
 
     fn mul(&self, x: &Matrix) -> Result<Matrix> {
         Ok(match self.sparse {
-            Some((a, _)) => a.mul_unchecked(x),
+            Some(a) => a.mul_unchecked(x),
             None => product(self.dense.view(), x.view()),
         })
     }
@@ -136,7 +136,7 @@ impl BatchOperand for Operand<'_> {
     /// Computed as `(Xᵀ A)ᵀ` for dense `A`, so that `A` is read along its rows.
     fn t_mul(&self, x: &Matrix) -> Result<Matrix> {
         Ok(match self.sparse {
-            Some((_, at)) => at.mul_unchecked(x),
+            Some(a) => a.t_mul_unchecked(x),
             None => product(x.view().t(), self.dense.view()).transpose(),
         })
     }
@@ -556,12 +556,11 @@ mod tests {
             *v = v.max(0.0);
         }
         let csr = Csr::from_dense(&a).unwrap();
-        let csr_t = csr.transpose();
         let dense = truncated_svd(&a, 4).unwrap();
         let sparse = truncated_svd_of(
             &Operand {
                 dense: &a,
-                sparse: Some((&csr, &csr_t)),
+                sparse: Some(&csr),
             },
             4,
         )

@@ -24,8 +24,18 @@
 //! - [`Nmf::fit`] and friends run on the CPU on plain slices (blocked SIMD products, the `U`
 //!   update fused with the pass over `A`, sparse `A` through its non-zeros, rayon over fixed
 //!   row chunks). See `engine.rs` for the design.
-//! - [`Nmf::fit_tensor`] and [`Nmf::fit_batch_tensor`] run the same algorithm with candle
-//!   tensor operations on any [`candle_core::Device`] (CUDA with the `cuda` feature).
+//! - [`Nmf::fit_tensor`] (one `P × C` matrix or a `B × P × C` batch) and
+//!   [`Nmf::transform_tensor`] run the same algorithm with candle tensor operations on any
+//!   [`candle_core::Device`] (CUDA with the `cuda` feature).
+//!
+//! NNDSVD needs the top `K` singular triplets of `A`; scikit-learn draws them with
+//! `randomized_svd`, this crate with the same randomized subspace iteration under a fixed
+//! seed ([`crate::linalg::truncated_svd`]), so both start from practically the same factors.
+//!
+//! # Compression baselines
+//! [`Compressor`] puts NMF beside the baselines that the memorization probes compare it with:
+//! [`Pca`] (truncated SVD), [`KMeans`], [`SphericalKMeans`] and [`RandomAblation`]; each
+//! returns its factors, the rank-`K` reconstruction and its relative error ([`Compressed`]).
 //!
 //! # Guarantees
 //! - **Deterministic.** The default initialisation (NNDSVDa, whose SVD uses a fixed seed) and
@@ -219,23 +229,28 @@ impl Nmf {
     }
 
     /// Maximum number of iterations.
-    pub fn max_iter_limit(&self) -> usize {
+    pub fn max_iter(&self) -> usize {
         self.cfg.max_iter
     }
 
     /// Relative-improvement tolerance.
-    pub fn tolerance(&self) -> f64 {
+    pub fn tol(&self) -> f64 {
         self.cfg.tol
     }
 
     /// The initialisation.
-    pub fn initialization(&self) -> Init {
+    pub fn init(&self) -> Init {
         self.cfg.init
     }
 
-    /// The storage layout of `A`.
-    pub fn storage(&self) -> Layout {
+    /// The storage layout of `A` in the CPU engine.
+    pub fn layout(&self) -> Layout {
         self.cfg.layout
+    }
+
+    /// The density threshold of [`Layout::Auto`].
+    pub fn sparse_max_density(&self) -> f64 {
+        self.cfg.sparse_max_density
     }
 
     /// Factorizes `a` (`P × C`, finite, non-negative) from the configured initialisation.
@@ -439,24 +454,11 @@ impl Nmf {
             Init::Random { seed } => Ok(init::random(p, c, k, mean, seed)),
             Init::Nndsvd | Init::Nndsvda => {
                 let fill = (self.cfg.init == Init::Nndsvda).then_some(mean);
-                match &data.csr {
-                    Some(csr) => {
-                        let csr_t = csr.transpose();
-                        let op = Operand {
-                            dense: data.dense,
-                            sparse: Some((csr, &csr_t)),
-                        };
-                        init::nndsvd(&op, k, fill)
-                    }
-                    None => init::nndsvd(
-                        &Operand {
-                            dense: data.dense,
-                            sparse: None,
-                        },
-                        k,
-                        fill,
-                    ),
-                }
+                let op = Operand {
+                    dense: data.dense,
+                    sparse: data.csr.as_ref(),
+                };
+                init::nndsvd(&op, k, fill)
             }
         }
     }

@@ -39,14 +39,14 @@ impl Nmf {
         let (mut u, mut v) = self.initial_tensors(&a, &stats, &exps)?;
         let mut active: Vec<bool> = stats.iter().map(|s| s.max > 0.0).collect();
         let mut iterations = vec![0usize; b];
-        let tol = self.tolerance();
+        let tol = self.tol();
         let mut initial = vec![0.0f64; b];
         let mut previous = vec![0.0f64; b];
         if tol > 0.0 {
             initial = residual_sq(&a, &u, &v)?.iter().map(|e| e.sqrt()).collect();
             previous.clone_from(&initial);
         }
-        for it in 1..=self.max_iter_limit() {
+        for it in 1..=self.max_iter() {
             if !active.iter().any(|x| *x) {
                 break;
             }
@@ -164,7 +164,7 @@ impl Nmf {
         let vt = v.transpose(1, 2)?;
         let num = a.matmul(&vt)?;
         let g = v.matmul(&vt)?;
-        let tol = self.tolerance();
+        let tol = self.tol();
         let mut active: Vec<bool> = stats.iter().map(|s| s.max > 0.0).collect();
         let mut initial = vec![0.0f64; b];
         let mut previous = vec![0.0f64; b];
@@ -172,7 +172,7 @@ impl Nmf {
             initial = residual_sq(&a, &u, &v)?.iter().map(|e| e.sqrt()).collect();
             previous.clone_from(&initial);
         }
-        for it in 1..=self.max_iter_limit() {
+        for it in 1..=self.max_iter() {
             if !active.iter().any(|x| *x) {
                 break;
             }
@@ -221,13 +221,13 @@ impl Nmf {
             .zip(exps)
             .map(|(s, e)| s.sum * (-2.0 * *e as f64).exp2() / (p * c) as f64)
             .collect();
-        let pairs: Vec<(Matrix, Matrix)> = match self.initialization() {
+        let pairs: Vec<(Matrix, Matrix)> = match self.init() {
             Init::Random { seed } => means
                 .iter()
                 .map(|m| init::random(p, c, k, *m, seed))
                 .collect(),
             Init::Nndsvd | Init::Nndsvda => {
-                let fill = self.initialization() == Init::Nndsvda;
+                let fill = self.init() == Init::Nndsvda;
                 let svds: Vec<Svd> = batch_svd(&TensorOperand { a }, k)?;
                 svds.iter()
                     .zip(&means)
