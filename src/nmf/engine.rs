@@ -18,6 +18,10 @@
 //! Sparse `A` (CSR) takes the same path with the two products against `A` done through its
 //! non-zeros: `A_b Vᵀ` gathers rows of `Vᵀ`, and `A_bᵀ U_b` scatters rows of `U_b` into a
 //! `C × K` partial.
+//!
+//! From `K = 32` on, a dense iteration is compute-bound and the fused 128-row products use the
+//! kernels poorly, so `Uᵀ A` and `Uᵀ U` are formed after the `U` pass as products whose long
+//! reduction is split into fixed chunks (again summed in order).
 
 use super::{Layout, Stats};
 use crate::linalg::kernel::{self, gemm, View};
@@ -319,7 +323,8 @@ pub(crate) fn gram_rows(x: &Matrix) -> Matrix {
     g
 }
 
-/// `‖A − UV‖²_F` computed entry by entry (`f64` accumulation), over the same fixed blocks.
+/// `‖A − UV‖²_F` computed entry by entry over the same fixed blocks: differences in `f32`,
+/// each row's squares summed in SIMD lanes, rows and blocks added in `f64`.
 pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
     let (c, k) = (data.cols(), v.rows());
     let partials: Vec<f64> = (0..data.chunks.len())
