@@ -27,8 +27,11 @@ pub struct TensorFactorization {
 
 impl Nmf {
     /// Factorizes a `P × C` tensor, or each image of a `B × P × C` batch independently, with
-    /// tensor operations on the tensor's device. Values must be finite and non-negative;
-    /// results follow the conventions of [`Nmf::fit`] (factor order, degenerate input).
+    /// tensor operations on the tensor's device (batched products; images of one size per
+    /// batch — group images by size, since zero-padding would change NNDSVDa's mean fill).
+    /// Each image stops on its own under the tolerance (its factors are frozen while the
+    /// others go on). Values must be finite and non-negative; results follow the conventions
+    /// of [`Nmf::fit`] (factor order, degenerate input).
     pub fn fit_tensor(&self, a: &Tensor) -> Result<TensorFactorization> {
         let (a, single) = as_batch(a, "NMF tensor input")?;
         let b = a.dim(0)?;
