@@ -7,6 +7,8 @@ mod backbone;
 
 use std::process::ExitCode;
 
+mod nmf;
+
 /// The groups, each `(name, what it measures, entry point)`.
 type Group = (
     &'static str,
@@ -14,11 +16,18 @@ type Group = (
     fn(&[String]) -> Result<(), String>,
 );
 
-const GROUPS: &[Group] = &[(
-    "backbone",
-    "images/s of feature extraction at 512×683, per backbone (CPU)",
-    backbone::run,
-)];
+const GROUPS: &[Group] = &[
+    (
+        "backbone",
+        "images/s of feature extraction at 512×683, per backbone (CPU)",
+        backbone::run,
+    ),
+    (
+        "nmf",
+        "NMF milliseconds per iteration: dense, sparse, batched",
+        nmf::run,
+    ),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args()

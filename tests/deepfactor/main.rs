@@ -6,4 +6,5 @@ mod backbone;
 mod common;
 mod eval;
 mod images;
+mod nmf;
 mod report;
