@@ -6,5 +6,6 @@ mod backbone;
 mod common;
 mod eval;
 mod images;
+mod localize;
 mod nmf;
 mod report;
