@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod geometry;
+pub mod index;
 pub mod linalg;
 pub mod recipe;
 

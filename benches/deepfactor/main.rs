@@ -6,12 +6,19 @@
 use std::process::ExitCode;
 
 /// The groups, each `(name, what it measures, entry point)`.
-type Group = (&'static str, &'static str, fn(&[String]) -> Result<(), String>);
+type Group = (
+    &'static str,
+    &'static str,
+    fn(&[String]) -> Result<(), String>,
+);
 
 const GROUPS: &[Group] = &[];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let name = args.first().map(String::as_str).unwrap_or("");
     match GROUPS.iter().find(|(n, _, _)| *n == name) {
         Some((_, _, run)) => match run(&args[1..]) {
