@@ -19,9 +19,9 @@ pub(crate) enum OpenMode {
     Mapped(Trusted),
 }
 
-/// How many times an open starts over when a file named by `CURRENT` vanished because a
-/// writer committed and removed it meanwhile.
-const OPEN_ATTEMPTS: usize = 50;
+/// How many times an open starts over when a file of the generation named by `CURRENT`
+/// vanished because a writer committed a newer one and removed it meanwhile.
+const OPEN_ATTEMPTS: usize = 100;
 
 /// A search result.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,6 +123,27 @@ fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
+/// The error for a file that the current generation needs but that does not exist.
+fn missing(dir: &Path, g: u64, e: Error) -> Error {
+    let Error::Io { path, .. } = &e else {
+        return e;
+    };
+    let name = manifest::manifest_name(g);
+    if path.file_name().is_some_and(|f| f == name.as_str()) {
+        super::format::bad(
+            &dir.join(manifest::CURRENT),
+            "CURRENT",
+            format!("names {name}, which does not exist"),
+        )
+    } else {
+        super::format::bad(
+            path,
+            "file",
+            format!("is listed by {name} but does not exist"),
+        )
+    }
+}
+
 fn bitset(rows: usize, deleted: &[u32]) -> Vec<u64> {
     let mut b = vec![0u64; rows.div_ceil(64)];
     for &d in deleted {
@@ -147,28 +168,33 @@ impl Index {
     }
 
     fn open_reusing(dir: &Path, mode: OpenMode, previous: Option<&Index>) -> Result<Index> {
-        let mut last = None;
+        let mut g = manifest::read_current(dir)?;
         for _ in 0..OPEN_ATTEMPTS {
-            match Index::try_open(dir, mode, previous) {
+            match Index::try_open(dir, g, mode, previous) {
                 Err(e) if is_not_found(&e) => {
-                    // A writer removed a file of the generation we read from CURRENT after
-                    // committing a newer one: start over from CURRENT.
-                    last = Some(e);
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    // Either a writer committed a newer generation and removed files of the
+                    // one we read (then CURRENT moved on: start over), or a file is missing.
+                    let now = manifest::read_current(dir)?;
+                    if now == g {
+                        return Err(missing(dir, g, e));
+                    }
+                    g = now;
                 }
                 r => return r,
             }
         }
-        Err(last.unwrap_or_else(|| Error::invalid("open: no attempt made")))
+        Err(Error::invalid(format!(
+            "{}: the index changed {OPEN_ATTEMPTS} times while being opened",
+            dir.display()
+        )))
     }
 
-    fn try_open(dir: &Path, mode: OpenMode, previous: Option<&Index>) -> Result<Index> {
+    fn try_open(dir: &Path, g: u64, mode: OpenMode, previous: Option<&Index>) -> Result<Index> {
         if cfg!(target_endian = "big") {
             return Err(Error::invalid(
                 "deepfactor index files are little-endian and are read in place; this build runs on a big-endian machine",
             ));
         }
-        let g = manifest::read_current(dir)?;
         if let Some(p) = previous {
             if p.generation() == g {
                 return Ok(p.clone());

@@ -325,7 +325,8 @@ pub(crate) fn write_segment(
         let mut fidx = Vec::with_capacity(n * FIDX_ENTRY);
         let mut off = 0u64;
         for &(k, r, c) in dims {
-            fidx.extend_from_slice(&off.to_le_bytes());
+            let at = if k > 0 { off } else { 0 };
+            fidx.extend_from_slice(&at.to_le_bytes());
             fidx.extend_from_slice(&k.to_le_bytes());
             fidx.extend_from_slice(&r.to_le_bytes());
             fidx.extend_from_slice(&c.to_le_bytes());

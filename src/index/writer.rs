@@ -85,6 +85,17 @@ pub struct IndexWriter {
     factor_channels: Option<usize>,
 }
 
+impl std::fmt::Debug for IndexWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexWriter")
+            .field("dir", &self.dir)
+            .field("generation", &self.snapshot.generation())
+            .field("pending_adds", &self.pending.len())
+            .field("pending_deletes", &self.pending_deletes())
+            .finish()
+    }
+}
+
 fn lock(dir: &Path) -> Result<File> {
     let p = dir.join(manifest::LOCK);
     let f = OpenOptions::new()
@@ -208,6 +219,11 @@ impl IndexWriter {
     /// The index's recipe.
     pub fn recipe(&self) -> &Recipe {
         self.snapshot.recipe()
+    }
+
+    /// The id the next [`IndexWriter::add`] returns.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Images added since the last commit.

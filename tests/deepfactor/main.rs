@@ -3,3 +3,4 @@
 //! Tests that need `../shared/data` or downloaded weights skip with a message when absent.
 
 mod common;
+mod index;
