@@ -15,6 +15,19 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 
+/// A temporary directory, on a RAM disk where there is one: index tests commit often, and
+/// each commit syncs files, which is slow on some disks and irrelevant to what they check
+/// (a killed process loses nothing the kernel already has).
+pub fn tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(t) = tempfile::tempdir_in(shm) {
+            return t;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 /// A recipe for synthetic descriptors of `dim` dimensions.
 pub fn recipe(dim: usize) -> Recipe {
     Recipe {
@@ -82,8 +95,12 @@ pub fn meta_for(id: u64) -> ImageMeta {
 
 /// Deterministic factors for synthetic image `id` (K = 3, 5 channels, 2 × 3 cells).
 pub fn factors_for(id: u64) -> StoredFactors {
-    let v: Vec<f32> = (0..15).map(|i| ((id as usize * 7 + i) % 11) as f32 * 0.25).collect();
-    let u: Vec<f32> = (0..18).map(|i| ((id as usize + i * 3) % 13) as f32 * 0.1).collect();
+    let v: Vec<f32> = (0..15)
+        .map(|i| ((id as usize * 7 + i) % 11) as f32 * 0.25)
+        .collect();
+    let u: Vec<f32> = (0..18)
+        .map(|i| ((id as usize + i * 3) % 13) as f32 * 0.1)
+        .collect();
     StoredFactors::quantize(
         &Matrix::from_vec(3, 5, v).unwrap(),
         &Matrix::from_vec(6, 3, u).unwrap(),
@@ -151,7 +168,13 @@ pub fn brute_force(items: &[(u64, Vec<f32>)], query: &[f32], k: usize) -> Vec<(u
 pub fn child(name: &str, env: &[(&str, String)]) -> std::process::Command {
     let exe = std::env::current_exe().unwrap();
     let mut c = std::process::Command::new(exe);
-    c.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    c.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     for (k, v) in env {
         c.env(k, v);
     }

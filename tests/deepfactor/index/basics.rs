@@ -28,7 +28,7 @@ proptest! {
         with_factors in any::<bool>(),
     ) {
         let dim = 12;
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = super::tempdir();
         let dir = tmp.path().join("ix");
         let r = recipe(dim);
         let enc = if f16 { VectorEncoding::F16 } else { VectorEncoding::F32 };
@@ -86,7 +86,7 @@ proptest! {
 
 #[test]
 fn one_writer_at_a_time_and_recipe_is_enforced() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let dir = tmp.path().join("ix");
     let r = recipe(8);
     let mut w = IndexWriter::create(&dir, r.clone(), IndexOptions::new()).unwrap();
@@ -102,7 +102,11 @@ fn one_writer_at_a_time_and_recipe_is_enforced() {
     ));
     let mut bad = image_for(0, 8, false);
     bad.descriptor[0] += 0.5;
-    assert!(w.add(&r, bad).unwrap_err().to_string().contains("unit vectors"));
+    assert!(w
+        .add(&r, bad)
+        .unwrap_err()
+        .to_string()
+        .contains("unit vectors"));
     let mut bad = image_for(0, 8, false);
     bad.descriptor.pop();
     assert!(w.add(&r, bad).is_err());
@@ -128,7 +132,7 @@ fn one_writer_at_a_time_and_recipe_is_enforced() {
 
 #[test]
 fn uncommitted_changes_are_invisible_and_rollback_drops_them() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let dir = tmp.path().join("ix");
     let r = recipe(8);
     let mut w = IndexWriter::create(&dir, r.clone(), IndexOptions::new()).unwrap();
@@ -157,7 +161,7 @@ fn uncommitted_changes_are_invisible_and_rollback_drops_them() {
 
 #[test]
 fn merges_keep_ids_and_compaction_drops_tombstones() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let dir = tmp.path().join("ix");
     let dim = 16;
     let r = recipe(dim);
@@ -168,7 +172,10 @@ fn merges_keep_ids_and_compaction_drops_tombstones() {
             w.add(&r, image_for(c * 4 + i, dim, i == 1)).unwrap();
         }
         let rep = w.commit().unwrap();
-        assert!(rep.segments <= 3 * 3, "merge policy bounds segments: {rep:?}");
+        assert!(
+            rep.segments <= 3 * 3,
+            "merge policy bounds segments: {rep:?}"
+        );
     }
     let ix = w.index().clone();
     assert_eq!(ix.len(), 36);
@@ -191,7 +198,10 @@ fn merges_keep_ids_and_compaction_drops_tombstones() {
         let d = ix.document(id).unwrap();
         assert_eq!(d.is_some(), id % 2 == 1);
         if id % 2 == 1 {
-            assert_eq!(ix.factors(id).unwrap(), (id % 4 == 1).then(|| super::factors_for(id)));
+            assert_eq!(
+                ix.factors(id).unwrap(),
+                (id % 4 == 1).then(|| super::factors_for(id))
+            );
         }
     }
     // Only the live files remain: LOCK, CURRENT, one manifest, one segment.
@@ -206,7 +216,7 @@ fn merges_keep_ids_and_compaction_drops_tombstones() {
 
 #[test]
 fn graph_segments_search_close_to_exact() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let dir = tmp.path().join("ix");
     let vectors = super::clustered(400, 16, 8, 0.6, 3);
     super::build(&dir, &vectors, small_options().graph_min_docs(100), 400);
@@ -224,7 +234,10 @@ fn graph_segments_search_close_to_exact() {
         let approx = ix
             .search(&r, &query, &SearchOptions::new().mode(SearchMode::Hnsw))
             .unwrap();
-        agree += approx.iter().filter(|h| exact.iter().any(|e| e.id == h.id)).count();
+        agree += approx
+            .iter()
+            .filter(|h| exact.iter().any(|e| e.id == h.id))
+            .count();
         // Auto uses exact search below the threshold.
         let auto = ix.search(&r, &query, &SearchOptions::new()).unwrap();
         assert_eq!(auto, exact);
@@ -234,31 +247,37 @@ fn graph_segments_search_close_to_exact() {
 
 #[test]
 fn bad_directories_give_clear_errors() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let e = Index::open(tmp.path()).unwrap_err().to_string();
-    assert!(e.contains("CURRENT") && e.contains("not a deepfactor index"), "{e}");
-    let e = Index::open(tmp.path().join("nope")).unwrap_err().to_string();
+    assert!(
+        e.contains("CURRENT") && e.contains("not a deepfactor index"),
+        "{e}"
+    );
+    let e = Index::open(tmp.path().join("nope"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("does not exist"), "{e}");
     std::fs::write(tmp.path().join("photo.jpg"), b"x").unwrap();
     let e = IndexWriter::create(tmp.path(), recipe(4), IndexOptions::new())
         .unwrap_err()
         .to_string();
     assert!(e.contains("not empty"), "{e}");
-    let e = IndexWriter::create(
-        tmp.path().join("a"),
-        recipe(4),
-        IndexOptions::new().m(1000),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = IndexWriter::create(tmp.path().join("a"), recipe(4), IndexOptions::new().m(1000))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("m = 1000"), "{e}");
 }
 
 #[test]
 fn missing_segment_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let dir = tmp.path().join("ix");
-    super::build(&dir, &super::clustered(10, 8, 2, 0.5, 1), IndexOptions::new(), 10);
+    super::build(
+        &dir,
+        &super::clustered(10, 8, 2, 0.5, 1),
+        IndexOptions::new(),
+        10,
+    );
     let seg = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

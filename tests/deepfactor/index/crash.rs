@@ -124,7 +124,11 @@ fn check(dir: &Path, acked: u64) -> u64 {
     let model = replay(g);
     let mut ids: Vec<u64> = ix.documents().map(|d| d.unwrap().id).collect();
     ids.sort_unstable();
-    assert_eq!(ids, model.live.iter().copied().collect::<Vec<_>>(), "generation {g}");
+    assert_eq!(
+        ids,
+        model.live.iter().copied().collect::<Vec<_>>(),
+        "generation {g}"
+    );
     for &id in &model.live {
         assert_eq!(ix.descriptor(id).unwrap().unwrap(), vector_for(id, DIM));
         assert_eq!(ix.document(id).unwrap().unwrap().meta, meta_for(id));
@@ -138,8 +142,7 @@ fn check(dir: &Path, acked: u64) -> u64 {
 }
 
 /// Kills the writer `trials` times at random points.
-fn crash_safety(trials: usize, seed: u64) {
-    let tmp = tempfile::tempdir().unwrap();
+fn crash_safety(trials: usize, seed: u64, tmp: tempfile::TempDir) {
     let dir = tmp.path().join("ix");
     let ack = tmp.path().join("ack");
     let err = tmp.path().join("stderr");
@@ -158,7 +161,7 @@ fn crash_safety(trials: usize, seed: u64) {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(20..400)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..600)));
         if let Some(status) = c.try_wait().unwrap() {
             panic!(
                 "trial {trial}: the writer exited by itself ({status}):\n{}",
@@ -182,7 +185,10 @@ fn crash_safety(trials: usize, seed: u64) {
         if g == acked + 1 {
             kills_mid_commit += 1;
         }
-        assert!(g >= last, "trial {trial}: generation went back from {last} to {g}");
+        assert!(
+            g >= last,
+            "trial {trial}: generation went back from {last} to {g}"
+        );
         last = g;
     }
     eprintln!(
@@ -193,7 +199,7 @@ fn crash_safety(trials: usize, seed: u64) {
 
 #[test]
 fn crash_safety_few() {
-    crash_safety(6, 1);
+    crash_safety(6, 1, super::tempdir());
 }
 
 /// Hundreds of kills: `scripts/index-crash-test.sh` (trials in `DF_CRASH_TRIALS`).
@@ -208,5 +214,6 @@ fn crash_safety_many() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
-    crash_safety(trials, seed);
+    // On the real file system (TMPDIR), with its real syncs.
+    crash_safety(trials, seed, tempfile::tempdir().unwrap());
 }

@@ -9,7 +9,7 @@ use deepfactor::index::{Index, IndexOptions, SearchMode, SearchOptions, DEFAULT_
 fn hnsw_recall_at_10_on_clustered_data() {
     let (n, dim) = (3000, 48);
     assert!(n >= DEFAULT_GRAPH_MIN_DOCS);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = super::tempdir();
     let dir = tmp.path().join("ix");
     let data = clustered(n, dim, 40, 0.8, 11);
     build(&dir, &data, IndexOptions::new(), n);
