@@ -75,7 +75,9 @@ impl UpdateOptions {
         self
     }
 
-    /// Added images per commit (default [`DEFAULT_COMMIT_EVERY`]): what a crash can lose.
+    /// Commit once this many images were added since the last commit, checked after each
+    /// batch (default [`DEFAULT_COMMIT_EVERY`]): a crash loses at most this many plus one
+    /// batch.
     pub fn commit_every(mut self, n: usize) -> Self {
         self.commit_every = n;
         self
