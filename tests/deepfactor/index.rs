@@ -2,6 +2,7 @@
 //! concurrent readers, the golden index, folder updates.
 
 mod basics;
+mod cli;
 mod concurrent;
 mod crash;
 mod golden;

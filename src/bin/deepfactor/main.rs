@@ -3,8 +3,7 @@
 //! Each subcommand lives in its own module beside this file. Human-readable output goes to
 //! stdout, progress and diagnostics to stderr; `--json` switches stdout to one JSON document.
 
-// Until the first subcommand lands, `Command` has no variants.
-#![allow(unreachable_code, unused_variables)]
+mod index;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,11 +20,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Look at, check and maintain index directories.
+    Index(index::IndexArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Index(args) => index::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
