@@ -882,3 +882,34 @@ impl Segment {
         .map_err(|e| self.err(kind::FDAT, format!("factors of row {row}: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The archived layouts the specification describes.
+    #[test]
+    fn archived_layouts() {
+        assert_eq!(std::mem::size_of::<ArchivedMetaRecord>(), 64);
+        assert_eq!(std::mem::align_of::<ArchivedMetaRecord>(), 8);
+        let r = MetaRecord {
+            path: "/a/b.jpg".into(),
+            size: 1,
+            modified_ns: -2,
+            content_hash: [3; 32],
+            width: 4,
+            height: 5,
+        };
+        let b = encode_meta(&r).unwrap();
+        // An 8-byte path is stored inline: the record is exactly the root.
+        assert_eq!(b.len(), 64);
+        let long = MetaRecord {
+            path: "/a/much/longer/path.jpg".into(),
+            ..r.clone()
+        };
+        let b = encode_meta(&long).unwrap();
+        assert_eq!(b.len(), 24 + 64);
+        assert_eq!(&b[..23], long.path.as_bytes());
+        assert_eq!(&b[24 + 8..24 + 16], &1u64.to_le_bytes());
+    }
+}
