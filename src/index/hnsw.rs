@@ -53,7 +53,7 @@ pub fn build_hnsw(
     ef_construction: usize,
 ) -> Result<Hnsw<'_, f32, ClampedDot>> {
     check_params(m, ef_construction)?;
-    if dim == 0 || vectors.len() % dim != 0 {
+    if dim == 0 || !vectors.len().is_multiple_of(dim) {
         return Err(Error::invalid(format!(
             "hnsw: {} values are not rows of {dim}",
             vectors.len()

@@ -10,7 +10,6 @@ use super::format::{self, Container, Section, FOOTER_LEN, HEAD_READ_LEN};
 use super::reader::{Index, OpenMode};
 use crate::{Error, Result};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// 64 bytes aligned to 64, the unit of our heap buffers, so that every section that starts at
@@ -59,25 +58,33 @@ pub(crate) fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Resu
     Ok(buf)
 }
 
-/// Fills `out` from `file` at `offset`; a short file is a format error, not an I/O error.
+/// Fills `out` from `file` at `offset` with positioned reads, which leave the file position
+/// alone, so that threads may read one file at once; a short file is a format error.
 pub(crate) fn read_exact_at(file: &File, path: &Path, offset: u64, out: &mut [u8]) -> Result<()> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| Error::io(path, e))?;
-    f.read_exact(out).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            format::bad(
-                path,
-                "file",
-                format!(
-                    "file ended before byte {} (it shrank while being read?)",
-                    offset + out.len() as u64
-                ),
-            )
-        } else {
-            Error::io(path, e)
+    let mut done = 0usize;
+    while done < out.len() {
+        let at = offset + done as u64;
+        #[cfg(unix)]
+        let r = std::os::unix::fs::FileExt::read_at(file, &mut out[done..], at);
+        #[cfg(windows)]
+        let r = std::os::windows::fs::FileExt::seek_read(file, &mut out[done..], at);
+        match r {
+            Ok(0) => {
+                return Err(format::bad(
+                    path,
+                    "file",
+                    format!(
+                        "file ended before byte {} (it shrank while being read?)",
+                        offset + out.len() as u64
+                    ),
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
         }
-    })
+    }
+    Ok(())
 }
 
 /// The bytes of one segment or manifest file.

@@ -438,13 +438,10 @@ fn run(
                 Plan::Unchanged => counts.unchanged += 1,
                 Plan::Refresh(id) => {
                     let h = hash.unwrap_or_default();
-                    match writer.index().document(id)? {
-                        Some(d) => {
-                            writer.add_copy(id, &meta(d.meta.width, d.meta.height, h), true)?;
-                            since_commit += 1;
-                        }
-                        // Deleted meanwhile (by this run): nothing to refresh.
-                        None => {}
+                    // Absent if this run deleted it meanwhile: nothing to refresh then.
+                    if let Some(d) = writer.index().document(id)? {
+                        writer.add_copy(id, &meta(d.meta.width, d.meta.height, h), true)?;
+                        since_commit += 1;
                     }
                     counts.unchanged += 1;
                 }

@@ -58,7 +58,6 @@ struct Pending {
     id: u64,
     path: String,
     meta: Vec<u8>,
-    vector: Vec<f32>,
     factors: Option<(FactorDims, Vec<u8>)>,
 }
 
@@ -80,6 +79,9 @@ pub struct IndexWriter {
     _lock: File,
     snapshot: Index,
     pending: Vec<Pending>,
+    /// Descriptors of `pending`, one row each, contiguous: the segment writer and the graph
+    /// builder use them in place.
+    pending_vectors: Vec<f32>,
     deletes: BTreeMap<u64, BTreeSet<u32>>,
     next_id: u64,
     factor_channels: Option<usize>,
@@ -204,6 +206,7 @@ impl IndexWriter {
             next_id: snapshot.next_id(),
             snapshot,
             pending: Vec::new(),
+            pending_vectors: Vec::new(),
             deletes: BTreeMap::new(),
             factor_channels,
         };
@@ -291,9 +294,9 @@ impl IndexWriter {
             id,
             meta: encode_meta(&record)?,
             path: record.path,
-            vector: image.descriptor,
             factors,
         });
+        self.pending_vectors.extend_from_slice(&image.descriptor);
         self.next_id += 1;
         Ok(id)
     }
@@ -314,11 +317,13 @@ impl IndexWriter {
             .row(row)
             .ok_or_else(|| Error::invalid(format!("image {from}: descriptor unreadable")))?;
         let dims = s.seg.factor_dims(row)?;
-        let factors = match s.seg.factor_blob(row)? {
-            Some(b) => Some((dims, b.into_owned())),
-            None => None,
-        };
+        let factors = s.seg.factor_blob(row)?.map(|b| (dims, b.into_owned()));
         let number = s.record.number;
+        if keep_id && self.pending.iter().any(|p| p.id == from) {
+            return Err(Error::invalid(format!(
+                "image {from} is already being re-added in this commit"
+            )));
+        }
         let id = if keep_id {
             self.deletes.entry(number).or_default().insert(row as u32);
             from
@@ -331,17 +336,21 @@ impl IndexWriter {
             id,
             meta: encode_meta(&record)?,
             path: record.path,
-            vector,
             factors,
         });
+        self.pending_vectors.extend_from_slice(&vector);
         Ok(id)
     }
 
     /// Deletes image `id` (committed or pending); false if there is no such live image.
     pub fn delete(&mut self, id: u64) -> Result<bool> {
-        let before = self.pending.len();
-        self.pending.retain(|p| p.id != id);
-        let mut removed = self.pending.len() != before;
+        let dim = self.recipe().dim;
+        let mut removed = false;
+        while let Some(i) = self.pending.iter().position(|p| p.id == id) {
+            self.pending.remove(i);
+            self.pending_vectors.drain(i * dim..(i + 1) * dim);
+            removed = true;
+        }
         if let Some((i, row)) = self.snapshot.locate(id) {
             let number = self.snapshot.live_segments()[i].record.number;
             removed |= self.deletes.entry(number).or_default().insert(row as u32);
@@ -371,6 +380,7 @@ impl IndexWriter {
     /// Drops the adds and deletes made since the last commit.
     pub fn rollback(&mut self) {
         self.pending.clear();
+        self.pending_vectors = Vec::new();
         self.deletes.clear();
         self.next_id = self.snapshot.next_id();
     }
@@ -476,6 +486,7 @@ impl IndexWriter {
         let recipe = self.recipe().clone();
         self.snapshot = Index::from_parts(&self.dir, record, recipe, segments);
         self.pending.clear();
+        self.pending_vectors = Vec::new();
         self.deletes.clear();
         self.collect_garbage()?;
         Ok(CommitReport {
@@ -493,7 +504,6 @@ impl IndexWriter {
     }
 
     fn write_pending(&mut self, number: u64, options: &IndexOptions) -> Result<Working> {
-        self.pending.sort_by_key(|p| p.id);
         let n = self.pending.len();
         if n > MAX_SEGMENT_DOCS {
             return Err(Error::invalid(format!(
@@ -501,9 +511,17 @@ impl IndexWriter {
             )));
         }
         let dim = self.recipe().dim;
-        let mut vectors = Vec::with_capacity(n * dim);
-        for p in &self.pending {
-            vectors.extend_from_slice(&p.vector);
+        if self.pending.windows(2).any(|w| w[0].id > w[1].id) {
+            // Moved files keep their older ids: put the rows in id order.
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| self.pending[i].id);
+            let mut vectors = Vec::with_capacity(n * dim);
+            for &i in &order {
+                vectors.extend_from_slice(&self.pending_vectors[i * dim..(i + 1) * dim]);
+            }
+            let mut old: Vec<Option<Pending>> = self.pending.drain(..).map(Some).collect();
+            self.pending = order.iter().filter_map(|&i| old[i].take()).collect();
+            self.pending_vectors = vectors;
         }
         let ids: Vec<u64> = self.pending.iter().map(|p| p.id).collect();
         let meta: Vec<Cow<'_, [u8]>> = self
@@ -523,11 +541,12 @@ impl IndexWriter {
             }
             Ok(())
         };
+        let path = self.dir.join(manifest::segment_name(number));
         build_and_write(
-            &self.segment_path(number),
+            &path,
             number,
             &ids,
-            vectors,
+            &mut self.pending_vectors,
             dim,
             &meta,
             self.factor_channels
@@ -606,7 +625,7 @@ impl IndexWriter {
             &self.segment_path(number),
             number,
             &ids,
-            vectors,
+            &mut vectors,
             dim,
             &meta,
             channels,
@@ -660,7 +679,7 @@ fn build_and_write(
     path: &Path,
     number: u64,
     ids: &[u64],
-    mut vectors: Vec<f32>,
+    vectors: &mut [f32],
     dim: usize,
     meta: &[Cow<'_, [u8]>],
     factor_channels: Option<usize>,
@@ -676,19 +695,14 @@ fn build_and_write(
         }
     }
     let graph = if n >= options.get_graph_min_docs() {
-        let h = build_hnsw(
-            &vectors,
-            dim,
-            options.get_m(),
-            options.get_ef_construction(),
-        )?;
+        let h = build_hnsw(vectors, dim, options.get_m(), options.get_ef_construction())?;
         Some(FlatGraph::from_hnsw(&h, n)?)
     } else {
         None
     };
     let content = SegmentContent {
         ids,
-        vectors: &vectors,
+        vectors,
         dim,
         encoding: options.get_vector_encoding(),
         meta,
@@ -697,7 +711,6 @@ fn build_and_write(
     };
     let (file_len, header_hash) = write_segment(path, &content, blob)?;
     drop(graph);
-    drop(vectors);
     let seg = Segment::open(path, OpenMode::Read)?;
     if seg.container.header_hash != header_hash {
         return Err(super::format::bad(

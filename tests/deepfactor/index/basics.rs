@@ -37,14 +37,14 @@ proptest! {
         for (adds, dels, compact) in ops {
             for _ in 0..adds {
                 let id = w.next_id();
-                let got = w.add(&r, image_for(id, dim, with_factors && id % 3 != 0)).unwrap();
+                let got = w.add(&r, image_for(id, dim, with_factors && !id.is_multiple_of(3))).unwrap();
                 prop_assert_eq!(got, id);
                 model.insert(id, ());
             }
             for d in dels {
                 if model.is_empty() { break; }
                 let id = *model.keys().nth(d.index(model.len())).unwrap();
-                if id % 2 == 0 {
+                if id.is_multiple_of(2) {
                     prop_assert!(w.delete(id).unwrap());
                 } else {
                     prop_assert_eq!(w.delete_path(&meta_for(id).path).unwrap(), 1);
@@ -68,7 +68,7 @@ proptest! {
                 let tol = if f16 { 1e-3 } else { 0.0 };
                 prop_assert!(v.iter().zip(&want).all(|(a, b)| (a - b).abs() <= tol));
                 let f = ix.factors(id).unwrap();
-                prop_assert_eq!(f, (with_factors && id % 3 != 0).then(|| factors_for(id)));
+                prop_assert_eq!(f, (with_factors && !id.is_multiple_of(3)).then(|| factors_for(id)));
                 items.push((id, v));
             }
             for q in 0..5u64 {

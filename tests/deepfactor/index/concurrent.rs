@@ -73,7 +73,7 @@ fn readers_while_the_writer_commits() {
         .collect();
     for c in 0..30u64 {
         for id in c * PER_COMMIT..(c + 1) * PER_COMMIT {
-            w.add(&r, image_for(id, DIM, id % 2 == 0)).unwrap();
+            w.add(&r, image_for(id, DIM, id.is_multiple_of(2))).unwrap();
         }
         w.commit().unwrap();
         // Give the readers time to see most generations.
@@ -84,5 +84,36 @@ fn readers_while_the_writer_commits() {
         let (seen, snapshots) = h.join().unwrap();
         assert_eq!(seen, 31);
         assert!(snapshots >= 5);
+    }
+}
+
+/// Factor data stays on disk in a reading open and is read with positioned reads: threads
+/// reading factors of one segment at once get each image's own.
+#[test]
+fn threads_read_factors_of_one_segment() {
+    let tmp = super::tempdir();
+    let dir = tmp.path().join("ix");
+    let r = recipe(DIM);
+    let mut w = IndexWriter::create(&dir, r.clone(), small_options()).unwrap();
+    for id in 0..200 {
+        w.add(&r, image_for(id, DIM, true)).unwrap();
+    }
+    w.commit().unwrap();
+    let ix = Arc::new(Index::open(&dir).unwrap());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let ix = ix.clone();
+            std::thread::spawn(move || {
+                for round in 0..5u64 {
+                    for k in 0..200u64 {
+                        let id = (k * 7 + t * 13 + round) % 200;
+                        assert_eq!(ix.factors(id).unwrap(), Some(super::factors_for(id)));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
     }
 }

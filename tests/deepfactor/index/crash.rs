@@ -42,7 +42,11 @@ struct Step {
 fn step(g: u64, m: &Model) -> Step {
     let h = splitmix(g);
     // Every fifth commit is large enough for a graph (small_options: 32 images).
-    let adds = if g % 5 == 0 { 40 + h % 40 } else { 1 + h % 12 };
+    let adds = if g.is_multiple_of(5) {
+        40 + h % 40
+    } else {
+        1 + h % 12
+    };
     let live: Vec<u64> = m.live.iter().copied().collect();
     let mut deletes = BTreeSet::new();
     if !live.is_empty() {
@@ -96,7 +100,10 @@ fn writer_child() {
         let g = w.index().generation();
         let s = step(g, &model);
         for id in model.next_id..model.next_id + s.adds {
-            assert_eq!(w.add(&r, image_for(id, DIM, id % 3 == 0)).unwrap(), id);
+            assert_eq!(
+                w.add(&r, image_for(id, DIM, id.is_multiple_of(3))).unwrap(),
+                id
+            );
         }
         for &d in &s.deletes {
             assert!(w.delete(d).unwrap());
@@ -134,7 +141,7 @@ fn check(dir: &Path, acked: u64) -> u64 {
         assert_eq!(ix.document(id).unwrap().unwrap().meta, meta_for(id));
         assert_eq!(
             ix.factors(id).unwrap(),
-            (id % 3 == 0).then(|| factors_for(id))
+            (id.is_multiple_of(3)).then(|| factors_for(id))
         );
     }
     ix.verify().unwrap();

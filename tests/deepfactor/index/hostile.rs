@@ -29,7 +29,7 @@ fn fixtures(root: &Path) -> Vec<PathBuf> {
     let a = root.join("a");
     let mut w = IndexWriter::create(&a, r.clone(), small_options()).unwrap();
     for id in 0..40 {
-        w.add(&r, image_for(id, DIM, id % 2 == 0)).unwrap();
+        w.add(&r, image_for(id, DIM, id.is_multiple_of(2))).unwrap();
     }
     w.commit().unwrap();
     for id in 40..47 {
@@ -283,11 +283,9 @@ fn probe(dir: &Path, mapped: bool) -> Outcome {
             &SearchOptions::new().k(5).mode(mode),
         );
     }
-    for d in ix.documents() {
-        if let Ok(d) = d {
-            let _ = ix.factors(d.id);
-            let _ = ix.descriptor(d.id);
-        }
+    for d in ix.documents().flatten() {
+        let _ = ix.factors(d.id);
+        let _ = ix.descriptor(d.id);
     }
     for id in 0..50 {
         let _ = ix.document(id);
