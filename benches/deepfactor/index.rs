@@ -6,14 +6,20 @@
 //! exact; and, on a graph built the same way and kept in memory, our beam search over the
 //! flat arrays against hnsw_rs's own search on the same graph (the baseline).
 //!
+//! Latencies are per-query minima over `--reps` passes (default 3), which filters out the
+//! time other processes take on a shared machine; p99 is over queries. In the comparison the
+//! two searches alternate query by query, so both see the same conditions.
+//!
 //! Options: `--sizes 10000,100000` `--dim 512` `--queries 300` `--ef 32,64,128,256`
-//! `--baseline-max 100000` (largest size that also builds the hnsw_rs baseline graph)
-//! `--dir PATH` (where indexes are built; default the system temp directory).
+//! `--reps 3` `--baseline-max 100000` (largest size that also builds the hnsw_rs baseline
+//! graph) `--dir PATH` (where indexes are built; default the system temp directory)
+//! `--f16` (store descriptors as f16) `--keep` (keep the built indexes and reuse them in later runs: the build figures are then
+//! those of the run that built them).
 #![allow(unsafe_code)]
 
 use deepfactor::index::{
     build_hnsw, FlatGraph, ImageMeta, Index, IndexOptions, IndexWriter, NewImage, SearchMode,
-    SearchOptions, DEFAULT_EF_SEARCH,
+    SearchOptions, VectorEncoding, DEFAULT_EF_SEARCH,
 };
 use deepfactor::Recipe;
 use rand::{Rng, SeedableRng};
@@ -28,6 +34,9 @@ struct Args {
     efs: Vec<usize>,
     baseline_max: usize,
     dir: PathBuf,
+    reps: usize,
+    keep: bool,
+    f16: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -38,6 +47,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
         efs: vec![32, 64, DEFAULT_EF_SEARCH, 256],
         baseline_max: 100_000,
         dir: std::env::temp_dir(),
+        reps: 3,
+        keep: false,
+        f16: false,
     };
     let list = |v: &str| -> Result<Vec<usize>, String> {
         v.split(',')
@@ -46,6 +58,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
+        if k == "--keep" || k == "--f16" {
+            a.keep |= k == "--keep";
+            a.f16 |= k == "--f16";
+            continue;
+        }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
         match k.as_str() {
             "--sizes" => a.sizes = list(v)?,
@@ -54,6 +71,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--ef" => a.efs = list(v)?,
             "--baseline-max" => a.baseline_max = v.parse().map_err(|_| "bad --baseline-max")?,
             "--dir" => a.dir = PathBuf::from(v),
+            "--reps" => a.reps = v.parse().map_err(|_| "bad --reps")?,
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -155,17 +173,56 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-/// Times `f` on every query; returns (p50 ms, p99 ms, results).
-fn timed<T>(queries: &[Vec<f32>], mut f: impl FnMut(&[f32]) -> T) -> (f64, f64, Vec<T>) {
-    let mut t = Vec::with_capacity(queries.len());
-    let mut out = Vec::with_capacity(queries.len());
-    for q in queries {
-        let s = Instant::now();
-        out.push(f(q));
-        t.push(s.elapsed());
+/// Times `f` on every query, `reps` passes; returns (p50 ms, p99 ms) of the per-query
+/// minima, and the results of the last pass.
+fn timed<T>(
+    queries: &[Vec<f32>],
+    reps: usize,
+    mut f: impl FnMut(&[f32]) -> T,
+) -> (f64, f64, Vec<T>) {
+    let mut best = vec![Duration::MAX; queries.len()];
+    let mut out = Vec::new();
+    for _ in 0..reps.max(1) {
+        out.clear();
+        for (q, b) in queries.iter().zip(best.iter_mut()) {
+            let s = Instant::now();
+            out.push(f(q));
+            *b = (*b).min(s.elapsed());
+        }
     }
-    t.sort();
-    (pct(&t, 0.5), pct(&t, 0.99), out)
+    best.sort();
+    (pct(&best, 0.5), pct(&best, 0.99), out)
+}
+
+/// Like [`timed`] for two searches, alternating query by query.
+#[allow(clippy::type_complexity)]
+fn timed_pair<T>(
+    queries: &[Vec<f32>],
+    reps: usize,
+    mut f: impl FnMut(&[f32]) -> T,
+    mut g: impl FnMut(&[f32]) -> T,
+) -> ((f64, f64, Vec<T>), (f64, f64, Vec<T>)) {
+    let mut bf = vec![Duration::MAX; queries.len()];
+    let mut bg = vec![Duration::MAX; queries.len()];
+    let (mut of, mut og) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        of.clear();
+        og.clear();
+        for (i, q) in queries.iter().enumerate() {
+            let s = Instant::now();
+            of.push(f(q));
+            bf[i] = bf[i].min(s.elapsed());
+            let s = Instant::now();
+            og.push(g(q));
+            bg[i] = bg[i].min(s.elapsed());
+        }
+    }
+    bf.sort();
+    bg.sort();
+    (
+        (pct(&bf, 0.5), pct(&bf, 0.99), of),
+        (pct(&bg, 0.5), pct(&bg, 0.99), og),
+    )
 }
 
 fn recall(truth: &[Vec<u64>], got: &[Vec<u64>]) -> f64 {
@@ -187,59 +244,82 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     let dim = a.dim;
     let r = recipe(dim);
+    let options = IndexOptions::new().vector_encoding(if a.f16 {
+        VectorEncoding::F16
+    } else {
+        VectorEncoding::F32
+    });
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .map_err(|e| e.to_string())?;
     println!(
-        "index: clustered unit vectors, dim {dim}, {} queries, k = 10, default m/ef_construction; threads available: {}",
+        "index: clustered unit vectors, dim {dim}, {} queries (latency: per-query minimum of {} passes), k = 10, default m/ef_construction; threads available: {}",
         a.queries,
+        a.reps,
         rayon::current_num_threads()
     );
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at start: {}", l.trim());
+    }
     for &n in &a.sizes {
         let data = Data::new(n, dim);
         let queries: Vec<Vec<f32>> = (0..a.queries as u64)
             .map(|q| data.vector(1 << 40 | q))
             .collect();
-        let dir = a
-            .dir
-            .join(format!("deepfactor-bench-index-{n}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = if a.keep {
+            a.dir
+                .join(format!("deepfactor-bench-index-{n}-{dim}-f16-{}", a.f16))
+        } else {
+            a.dir
+                .join(format!("deepfactor-bench-index-{n}-{}", std::process::id()))
+        };
+        let reuse = a.keep && Index::open(&dir).is_ok_and(|ix| ix.len() == n);
+        if !reuse {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
 
         // Build: descriptors generated one by one, as an extractor would hand them over.
-        reset_peak_rss();
-        let base = peak_rss().unwrap_or(0);
-        let t = Instant::now();
-        let mut w =
-            IndexWriter::create(&dir, r.clone(), IndexOptions::new()).map_err(|e| e.to_string())?;
-        for i in 0..n as u64 {
-            w.add(
-                &r,
-                NewImage {
-                    meta: meta(i),
-                    descriptor: data.vector(i),
-                    factors: None,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        w.commit().map_err(|e| e.to_string())?;
-        let build = t.elapsed().as_secs_f64();
-        let peak = peak_rss().unwrap_or(0).saturating_sub(base);
-        drop(w);
-        let bytes: u64 = Index::open(&dir)
-            .map_err(|e| e.to_string())?
-            .segments()
-            .iter()
-            .map(|s| s.bytes)
-            .sum();
-        println!(
+        if reuse {
+            println!(
+                "n={n}: reusing the index built by an earlier run in {}",
+                dir.display()
+            );
+        } else {
+            reset_peak_rss();
+            let base = peak_rss().unwrap_or(0);
+            let t = Instant::now();
+            let mut w =
+                IndexWriter::create(&dir, r.clone(), options.clone()).map_err(|e| e.to_string())?;
+            for i in 0..n as u64 {
+                w.add(
+                    &r,
+                    NewImage {
+                        meta: meta(i),
+                        descriptor: data.vector(i),
+                        factors: None,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            w.commit().map_err(|e| e.to_string())?;
+            let build = t.elapsed().as_secs_f64();
+            let peak = peak_rss().unwrap_or(0).saturating_sub(base);
+            drop(w);
+            let bytes: u64 = Index::open(&dir)
+                .map_err(|e| e.to_string())?
+                .segments()
+                .iter()
+                .map(|s| s.bytes)
+                .sum();
+            println!(
             "n={n}: build {build:.1} s ({:.0} images/s, features excluded), peak RSS +{:.0} MiB (descriptors {:.0} MiB), index {:.0} MiB",
             n as f64 / build,
             mib(peak),
             mib((n * dim * 4) as u64),
             mib(bytes)
         );
+        }
 
         // Open.
         let mapped: Vec<Duration> = (0..20)
@@ -270,7 +350,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let ix = unsafe { Index::open_mmap(&dir) }.map_err(|e| e.to_string())?;
         let exact_opts = SearchOptions::new().mode(SearchMode::Exact);
         let (p50, p99, truth) = two.install(|| {
-            timed(&queries, |q| {
+            timed(&queries, a.reps, |q| {
                 ix.search(&r, q, &exact_opts)
                     .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
                     .unwrap_or_default()
@@ -279,7 +359,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         println!("n={n}: exact, 2 threads: p50 {p50:.2} ms, p99 {p99:.2} ms");
         for &ef in &a.efs {
             let o = SearchOptions::new().mode(SearchMode::Hnsw).ef_search(ef);
-            let (p50, p99, got) = timed(&queries, |q| {
+            let (p50, p99, got) = timed(&queries, a.reps, |q| {
                 ix.search(&r, q, &o)
                     .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
                     .unwrap_or_default()
@@ -291,7 +371,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             );
         }
         drop(ix);
-        let _ = std::fs::remove_dir_all(&dir);
+        if !a.keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
 
         // Baseline: hnsw_rs's own search against ours on one graph held in memory.
         if n <= a.baseline_max {
@@ -313,18 +395,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 t.elapsed().as_secs_f64()
             );
             for &ef in &a.efs {
-                let (b50, b99, bgot) = timed(&queries, |q| {
-                    h.search(q, 10, ef)
-                        .into_iter()
-                        .map(|x| x.d_id as u64)
-                        .collect::<Vec<u64>>()
-                });
-                let (o50, o99, ogot) = timed(&queries, |q| {
-                    g.search(&vectors, dim, q, 10, ef)
-                        .into_iter()
-                        .map(|x| x.0 as u64)
-                        .collect::<Vec<u64>>()
-                });
+                let ((b50, b99, bgot), (o50, o99, ogot)) = timed_pair(
+                    &queries,
+                    a.reps,
+                    |q| {
+                        h.search(q, 10, ef)
+                            .into_iter()
+                            .map(|x| x.d_id as u64)
+                            .collect::<Vec<u64>>()
+                    },
+                    |q| {
+                        g.search(&vectors, dim, q, 10, ef)
+                            .into_iter()
+                            .map(|x| x.0 as u64)
+                            .collect::<Vec<u64>>()
+                    },
+                );
                 println!(
                     "n={n}: same graph ef={ef:<4} hnsw_rs p50 {b50:.3} ms p99 {b99:.3} ms recall {:.4} | ours p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4} | ours/hnsw_rs speed ×{:.2} (p50)",
                     recall(&truth, &bgot),

@@ -34,9 +34,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]))
 }
 
-/// Dot product of f16 stored values with an f32 query, converting 16 values at a time.
+/// Dot product of f16 stored values with an f32 query, converting 16 values at a time
+/// (with the CPU's conversion instructions where it has them).
 #[inline]
 pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+    use half::slice::HalfFloatSliceExt;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; 16];
@@ -45,9 +47,8 @@ pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     let mut buf = [0f32; 16];
     for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            buf[i] = x[i].to_f32();
-        }
+        // Both have 16 elements.
+        x.convert_to_f32_slice(&mut buf);
         for i in 0..16 {
             acc[i] += buf[i] * y[i];
         }
