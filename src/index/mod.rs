@@ -62,6 +62,7 @@
 //! bytes; the crate's only `unsafe`), `segment`, `manifest`, `hnsw` (graph building with
 //! hnsw_rs, flat storage, our beam search), `exact`, `reader` ([`Index`]), `writer`
 //! ([`IndexWriter`]) and `update` (the [`Extractor`] seam and folder updates).
+#![warn(missing_docs)]
 
 mod exact;
 mod factors;

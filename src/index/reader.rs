@@ -229,14 +229,14 @@ impl Index {
                     if seg.docs() as u64 != r.docs {
                         return Err(super::format::bad(
                             &path,
-                            "section INFO (segment info)",
+                            super::format::section_label(super::format::kind::INFO),
                             format!("holds {} images, the manifest says {}", seg.docs(), r.docs),
                         ));
                     }
                     if seg.info.dim != m.recipe.dim {
                         return Err(super::format::bad(
                             &path,
-                            "section INFO (segment info)",
+                            super::format::section_label(super::format::kind::INFO),
                             format!(
                                 "descriptors have {} dimensions, the recipe says {}",
                                 seg.info.dim, m.recipe.dim
@@ -492,7 +492,7 @@ impl Index {
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
             return Err(super::format::bad(
                 &self.dir.join(manifest::manifest_name(self.generation())),
-                "section MANI (manifest record)",
+                super::format::section_label(super::format::kind::MANI),
                 format!("image id {} is live in two segments", w[0]),
             ));
         }
@@ -500,7 +500,7 @@ impl Index {
             if max >= self.next_id() {
                 return Err(super::format::bad(
                     &self.dir.join(manifest::manifest_name(self.generation())),
-                    "section MANI (manifest record)",
+                    super::format::section_label(super::format::kind::MANI),
                     format!("image id {max} is not below the next id {}", self.next_id()),
                 ));
             }

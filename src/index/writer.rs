@@ -583,7 +583,7 @@ impl IndexWriter {
         if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(super::format::bad(
                 &sources[w[1].1].seg.path,
-                "section IDS  (image ids)",
+                super::format::section_label(super::format::kind::IDS),
                 format!("image id {} is live in two segments being merged", w[0].0),
             ));
         }
@@ -595,7 +595,15 @@ impl IndexWriter {
         for &(_, si, r) in &rows {
             let seg = &sources[si].seg;
             let v = seg.vectors().row(r).ok_or_else(|| {
-                super::format::bad(&seg.path, "descriptors", format!("row {r} unreadable"))
+                let k = match seg.info.encoding {
+                    VectorEncoding::F32 => super::format::kind::VF32,
+                    VectorEncoding::F16 => super::format::kind::VF16,
+                };
+                super::format::bad(
+                    &seg.path,
+                    super::format::section_label(k),
+                    format!("row {r} unreadable"),
+                )
             })?;
             vectors.extend_from_slice(&v);
             meta.push(Cow::Borrowed(seg.meta_bytes(r)?));
@@ -605,7 +613,7 @@ impl IndexWriter {
                 if channels.is_some_and(|x| x != c) {
                     return Err(super::format::bad(
                         &seg.path,
-                        "section INFO (segment info)",
+                        super::format::section_label(super::format::kind::INFO),
                         format!("factors have {c} channels, other segments {channels:?}"),
                     ));
                 }
