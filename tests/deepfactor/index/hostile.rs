@@ -19,8 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 
 const DIM: usize = 16;
-/// Address-space limit of the child, in KiB.
-const CHILD_VM_LIMIT_KIB: u64 = 2 << 20;
+/// Address-space limit of the child, in KiB: about twice what the loop needs (its files are
+/// a few KiB), so any allocation sized by a damaged field fails.
+const CHILD_VM_LIMIT_KIB: u64 = 512 << 10;
 
 /// Builds the two fixture indexes: f32 with factors, a graph, two segments and tombstones;
 /// f16 with one graph segment.
@@ -387,8 +388,16 @@ fn mutation_child() {
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmPeak:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into());
     println!(
-        "HOSTILE-SUMMARY probes={probes} rejected_at_open={rejected} caught_by_verify={caught} accepted_resealed={accepted}"
+        "HOSTILE-SUMMARY probes={probes} rejected_at_open={rejected} caught_by_verify={caught} accepted_resealed={accepted} vm_peak_kib={peak}"
     );
 }
 
