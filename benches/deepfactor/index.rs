@@ -13,7 +13,8 @@
 //! Options: `--sizes 10000,100000` `--dim 512` `--queries 300` `--ef 32,64,128,256`
 //! `--reps 3` `--baseline-max 100000` (largest size that also builds the hnsw_rs baseline
 //! graph) `--dir PATH` (where indexes are built; default the system temp directory)
-//! `--f16` (store descriptors as f16) `--keep` (keep the built indexes and reuse them in later runs: the build figures are then
+//! `--f16` (store descriptors as f16) `--no-graph` (build no graph: open and exact search
+//! only, for sizes whose graph takes too long to build here) `--keep` (keep the built indexes and reuse them in later runs: the build figures are then
 //! those of the run that built them).
 #![allow(unsafe_code)]
 
@@ -37,6 +38,7 @@ struct Args {
     reps: usize,
     keep: bool,
     f16: bool,
+    no_graph: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -50,6 +52,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         reps: 3,
         keep: false,
         f16: false,
+        no_graph: false,
     };
     let list = |v: &str| -> Result<Vec<usize>, String> {
         v.split(',')
@@ -58,9 +61,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
-        if k == "--keep" || k == "--f16" {
+        if k == "--keep" || k == "--f16" || k == "--no-graph" {
             a.keep |= k == "--keep";
             a.f16 |= k == "--f16";
+            a.no_graph |= k == "--no-graph";
             continue;
         }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
@@ -244,11 +248,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     let dim = a.dim;
     let r = recipe(dim);
-    let options = IndexOptions::new().vector_encoding(if a.f16 {
+    let mut options = IndexOptions::new().vector_encoding(if a.f16 {
         VectorEncoding::F16
     } else {
         VectorEncoding::F32
     });
+    if a.no_graph {
+        options = options.graph_min_docs(usize::MAX);
+    }
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -268,8 +275,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .map(|q| data.vector(1 << 40 | q))
             .collect();
         let dir = if a.keep {
-            a.dir
-                .join(format!("deepfactor-bench-index-{n}-{dim}-f16-{}", a.f16))
+            a.dir.join(format!(
+                "deepfactor-bench-index-{n}-{dim}-f16-{}-graph-{}",
+                a.f16, !a.no_graph
+            ))
         } else {
             a.dir
                 .join(format!("deepfactor-bench-index-{n}-{}", std::process::id()))
@@ -357,7 +366,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             })
         });
         println!("n={n}: exact, 2 threads: p50 {p50:.2} ms, p99 {p99:.2} ms");
-        for &ef in &a.efs {
+        let has_graph = ix.segments().iter().all(|s| s.graph_levels > 0);
+        if !has_graph {
+            println!("n={n}: no graph: HNSW and the baseline skipped");
+        }
+        for &ef in a.efs.iter().filter(|_| has_graph) {
             let o = SearchOptions::new().mode(SearchMode::Hnsw).ef_search(ef);
             let (p50, p99, got) = timed(&queries, a.reps, |q| {
                 ix.search(&r, q, &o)
@@ -376,7 +389,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
 
         // Baseline: hnsw_rs's own search against ours on one graph held in memory.
-        if n <= a.baseline_max {
+        if n <= a.baseline_max && has_graph {
             let mut vectors = Vec::with_capacity(n * dim);
             for i in 0..n as u64 {
                 vectors.extend(data.vector(i));
