@@ -10,6 +10,7 @@ pub mod backbone;
 pub mod error;
 pub mod eval;
 pub mod geometry;
+pub mod index;
 pub mod linalg;
 pub mod localize;
 pub mod nmf;

@@ -4,10 +4,10 @@
 //! same process where one exists.
 
 mod backbone;
+mod index;
+mod nmf;
 
 use std::process::ExitCode;
-
-mod nmf;
 
 /// The groups, each `(name, what it measures, entry point)`.
 type Group = (
@@ -21,6 +21,11 @@ const GROUPS: &[Group] = &[
         "backbone",
         "images/s of feature extraction at 512×683, per backbone (CPU)",
         backbone::run,
+    ),
+    (
+        "index",
+        "index files: build RSS, open, exact vs HNSW latency and recall, vs hnsw_rs",
+        index::run,
     ),
     (
         "nmf",

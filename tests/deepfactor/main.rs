@@ -6,6 +6,7 @@ mod backbone;
 mod common;
 mod eval;
 mod images;
+mod index;
 mod localize;
 mod nmf;
 mod report;

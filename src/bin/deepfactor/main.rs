@@ -3,6 +3,8 @@
 //! Each subcommand lives in its own module beside this file. Human-readable output goes to
 //! stdout, progress and diagnostics to stderr; `--json` switches stdout to one JSON document.
 
+mod index;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -23,12 +25,15 @@ struct Cli {
 enum Command {
     /// Score ranked result lists against a ground truth (Oxford/Paris, revisited, mAP@k).
     Eval(eval::EvalArgs),
+    /// Look at, check and maintain index directories.
+    Index(index::IndexArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Eval(args) => eval::run(args),
+        Command::Index(args) => index::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
