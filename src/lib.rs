@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod geometry;
 pub mod linalg;
+pub mod nmf;
 pub mod recipe;
 
 pub use error::{Error, Result};

@@ -6,3 +6,4 @@ mod backbone;
 mod common;
 mod eval;
 mod images;
+mod nmf;
