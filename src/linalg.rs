@@ -309,8 +309,14 @@ mod tests {
     fn same_result_for_any_thread_count() {
         let a = filled(300, 5000, 3);
         let b = filled(5000, 40, 4);
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let x = one.install(|| a.matmul(&b).unwrap());
         let y = two.install(|| a.matmul(&b).unwrap());
         assert_eq!(x, y);

@@ -84,11 +84,7 @@ fn solve(n: usize, a: &[f64]) -> Result<SymmetricEigen> {
         let sign = if v[big] < 0.0 { -1.0 } else { 1.0 };
         vectors.extend(v.iter().map(|x| x * sign));
     }
-    Ok(SymmetricEigen {
-        n,
-        values,
-        vectors,
-    })
+    Ok(SymmetricEigen { n, values, vectors })
 }
 
 /// Householder reduction to tridiagonal form; accumulates the transformations in `w` (= Vᵀ).

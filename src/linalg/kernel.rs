@@ -400,7 +400,9 @@ mod tests {
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
-                let x = (i as u32).wrapping_mul(2654435761).wrapping_add(seed * 40503);
+                let x = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed * 40503);
                 ((x >> 8) % 1000) as f32 / 500.0 - 1.0
             })
             .collect()
@@ -441,7 +443,10 @@ mod tests {
                 let mut got = vec![0.0f32; m * n];
                 gemm(&mut got, n, l, r, false);
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-4 * (1.0 + k as f32), "{m}×{k}×{n}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + k as f32),
+                        "{m}×{k}×{n}: {g} vs {w}"
+                    );
                 }
                 // Accumulation adds onto what is there.
                 gemm(&mut got, n, l, r, true);

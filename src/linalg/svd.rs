@@ -53,10 +53,13 @@ pub fn truncated_svd(a: &Matrix, k: usize) -> Result<Svd> {
             a.as_slice()[pos]
         )));
     }
-    truncated_svd_of(&Operand {
-        dense: a,
-        sparse: None,
-    }, k)
+    truncated_svd_of(
+        &Operand {
+            dense: a,
+            sparse: None,
+        },
+        k,
+    )
 }
 
 /// A matrix to decompose, with its sparse form (and the transpose of that) when it has one.
@@ -124,11 +127,21 @@ pub(crate) fn truncated_svd_of(op: &Operand<'_>, k: usize) -> Result<Svd> {
         let w = eig.vector(i);
         out.s[i] = sigma as f32;
         for row in 0..p {
-            let u = q.row(row).iter().zip(w).map(|(a, b)| *a as f64 * b).sum::<f64>();
+            let u = q
+                .row(row)
+                .iter()
+                .zip(w)
+                .map(|(a, b)| *a as f64 * b)
+                .sum::<f64>();
             out.u.set(row, i, u as f32);
         }
         for (col, dst) in out.vt.row_mut(i).iter_mut().enumerate() {
-            let v = bt.row(col).iter().zip(w).map(|(a, b)| *a as f64 * b).sum::<f64>();
+            let v = bt
+                .row(col)
+                .iter()
+                .zip(w)
+                .map(|(a, b)| *a as f64 * b)
+                .sum::<f64>();
             *dst = (v / sigma) as f32;
         }
     }
@@ -293,8 +306,16 @@ mod tests {
     fn check(a: &Matrix, k: usize, rank: usize) {
         let svd = truncated_svd(a, k).unwrap();
         for i in 0..k {
-            let want = if i < rank { 10.0 / (1u32 << i) as f32 } else { 0.0 };
-            assert!((svd.s[i] - want).abs() < 1e-3, "σ{i} = {} vs {want}", svd.s[i]);
+            let want = if i < rank {
+                10.0 / (1u32 << i) as f32
+            } else {
+                0.0
+            };
+            assert!(
+                (svd.s[i] - want).abs() < 1e-3,
+                "σ{i} = {} vs {want}",
+                svd.s[i]
+            );
             if i < rank {
                 // A v = σ u.
                 let v = Matrix::from_vec(a.cols(), 1, svd.vt.row(i).to_vec()).unwrap();

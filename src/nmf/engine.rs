@@ -61,11 +61,7 @@ impl<'a> Data<'a> {
             Layout::Sparse => true,
             Layout::Auto => density <= sparse_max_density,
         };
-        let norm_sq = dense
-            .as_slice()
-            .iter()
-            .map(|&v| v as f64 * v as f64)
-            .sum();
+        let norm_sq = dense.as_slice().iter().map(|&v| v as f64 * v as f64).sum();
         let rows_per_block = (BLOCK_BYTES / 4 / c.max(1)).clamp(8, 512) / 8 * 8;
         let blocks: Vec<Range<usize>> = (0..p)
             .step_by(rows_per_block)
@@ -312,7 +308,12 @@ pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
             for b in data.chunks[s].clone() {
                 let rows = data.blocks[b].clone();
                 uv.resize(rows.len() * c, 0.0);
-                let ub = View::row_major(&u.as_slice()[rows.start * k..rows.end * k], rows.len(), k, k);
+                let ub = View::row_major(
+                    &u.as_slice()[rows.start * k..rows.end * k],
+                    rows.len(),
+                    k,
+                    k,
+                );
                 gemm(&mut uv, c, ub, v.view(), false);
                 let a = &data.dense.as_slice()[rows.start * c..rows.end * c];
                 total += vectorized(|| {
@@ -379,9 +380,8 @@ fn ut_a(data: &Data<'_>, u: &Matrix) -> (Vec<f32>, Vec<f32>) {
 
 /// `‖A‖² − 2⟨X, Y⟩ + ⟨P, Q⟩` in `f64`, or `None` below the cancellation floor.
 fn cheap_error(norm_sq: f64, x: &[f32], y: &[f32], p: &[f32], q: &[f32]) -> Option<f64> {
-    let dot = |a: &[f32], b: &[f32]| -> f64 {
-        a.iter().zip(b).map(|(s, t)| *s as f64 * *t as f64).sum()
-    };
+    let dot =
+        |a: &[f32], b: &[f32]| -> f64 { a.iter().zip(b).map(|(s, t)| *s as f64 * *t as f64).sum() };
     let e = (norm_sq - 2.0 * dot(x, y) + dot(p, q)).max(0.0);
     (e >= CHEAP_ERROR_FLOOR * CHEAP_ERROR_FLOOR * norm_sq).then_some(e)
 }
@@ -453,14 +453,26 @@ pub(crate) fn fit_u_fixed_v(
             .zip(num.as_slice().par_chunks(data.blocks[0].len() * k))
             .zip(blocks.into_par_iter())
             .for_each(|(((ub, db), nb), rows)| {
-                gemm(db, k, View::row_major(ub, rows.len(), k, k), g.view(), false);
+                gemm(
+                    db,
+                    k,
+                    View::row_major(ub, rows.len(), k, k),
+                    g.view(),
+                    false,
+                );
                 mu_update(ub, nb, db);
             });
         if stopper.due(it) {
             let mut utu = Matrix::zeros(k, k);
             par_gemm(utu.as_mut_slice(), u.view().t(), u.view());
-            let e = cheap_error(data.norm_sq, num.as_slice(), u.as_slice(), utu.as_slice(), g.as_slice())
-                .unwrap_or_else(|| residual_sq(data, u, v));
+            let e = cheap_error(
+                data.norm_sq,
+                num.as_slice(),
+                u.as_slice(),
+                utu.as_slice(),
+                g.as_slice(),
+            )
+            .unwrap_or_else(|| residual_sq(data, u, v));
             if stopper.stop(e) {
                 return it;
             }

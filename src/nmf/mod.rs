@@ -48,7 +48,6 @@
 mod engine;
 mod init;
 
-
 use crate::linalg::Operand;
 use crate::{Error, Matrix, Result};
 use engine::{residual_sq, Data, Engine};
@@ -538,7 +537,11 @@ fn finish(
     rel_error: f64,
     reorder: bool,
 ) -> Result<Factorization> {
-    if u.as_slice().iter().chain(v.as_slice()).any(|x| !x.is_finite()) {
+    if u.as_slice()
+        .iter()
+        .chain(v.as_slice())
+        .any(|x| !x.is_finite())
+    {
         // Unreachable for validated input (see the module docs); refuse rather than return
         // NaN factors.
         return Err(Error::Numeric(
