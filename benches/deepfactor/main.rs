@@ -3,6 +3,8 @@
 //! Each group measures speed only and prints one line per case, with a baseline run in the
 //! same process where one exists.
 
+mod descriptor;
+
 use std::process::ExitCode;
 
 /// The groups, each `(name, what it measures, entry point)`.
@@ -12,7 +14,11 @@ type Group = (
     fn(&[String]) -> Result<(), String>,
 );
 
-const GROUPS: &[Group] = &[];
+const GROUPS: &[Group] = &[(
+    "descriptor",
+    "descriptors per second (activations → descriptor) for every kind at 512 px",
+    descriptor::run,
+)];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args()

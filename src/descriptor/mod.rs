@@ -569,11 +569,7 @@ impl Describer {
         let rows: Vec<Vec<f32>> = match self.cfg.kind {
             DescriptorKind::NmfV | DescriptorKind::NmfVu => {
                 let f = self.factorize(acts)?;
-                let all: Vec<usize> = (0..f.v.rows()).collect();
-                let concepts = self.concepts(&acts.grid, &f, &all);
-                (0..concepts.rows())
-                    .filter_map(|i| unit(concepts.row(i)))
-                    .collect()
+                return self.local_vectors_of_factors(&acts.grid, &f);
             }
             DescriptorKind::Rmac => {
                 let a = self.weighted(&acts.data);
@@ -588,6 +584,34 @@ impl Describer {
         };
         let n = rows.len();
         Matrix::from_vec(n, c, rows.concat())
+    }
+
+    /// [`Describer::local_vectors`] of an NMF kind from a factorization already made by
+    /// [`Describer::factorize`] on activations over `grid`.
+    pub fn local_vectors_of_factors(&self, grid: &CellGrid, f: &Factorization) -> Result<Matrix> {
+        if !self.cfg.kind.is_nmf() {
+            return Err(Error::invalid(format!(
+                "{} descriptors are not made from factors",
+                self.cfg.kind
+            )));
+        }
+        if f.u.rows() != grid.len() || f.u.cols() != f.v.rows() {
+            return Err(Error::invalid(format!(
+                "factors of U {}×{} and V {}×{} do not fit a {}×{} grid",
+                f.u.rows(),
+                f.u.cols(),
+                f.v.rows(),
+                f.v.cols(),
+                grid.rows,
+                grid.cols
+            )));
+        }
+        let all: Vec<usize> = (0..f.v.rows()).collect();
+        let concepts = self.concepts(grid, f, &all);
+        let rows: Vec<Vec<f32>> = (0..concepts.rows())
+            .filter_map(|i| unit(concepts.row(i)))
+            .collect();
+        Matrix::from_vec(rows.len(), f.v.cols(), rows.concat())
     }
 
     /// The concept rows used for the factors `kept`: rows of `V` (NMF V) or of `V′` formed

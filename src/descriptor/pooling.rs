@@ -34,10 +34,17 @@ pub fn spoc(a: &Matrix) -> Vec<f32> {
 /// GeM: `(mean_p max(A_pc, ε)^p)^(1/p)` per channel (Radenović, Tolias & Chum, TPAMI 2018).
 pub fn gem(a: &Matrix, p: f32) -> Vec<f32> {
     let p = f64::from(p);
+    // Small integer powers (the usual p = 3) by multiplication: equal up to rounding, and
+    // several times faster than powf.
+    let int_p = (p.fract() == 0.0 && (1.0..=16.0).contains(&p)).then_some(p as i32);
     let mut out = vec![0f64; a.cols()];
     for r in 0..a.rows() {
         for (o, &v) in out.iter_mut().zip(a.row(r)) {
-            *o += f64::from(v.max(GEM_EPS)).powf(p);
+            let x = f64::from(v.max(GEM_EPS));
+            *o += match int_p {
+                Some(i) => x.powi(i),
+                None => x.powf(p),
+            };
         }
     }
     let n = a.rows().max(1) as f64;

@@ -256,3 +256,81 @@ fn real_features_retrieve_the_query_object() {
     let qv = white.describe(&crop).unwrap().vector;
     assert!(top(&white, &qv) < pos.len(), "whitened crop query missed");
 }
+
+/// `deepfactor whiten info` reads a whitening file and names a damaged one;
+/// `deepfactor whiten learn` (real weights) learns from a folder of photos.
+#[test]
+fn whiten_cli() {
+    let bin = env!("CARGO_BIN_EXE_deepfactor");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.safetensors");
+    let x = Matrix::from_vec(
+        4,
+        3,
+        vec![1.0, 0.0, 2.0, 0.5, 1.0, 0.0, 2.0, 2.0, 1.0, 0.0, 1.5, 0.5],
+    )
+    .unwrap();
+    Whitening::learner("cli-set", 4)
+        .learn(&x)
+        .unwrap()
+        .save(&file)
+        .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["whiten", "info", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["training_set"], "cli-set");
+    assert_eq!(v["max_output_dim"], 3);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&file, bytes).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["whiten", "info"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("w.safetensors") && err.contains("whitening file"),
+        "{err}"
+    );
+
+    let (Some(_), Some(photos)) = (common::lite0_weights(), common::photos()) else {
+        return;
+    };
+    let out_file = dir.path().join("photos.safetensors");
+    let out = std::process::Command::new(bin)
+        .args(["whiten", "learn", "--descriptor", "gem", "--json", "--out"])
+        .arg(&out_file)
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = v["training_images"].as_u64().unwrap() as usize;
+    assert!(images >= 6, "{v}");
+    // One GeM vector per photo: at most images − 1 axes.
+    assert_eq!(v["max_output_dim"].as_u64().unwrap() as usize, images - 1);
+    let w = Whitening::load(&out_file).unwrap();
+    assert_eq!(w.input_dim(), 1280);
+    let out = std::process::Command::new(bin)
+        .args(["whiten", "learn", "--descriptor", "vlad", "--out"])
+        .arg(&out_file)
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown descriptor"));
+}

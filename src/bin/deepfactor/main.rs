@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod eval;
+mod whiten;
 
 #[derive(Parser)]
 #[command(
@@ -23,12 +24,15 @@ struct Cli {
 enum Command {
     /// Score ranked result lists against a ground truth (Oxford/Paris, revisited, mAP@k).
     Eval(eval::EvalArgs),
+    /// Learn a PCA whitening from training images, or describe a whitening file.
+    Whiten(whiten::WhitenArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Eval(args) => eval::run(args),
+        Command::Whiten(args) => whiten::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
