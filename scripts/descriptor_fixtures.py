@@ -10,7 +10,8 @@ An independent NumPy / scikit-learn implementation of the formulas in the thesis
   MAC term) ported line by line from cnnimageretrieval-pytorch's `rmac`;
 - NMF V and NMF V+U on sklearn's NMF(K, solver='mu', init='nndsvda', max_iter=200, tol=0) of
   the CroW-weighted activations, V+U with a 13x13 Gaussian of variance 2, zero padding;
-- the region filter (> 75% of a heatmap's mass on cells whose centres lie in the box);
+- the region filter (> 75% of a heatmap's mass on cells whose centres lie in the box), which
+  keeps rows of V, or rows of V' computed over all factors;
 - scikit-learn's Ledoit-Wolf shrinkage of two small matrices (one with n < d).
 
 Run with the reference venv: /root/venv-ref/bin/python scripts/descriptor_fixtures.py
@@ -80,15 +81,16 @@ def gaussian13():
     return g / g.sum()
 
 
-def vu_rows(u, v, rows, cols, kept):
+def vu_rows(u, v, rows, cols):
+    """V' = U'^T U' V over all factors (U' = blurred heatmaps, unit columns)."""
     g = gaussian13()
     cols_ = []
-    for j in kept:
+    for j in range(u.shape[1]):
         b = convolve2d(u[:, j].reshape(rows, cols), g, mode="same", boundary="fill").ravel()
         n = np.linalg.norm(b)
         cols_.append(b / n if n > 0 else b)
-    up = np.stack(cols_, axis=1)  # cells x m
-    return up.T @ up @ v[kept]
+    up = np.stack(cols_, axis=1)  # cells x K
+    return up.T @ up @ v
 
 
 def nmf_vector(rows_):
@@ -146,7 +148,8 @@ def main():
     u = m.fit_transform(Aw)
     v = m.components_
     out["nmf_v"] = nmf_vector(list(v)).tolist()
-    out["nmf_vu"] = nmf_vector(list(vu_rows(u, v, rows, cols, list(range(K))))).tolist()
+    vp = vu_rows(u, v, rows, cols)
+    out["nmf_vu"] = nmf_vector(list(vp)).tolist()
     box = [0.0, 0.0, 9 * 32.0, 5 * 32.0]  # the first two blobs, two thirds of the third
     masses = mass_inside(u, rows, cols, width, height, box)
     kept = [j for j in range(K) if masses[j] > 0.75]
@@ -156,7 +159,7 @@ def main():
     out["box_masses_sorted"] = sorted(masses)
     out["box_kept"] = len(kept)
     out["nmf_v_box"] = nmf_vector([v[j] for j in kept]).tolist()
-    out["nmf_vu_box"] = nmf_vector(list(vu_rows(u, v, rows, cols, kept))).tolist()
+    out["nmf_vu_box"] = nmf_vector([vp[j] for j in kept]).tolist()
 
     lw = []
     for (n, d, seed) in [(40, 6, 1), (5, 12, 2)]:

@@ -68,35 +68,35 @@ pub fn blur_heatmaps(u: &Matrix, rows: usize, cols: usize) -> Matrix {
     out
 }
 
-/// The V+U concept vectors of the factors `kept`: with `U′` the blurred heatmaps of those
-/// factors, each column scaled to unit norm, `V′ = U′ᵀ·U′·V_kept` (`|kept| × C`). A factor
-/// whose blurred heatmap is zero contributes nothing (its column of `U′` stays zero).
-pub fn vu_concepts(u: &Matrix, v: &Matrix, grid: &CellGrid, kept: &[usize]) -> Matrix {
+/// The V+U concept vectors of all `K` factors: with `U′` the heatmaps blurred by the Gaussian
+/// of [`blur_heatmaps`], each column scaled to unit norm, `V′ = U′ᵀ·U′·V` (`K × C`). Row `k`
+/// is concept `k` plus the concepts whose heatmaps overlap its own, weighted by the overlap.
+/// A factor whose blurred heatmap is zero contributes nothing (its column of `U′` stays zero).
+pub fn vu_concepts(u: &Matrix, v: &Matrix, grid: &CellGrid) -> Matrix {
     let blurred = blur_heatmaps(u, grid.rows, grid.cols);
-    let cells = blurred.rows();
-    let m = kept.len();
-    // U′ for the kept factors, as m columns of unit norm (stored as m × cells).
-    let mut up = Matrix::zeros(m, cells);
-    for (i, &j) in kept.iter().enumerate() {
+    let (cells, k) = blurred.shape();
+    // U′ as K rows of unit norm (K × cells).
+    let mut up = Matrix::zeros(k, cells);
+    for j in 0..k {
         let norm = (0..cells)
             .map(|p| f64::from(blurred.get(p, j)).powi(2))
             .sum::<f64>()
             .sqrt();
         if norm > 0.0 {
             for p in 0..cells {
-                up.set(i, p, (f64::from(blurred.get(p, j)) / norm) as f32);
+                up.set(j, p, (f64::from(blurred.get(p, j)) / norm) as f32);
             }
         }
     }
-    // G = U′ᵀU′ (m × m), then V′ = G · V_kept.
-    let mut out = Matrix::zeros(m, v.cols());
-    for a in 0..m {
-        for b in 0..m {
+    // G = U′ᵀU′ (K × K), then V′ = G · V.
+    let mut out = Matrix::zeros(k, v.cols());
+    for a in 0..k {
+        for b in 0..k {
             let g: f32 = up.row(a).iter().zip(up.row(b)).map(|(x, y)| x * y).sum();
             if g == 0.0 {
                 continue;
             }
-            for (o, &x) in out.row_mut(a).iter_mut().zip(v.row(kept[b])) {
+            for (o, &x) in out.row_mut(a).iter_mut().zip(v.row(b)) {
                 *o += g * x;
             }
         }
@@ -213,7 +213,7 @@ mod tests {
         let g = grid(1, 1);
         let u = Matrix::from_vec(1, 2, vec![2.0, 5.0]).unwrap();
         let v = Matrix::from_vec(2, 3, vec![1.0, 0.0, 2.0, 0.0, 3.0, 1.0]).unwrap();
-        let vp = vu_concepts(&u, &v, &g, &[0, 1]);
+        let vp = vu_concepts(&u, &v, &g);
         assert_eq!(vp.as_slice(), &[1.0, 3.0, 3.0, 1.0, 3.0, 3.0]);
 
         // Two factors on a 1 × 2 grid. The blur mixes the two cells with the taps
@@ -222,7 +222,7 @@ mod tests {
         // n = √(g0² + g1²), and their inner product after normalisation is 2·g0·g1 / n².
         let g = grid(1, 2);
         let u = Matrix::from_vec(2, 2, vec![1.0, 0.0, 0.0, 1.0]).unwrap();
-        let vp = vu_concepts(&u, &v, &g, &[0, 1]);
+        let vp = vu_concepts(&u, &v, &g);
         let t = gaussian_taps(13, 2.0);
         let (g0, g1) = (t[6], t[7]);
         let c = 2.0 * g0 * g1 / (g0 * g0 + g1 * g1);
@@ -237,9 +237,11 @@ mod tests {
         for (x, w) in vp.as_slice().iter().zip(want) {
             assert!((x - w).abs() < 1e-5, "{:?} vs {want:?}", vp.as_slice());
         }
-        // Keeping only factor 1: V′ = ‖u′₁‖² v₁ = v₁.
-        let vp = vu_concepts(&u, &v, &g, &[1]);
-        for (x, w) in vp.as_slice().iter().zip([0.0, 3.0, 1.0]) {
+        // A factor with an all-zero heatmap keeps a zero row and adds nothing to the others.
+        let u = Matrix::from_vec(2, 2, vec![1.0, 0.0, 0.0, 0.0]).unwrap();
+        let vp = vu_concepts(&u, &v, &g);
+        assert_eq!(vp.row(1), &[0.0, 0.0, 0.0]);
+        for (x, w) in vp.row(0).iter().zip([1.0, 0.0, 2.0]) {
             assert!((x - w).abs() < 1e-6);
         }
     }

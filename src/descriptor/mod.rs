@@ -39,8 +39,8 @@
 //!   next to it.
 //! - **Region of interest** ([`Describer::describe_region`]): for the NMF kinds, only the
 //!   factors whose heatmap puts more than the threshold (default 75%) of its mass on cells
-//!   whose centres lie inside the box are used (for V+U, `U′` and `V′` are formed from those
-//!   factors alone). When none passes, the factor with the largest share is used and
+//!   whose centres lie inside the box are used (for V+U, the rows of the image's `V′` —
+//!   formed over all factors — of those factors). When none passes, the factor with the largest share is used and
 //!   [`Description::fallback`] says so. For the pooled kinds, the pooling runs over the cells
 //!   whose centres lie inside the box (the nearest cells when none does, with `fallback`
 //!   set). The alternative used by most published numbers — cropping the image to the box
@@ -614,19 +614,23 @@ impl Describer {
         Matrix::from_vec(rows.len(), f.v.cols(), rows.concat())
     }
 
-    /// The concept rows used for the factors `kept`: rows of `V` (NMF V) or of `V′` formed
-    /// from the kept factors alone (NMF V+U).
+    /// The concept rows of the factors `kept`: rows of `V` (NMF V) or of `V′ = U′ᵀU′V`
+    /// formed over all factors (NMF V+U), so that a kept factor carries its neighbours'
+    /// concepts whether or not they are kept themselves.
     fn concepts(&self, grid: &CellGrid, f: &Factorization, kept: &[usize]) -> Matrix {
-        match self.cfg.kind {
-            DescriptorKind::NmfVu => factors::vu_concepts(&f.u, &f.v, grid, kept),
-            _ => {
-                let mut m = Matrix::zeros(kept.len(), f.v.cols());
-                for (i, &j) in kept.iter().enumerate() {
-                    m.row_mut(i).copy_from_slice(f.v.row(j));
-                }
-                m
+        let all;
+        let source = match self.cfg.kind {
+            DescriptorKind::NmfVu => {
+                all = factors::vu_concepts(&f.u, &f.v, grid);
+                &all
             }
+            _ => &f.v,
+        };
+        let mut m = Matrix::zeros(kept.len(), source.cols());
+        for (i, &j) in kept.iter().enumerate() {
+            m.row_mut(i).copy_from_slice(source.row(j));
         }
+        m
     }
 
     /// A local vector made ready to sum: unit length, then whitened (unit length again) when a

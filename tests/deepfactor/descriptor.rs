@@ -114,8 +114,8 @@ fn descriptors_match_an_independent_implementation() {
         );
         let c = cosine(&region.vector, &floats(&fx[&format!("{key}_box")]));
         assert!(c > 0.99999, "{kind} with box: cosine {c}");
-        // With two neighbouring factors kept, V+U (from those two alone) differs from V by
-        // more than the tolerance above.
+        // The kept rows of V′ carry the concepts of overlapping factors (kept or not), so
+        // V+U differs from V by far more than the tolerance above.
         if kind == DescriptorKind::NmfVu {
             let v = cosine(&region.vector, &floats(&fx["nmf_v_box"]));
             assert!(v < 0.99995, "V+U should differ from V: {v}");
