@@ -89,6 +89,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A whitening file that is damaged, truncated, or of an unknown format or version.
+    #[error("{}: whitening file: {reason}", path.display())]
+    Whitening {
+        /// The file (or the index holding it).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A query or addition whose recipe differs from the index's.
     #[error("recipe mismatch: the index was built with {index}, but this was made with {other}")]
     RecipeMismatch {

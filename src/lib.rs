@@ -7,6 +7,7 @@
 //! co-segmentation. See `ARCHITECTURE.md` for a walk through the modules in pipeline order.
 
 pub mod backbone;
+pub mod descriptor;
 pub mod error;
 pub mod eval;
 pub mod geometry;

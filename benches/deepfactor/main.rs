@@ -4,6 +4,7 @@
 //! same process where one exists.
 
 mod backbone;
+mod descriptor;
 mod index;
 mod nmf;
 
@@ -21,6 +22,11 @@ const GROUPS: &[Group] = &[
         "backbone",
         "images/s of feature extraction at 512×683, per backbone (CPU)",
         backbone::run,
+    ),
+    (
+        "descriptor",
+        "descriptors per second (activations → descriptor) for every kind at 512 px",
+        descriptor::run,
     ),
     (
         "index",

@@ -4,6 +4,7 @@
 
 mod backbone;
 mod common;
+mod descriptor;
 mod eval;
 mod images;
 mod index;

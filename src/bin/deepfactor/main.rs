@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod eval;
+mod whiten;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Look at, check and maintain index directories.
     Index(index::IndexArgs),
+    /// Learn a PCA whitening from training images, or describe a whitening file.
+    Whiten(whiten::WhitenArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Index(args) => index::run(args),
+        Command::Whiten(args) => whiten::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

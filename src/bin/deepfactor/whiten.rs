@@ -1,0 +1,197 @@
+//! `deepfactor whiten`: learn a PCA whitening from a folder of training images, or describe a
+//! whitening file.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
+use deepfactor::descriptor::{DescriptorConfig, DescriptorKind, Shrinkage, Whitening, DEFAULT_K};
+use deepfactor::eval::ground_truth::IMAGE_EXTENSIONS;
+use deepfactor::Matrix;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// Arguments of `deepfactor whiten`.
+#[derive(Args, Debug)]
+pub struct WhitenArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Learn a whitening from the local vectors of every image in a folder (a training set,
+    /// not the images you will search).
+    Learn(LearnArgs),
+    /// Print what a whitening file holds.
+    Info {
+        /// The whitening file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `deepfactor whiten learn`.
+#[derive(Args, Debug)]
+struct LearnArgs {
+    /// Folder of training images (searched recursively).
+    images: PathBuf,
+    /// Where to write the whitening (a safetensors file).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Descriptor kind whose local vectors are learned from: nmf-v, nmf-vu, crow, mac, spoc,
+    /// gem, rmac.
+    #[arg(long, default_value = "nmf-vu")]
+    descriptor: DescriptorKind,
+    /// NMF rank (NMF descriptors).
+    #[arg(long, default_value_t = DEFAULT_K)]
+    k: usize,
+    /// Backbone: efficientnet-lite0, vgg16, vgg19, resnet50.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    backbone: BackboneKind,
+    /// Weights file (default: the backbone's default weights).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Layer (default: the backbone's default layer).
+    #[arg(long)]
+    layer: Option<String>,
+    /// Shorter side of the network input, in pixels.
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    /// Keep at most this many axes.
+    #[arg(long)]
+    max_dim: Option<usize>,
+    /// Fixed shrinkage in [0, 1] instead of the Ledoit–Wolf estimate.
+    #[arg(long)]
+    shrinkage: Option<f64>,
+    /// Name recorded as the training set (default: the folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `deepfactor whiten`.
+pub fn run(args: WhitenArgs) -> anyhow::Result<()> {
+    match args.action {
+        Action::Info { file, json } => {
+            let w = Whitening::load(&file)?;
+            print(&w, &file, json);
+            Ok(())
+        }
+        Action::Learn(a) => learn(a),
+    }
+}
+
+fn learn(a: LearnArgs) -> anyhow::Result<()> {
+    let mut images = Vec::new();
+    collect(&a.images, &mut images)?;
+    images.sort();
+    if images.len() < 2 {
+        bail!(
+            "{}: found {} image(s); whitening needs at least 2",
+            a.images.display(),
+            images.len()
+        );
+    }
+    let mut builder = BackboneBuilder::new(a.backbone).input_size(a.size);
+    if let Some(w) = &a.weights {
+        builder = builder.weights(WeightSource::File(w.clone()));
+    }
+    if let Some(l) = &a.layer {
+        builder = builder.layer(l.clone());
+    }
+    let backbone = builder.build()?;
+    let mut cfg = DescriptorConfig::new(a.descriptor);
+    if a.descriptor.is_nmf() {
+        cfg = cfg.k(a.k);
+    }
+    let describer = cfg.build()?;
+    let bar = ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("learning vectors {bar:40} {pos}/{len} {elapsed}<{eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut data = Vec::new();
+    let (mut rows, mut used) = (0usize, 0usize);
+    for chunk in images.chunks(8) {
+        for (path, acts) in chunk.iter().zip(backbone.extract_paths(chunk)) {
+            match acts.and_then(|acts| describer.local_vectors(&acts)) {
+                Ok(v) => {
+                    rows += v.rows();
+                    used += 1;
+                    data.extend_from_slice(v.as_slice());
+                }
+                Err(e) => bar.suspend(|| eprintln!("skipping {}: {e}", path.display())),
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let channels = backbone.layer().channels;
+    let vectors = Matrix::from_vec(rows, channels, data)?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.images
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| a.images.display().to_string())
+    });
+    let mut learner = Whitening::learner(name, used);
+    if let Some(s) = a.shrinkage {
+        learner = learner.shrinkage(Shrinkage::Fixed(s));
+    }
+    if let Some(d) = a.max_dim {
+        learner = learner.max_dim(d);
+    }
+    let w = learner
+        .learn(&vectors)
+        .with_context(|| format!("learning from {rows} vectors of {used} images"))?;
+    w.save(&a.out)?;
+    print(&w, &a.out, a.json);
+    Ok(())
+}
+
+fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))?;
+    for e in entries {
+        let p = e?.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if p
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn print(w: &Whitening, file: &std::path::Path, json: bool) {
+    let t = w.training();
+    if json {
+        let v = serde_json::json!({
+            "file": file, "id": w.id(), "input_dim": w.input_dim(),
+            "max_output_dim": w.max_output_dim(), "shrinkage": w.shrinkage(),
+            "training_set": t.name, "training_images": t.images, "training_vectors": t.vectors,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{}: whitening {}\n  {} → at most {} dimensions, shrinkage {:.3e}\n  learned on {} \
+             ({} images, {} vectors)",
+            file.display(),
+            w.id(),
+            w.input_dim(),
+            w.max_output_dim(),
+            w.shrinkage(),
+            t.name,
+            t.images,
+            t.vectors
+        );
+    }
+}
