@@ -15,6 +15,8 @@ pub mod index;
 pub mod linalg;
 pub mod localize;
 pub mod nmf;
+pub mod pipeline;
+pub mod query;
 pub mod recipe;
 pub mod report;
 

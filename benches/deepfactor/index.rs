@@ -136,6 +136,8 @@ fn recipe(dim: usize) -> Recipe {
         layer: "none".into(),
         input_size: 0,
         max_side: None,
+        padding: "zero".into(),
+        shift_negative: false,
         descriptor: "clustered".into(),
         k: None,
         crow: false,

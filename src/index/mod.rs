@@ -28,6 +28,8 @@
 //!     layer: "head".into(),
 //!     input_size: 224,
 //!     max_side: None,
+//!     padding: "zero".into(),
+//!     shift_negative: false,
 //!     descriptor: "example".into(),
 //!     k: None,
 //!     crow: false,

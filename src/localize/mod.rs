@@ -173,6 +173,10 @@ pub struct Located {
     pub heatmap: Vec<f32>,
     /// The cells' grid over the image.
     pub grid: CellGrid,
+    /// The heatmaps behind the average, each scaled to a maximum of 1 and labelled with the
+    /// query factor it stands for (joint: the kept factor; stored: the kept query factor it
+    /// was matched to).
+    pub factor_maps: Vec<(usize, Vec<f32>)>,
 }
 
 /// Result of a joint localization.
@@ -199,6 +203,12 @@ fn unit_max(v: &mut [f32]) {
     if m > 0.0 {
         v.iter_mut().for_each(|x| *x /= m);
     }
+}
+
+/// A labelled heatmap scaled to a maximum of 1.
+fn scaled((label, mut map): (usize, Vec<f32>)) -> (usize, Vec<f32>) {
+    unit_max(&mut map);
+    (label, map)
 }
 
 /// Column `k` of `u`.
@@ -419,10 +429,12 @@ impl Localizer {
         let locate = |u: &Matrix, grid: &CellGrid| -> Located {
             let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(u, f)).collect();
             let heatmap = average(&maps, &weights, grid.len());
+            let factor_maps = kept.iter().copied().zip(maps).map(scaled).collect();
             Located {
                 bbox: heatmap_box(&heatmap, grid, self.cfg.binarize),
                 heatmap,
                 grid: *grid,
+                factor_maps,
             }
         };
         let query_located = locate(uq, &query.grid);
@@ -450,11 +462,11 @@ impl Localizer {
     }
 
     /// The fast variant: localizes in a target from its stored factors. `query_concepts` are
-    /// the kept query concept vectors (rows, `C` channels); `target_v` the target's concept
-    /// vectors (`K × C`) and `target_heatmaps` its `K` heatmaps over `grid`.
+    /// the kept query concepts (factor number and vector of `C` channels); `target_v` the
+    /// target's concept vectors (`K × C`) and `target_heatmaps` its `K` heatmaps over `grid`.
     pub fn from_stored(
         &self,
-        query_concepts: &[Vec<f32>],
+        query_concepts: &[(usize, Vec<f32>)],
         target_v: &[Vec<f32>],
         target_heatmaps: &[Vec<f32>],
         grid: &CellGrid,
@@ -474,7 +486,8 @@ impl Localizer {
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
         let mut maps = Vec::new();
         let mut weights = Vec::new();
-        for q in query_concepts {
+        let mut labels = Vec::new();
+        for (label, q) in query_concepts {
             let qn = norm(q);
             let best = target_v
                 .iter()
@@ -494,14 +507,17 @@ impl Localizer {
                 if cos > 0.0 {
                     maps.push(target_heatmaps[i].clone());
                     weights.push(cos);
+                    labels.push(*label);
                 }
             }
         }
         let heatmap = average(&maps, &weights, grid.len());
+        let factor_maps = labels.into_iter().zip(maps).map(scaled).collect();
         Ok(Located {
             bbox: heatmap_box(&heatmap, grid, self.cfg.binarize),
             heatmap,
             grid: *grid,
+            factor_maps,
         })
     }
 }

@@ -37,6 +37,8 @@ pub fn recipe(dim: usize) -> Recipe {
         layer: "none".into(),
         input_size: 0,
         max_side: None,
+        padding: "zero".into(),
+        shift_negative: false,
         descriptor: "synthetic".into(),
         k: None,
         crow: false,

@@ -1,11 +1,12 @@
-//! `deepfactor index …`: look at, check and maintain index directories.
-//!
-//! `index build` and `index add` need the feature extractor and are wired where it lives;
-//! the library side is `deepfactor::index::update_from_folder` / `add_files`.
+//! `deepfactor index …`: build, update, look at, check and maintain index directories.
 
+use crate::recipe_args::RecipeArgs;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use deepfactor::index::{Index, IndexWriter, VectorEncoding};
+use deepfactor::index::{UpdateOptions, UpdateProgress, UpdateReport};
+use deepfactor::pipeline::Pipeline;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `deepfactor index`.
@@ -17,6 +18,43 @@ pub struct IndexArgs {
 
 #[derive(Subcommand)]
 enum IndexCommand {
+    /// Index a folder of photos (recursively). On an existing index: adds new and changed
+    /// files, skips unchanged ones, and resumes an interrupted build.
+    Build {
+        /// The folder of photos.
+        photos: PathBuf,
+        /// The index directory (created if absent).
+        #[arg(short, long)]
+        out: PathBuf,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Delete indexed images whose files are gone from the folder.
+        #[arg(long)]
+        remove_missing: bool,
+        /// Commit after this many images (a crash loses at most the uncommitted ones).
+        #[arg(long, default_value_t = 256)]
+        commit_every: usize,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add image files to an index, with the index's recipe.
+    Add {
+        /// The index directory.
+        index: PathBuf,
+        /// Image files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Weights file, if not the backbone's default.
+        #[arg(long, value_name = "FILE")]
+        weights: Option<PathBuf>,
+        /// Device: cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an index: generation, recipe, settings, segments, image counts.
     Info {
         /// The index directory.
@@ -62,6 +100,28 @@ enum IndexCommand {
 /// Runs `deepfactor index …`.
 pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     match args.command {
+        IndexCommand::Build {
+            photos,
+            out,
+            recipe,
+            remove_missing,
+            commit_every,
+            json,
+        } => build(&photos, &out, &recipe, remove_missing, commit_every, json),
+        IndexCommand::Add {
+            index,
+            files,
+            weights,
+            device,
+            json,
+        } => {
+            let recipe = RecipeArgs {
+                weights,
+                device,
+                ..RecipeArgs::default()
+            };
+            add(&index, &files, &recipe, json)
+        }
         IndexCommand::Info { index, json } => info(&index, json),
         IndexCommand::Verify { index, json } => verify(&index, json),
         IndexCommand::Rm {
@@ -253,4 +313,137 @@ fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// The pipeline for an index: its recipe when it exists (options that contradict it are
+/// refused), else the options.
+fn pipeline_for(dir: &Path, args: &RecipeArgs) -> anyhow::Result<(Pipeline, bool)> {
+    if dir.join("CURRENT").exists() {
+        let index = Index::open(dir)?;
+        let whitening = deepfactor::pipeline::load_index_whitening(&index)?;
+        let pipeline = Pipeline::from_recipe(
+            index.recipe(),
+            args.weight_source(),
+            args.device()?,
+            whitening,
+        )
+        .with_context(|| format!("rebuilding the pipeline of {}", dir.display()))?;
+        if args.shapes_recipe() {
+            let asked = args.pipeline()?;
+            index.recipe().check_compatible(asked.recipe())?;
+        }
+        Ok((pipeline, false))
+    } else {
+        Ok((args.pipeline()?, true))
+    }
+}
+
+fn progress_bar(json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn on_progress(bar: &ProgressBar) -> impl FnMut(&UpdateProgress) + '_ {
+    move |p: &UpdateProgress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "indexed {} · unchanged {} · reused {} · failed {}",
+            p.indexed, p.unchanged, p.reused, p.failed
+        ));
+    }
+}
+
+fn summary(report: &UpdateReport, dir: &Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let c = &report.counts;
+    println!(
+        "{}: {} files looked at: {} indexed, {} reused (moved or copied), {} unchanged, {} failed; \
+         {} replaced, {} removed; {} commits, generation {}",
+        dir.display(),
+        c.total,
+        c.indexed,
+        c.reused,
+        c.unchanged,
+        c.failed,
+        report.replaced,
+        report.removed,
+        report.commits,
+        report.generation
+    );
+    for f in &report.failures {
+        println!("  failed: {}: {}", f.path.display(), f.reason);
+    }
+    Ok(())
+}
+
+fn build(
+    photos: &Path,
+    dir: &Path,
+    args: &RecipeArgs,
+    remove_missing: bool,
+    commit_every: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !photos.is_dir() {
+        bail!("{}: not a directory of photos", photos.display());
+    }
+    let (pipeline, new) = pipeline_for(dir, args)?;
+    if new {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(w) = pipeline.describer().whitening() {
+            deepfactor::pipeline::store_index_whitening(dir, w)?;
+        }
+    }
+    let mut writer = IndexWriter::open_or_create(
+        dir,
+        pipeline.recipe().clone(),
+        deepfactor::index::IndexOptions::new(),
+    )?;
+    let options = UpdateOptions::new()
+        .remove_missing(remove_missing)
+        .commit_every(commit_every);
+    let bar = progress_bar(json);
+    let report = deepfactor::index::update_from_folder(
+        &mut writer,
+        photos,
+        &pipeline,
+        &options,
+        &mut on_progress(&bar),
+    )?;
+    bar.finish_and_clear();
+    summary(&report, dir, json)
+}
+
+fn add(dir: &Path, files: &[PathBuf], args: &RecipeArgs, json: bool) -> anyhow::Result<()> {
+    let index = Index::open(dir)?;
+    let whitening = deepfactor::pipeline::load_index_whitening(&index)?;
+    let pipeline = Pipeline::from_recipe(
+        index.recipe(),
+        args.weight_source(),
+        args.device()?,
+        whitening,
+    )?;
+    drop(index);
+    let mut writer = IndexWriter::open(dir)?;
+    let bar = progress_bar(json);
+    let report = deepfactor::index::add_files(
+        &mut writer,
+        files,
+        &pipeline,
+        &UpdateOptions::new(),
+        &mut on_progress(&bar),
+    )?;
+    bar.finish_and_clear();
+    summary(&report, dir, json)
 }
