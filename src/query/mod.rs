@@ -17,6 +17,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod benchmark;
+
 use crate::backbone::{preprocess, Activations, WeightSource};
 use crate::descriptor::{crop_image, Description};
 use crate::index::{Index, SearchMode, SearchOptions};
@@ -416,6 +418,11 @@ impl Searcher {
     /// The pipeline.
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+
+    /// The localizer.
+    pub fn localizer(&self) -> &Localizer {
+        &self.localizer
     }
 
     /// Describes the query image (or its region) as the index's descriptors are made.
