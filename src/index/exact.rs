@@ -34,30 +34,76 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]))
 }
 
-/// Dot product of f16 stored values with an f32 query, converting 16 values at a time
-/// (with the CPU's conversion instructions where it has them).
+/// Converts binary16 bits to f32 without branches, so that loops over it vectorize:
+/// shifting the exponent and mantissa into place and scaling by 2¹¹² is exact for normal and
+/// subnormal values and zero; infinities and NaNs get the all-ones exponent back.
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let em = h & 0x7fff;
+    let scaled = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000);
+    let bits = if em >= 0x7c00 {
+        scaled.to_bits() | 0x7f80_0000
+    } else {
+        scaled.to_bits()
+    };
+    f32::from_bits(bits | (h & 0x8000) << 16)
+}
+
+/// Dot product of f16 stored values with an f32 query.
 #[inline]
 pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
-    use half::slice::HalfFloatSliceExt;
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 16];
-    let ca = a.chunks_exact(16);
-    let cb = b.chunks_exact(16);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    let mut buf = [0f32; 16];
-    for (x, y) in ca.zip(cb) {
-        // Both have 16 elements.
-        x.convert_to_f32_slice(&mut buf);
-        for i in 0..16 {
-            acc[i] += buf[i] * y[i];
+    let mut buf = vec![0f32; a.len().min(b.len())];
+    f16_into(&a[..buf.len()], &mut buf);
+    dot(&buf, b)
+}
+
+/// Converts `src` into `dst` (same length) with a plain map, which the compiler vectorizes.
+#[inline]
+fn f16_into(src: &[f16], dst: &mut [f32]) {
+    for (o, h) in dst.iter_mut().zip(src) {
+        *o = f16_to_f32(h.to_bits());
+    }
+}
+
+/// Scores rows of one segment against one query, with a scratch row for converting f16
+/// descriptors (allocated once per scorer, not per row).
+pub(crate) struct Scorer<'a> {
+    vectors: Vectors<'a>,
+    query: &'a [f32],
+    scratch: Vec<f32>,
+}
+
+impl<'a> Scorer<'a> {
+    /// A scorer of `vectors` against `query`.
+    pub fn new(vectors: Vectors<'a>, query: &'a [f32]) -> Scorer<'a> {
+        let scratch = match vectors {
+            Vectors::F16(_, d) => vec![0f32; d],
+            Vectors::F32(..) => Vec::new(),
+        };
+        Scorer {
+            vectors,
+            query,
+            scratch,
         }
     }
-    let mut s = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        s += x.to_f32() * y;
+
+    /// Score of row `r` (0 for a row that does not exist).
+    #[inline]
+    pub fn score(&mut self, r: usize) -> f32 {
+        match self.vectors {
+            Vectors::F32(v, d) => v
+                .get(r * d..(r + 1) * d)
+                .map_or(0.0, |x| dot(x, self.query)),
+            Vectors::F16(v, d) => match v.get(r * d..(r + 1) * d) {
+                Some(x) => {
+                    f16_into(x, &mut self.scratch);
+                    dot(&self.scratch, self.query)
+                }
+                None => 0.0,
+            },
+        }
     }
-    s + acc.iter().sum::<f32>()
 }
 
 /// Stored descriptors of one segment, `rows × dim`, in either encoding.
@@ -75,15 +121,6 @@ impl<'a> Vectors<'a> {
         match *self {
             Vectors::F32(v, d) => v.len() / d.max(1),
             Vectors::F16(v, d) => v.len() / d.max(1),
-        }
-    }
-
-    /// Score of row `r` against `q` (0 for a row that does not exist).
-    #[inline]
-    pub fn score(&self, r: usize, q: &[f32]) -> f32 {
-        match *self {
-            Vectors::F32(v, d) => v.get(r * d..(r + 1) * d).map_or(0.0, |x| dot(x, q)),
-            Vectors::F16(v, d) => v.get(r * d..(r + 1) * d).map_or(0.0, |x| dot_f16(x, q)),
         }
     }
 
@@ -174,13 +211,14 @@ pub(crate) fn search(vectors: Vectors<'_>, deleted: &[u64], query: &[f32], k: us
         .into_par_iter()
         .map(|c| {
             let mut top = TopK::new(k);
+            let mut scorer = Scorer::new(vectors, query);
             let end = ((c + 1) * CHUNK_ROWS).min(rows);
             for r in c * CHUNK_ROWS..end {
                 if is_set(deleted, r) {
                     continue;
                 }
                 top.push(Cand {
-                    score: vectors.score(r, query),
+                    score: scorer.score(r),
                     row: r as u32,
                 });
             }
@@ -213,6 +251,18 @@ mod tests {
             assert!((dot(&a, &b) - naive).abs() < 1e-4);
             let ah: Vec<f16> = a.iter().map(|&x| f16::from_f32(x)).collect();
             assert!((dot_f16(&ah, &b) - naive).abs() < 1e-2 * (n as f32).sqrt().max(1.0));
+        }
+    }
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let want = f16::from_bits(bits).to_f32();
+            let got = f16_to_f32(bits);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} != {want}"
+            );
         }
     }
 

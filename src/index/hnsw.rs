@@ -7,7 +7,7 @@
 //! map) with our own beam search. Every link read from a file is range-checked as it is
 //! followed, so a damaged graph gives worse results, never a panic.
 
-use super::exact::{Cand, TopK, Vectors};
+use super::exact::{Cand, Scorer, TopK, Vectors};
 use crate::{Error, Result};
 use hnsw_rs::prelude::{Distance, Hnsw};
 use std::cell::RefCell;
@@ -333,7 +333,8 @@ impl<'a> GraphRef<'a> {
         } else {
             0
         };
-        let mut cur_s = vectors.score(cur as usize, query);
+        let mut scorer = Scorer::new(vectors, query);
+        let mut cur_s = scorer.score(cur as usize);
         for l in (1..=self.upper).rev() {
             loop {
                 let mut moved = false;
@@ -341,7 +342,7 @@ impl<'a> GraphRef<'a> {
                     if nb as usize >= n {
                         continue;
                     }
-                    let s = vectors.score(nb as usize, query);
+                    let s = scorer.score(nb as usize);
                     if s > cur_s {
                         cur = nb;
                         cur_s = s;
@@ -380,7 +381,7 @@ impl<'a> GraphRef<'a> {
                     if nbu >= n || !visited.insert(nbu) {
                         continue;
                     }
-                    let s = vectors.score(nbu, query);
+                    let s = scorer.score(nbu);
                     if s.is_nan() {
                         continue;
                     }
