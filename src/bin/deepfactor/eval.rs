@@ -13,8 +13,35 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     /// Ranking file: one line per query, the query name then the ranked database image names,
     /// separated by spaces.
+    #[arg(long, value_name = "FILE", required_unless_present = "index", conflicts_with = "index")]
+    ranking: Option<PathBuf>,
+    /// Run every query of the ground truth against this index instead (its images must be
+    /// named as the ground truth names them; others count as distractors).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// With --index: use the query box as a filter (default), by cropping, or not at all.
+    #[arg(long = "box", value_name = "MODE", default_value = "filter")]
+    box_mode: String,
+    /// With --index: average query expansion over the first N results.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    qe: usize,
+    /// With --index: also evaluate localization of the query box in the relevant images that
+    /// have ground-truth boxes (joint NMF, and from the stored factors).
+    #[arg(long)]
+    localize: bool,
+    /// With --index: binarize localization heatmaps with the thesis' top 30% of cells instead
+    /// of Otsu's threshold.
+    #[arg(long)]
+    top30: bool,
+    /// With --index: folder of the images (default: jpg/ beside the ground truth).
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// With --index: weights file, if not the backbone's default.
     #[arg(long, value_name = "FILE")]
-    ranking: PathBuf,
+    weights: Option<PathBuf>,
+    /// With --index: write the rankings to this file.
+    #[arg(long, value_name = "FILE")]
+    save_ranking: Option<PathBuf>,
     /// Ground truth: an Oxford-layout folder (gt/ and jpg/), a revisited gnd_*.pkl, or a folder
     /// holding one.
     #[arg(long, value_name = "DIR")]
@@ -32,11 +59,15 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let gt = GroundTruth::load(&args.gt)
         .with_context(|| format!("loading ground truth {}", args.gt.display()))?;
-    let rankings = Rankings::load(&args.ranking)?;
     let protocol = args.protocol.unwrap_or(match gt.kind() {
         GroundTruthKind::Revisited => Protocol::Revisited,
         GroundTruthKind::Classic => Protocol::Classic,
     });
+    if let Some(index) = &args.index {
+        return run_index(&args, index, &gt, protocol);
+    }
+    let ranking = args.ranking.as_ref().context("--ranking or --index is needed")?;
+    let rankings = Rankings::load(ranking)?;
     let evaluation = evaluate(&gt, &rankings, protocol)?;
     if args.json {
         println!(
@@ -45,6 +76,85 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
     } else {
         print!("{}", table(&evaluation));
+    }
+    Ok(())
+}
+
+fn run_index(args: &EvalArgs, index: &std::path::Path, gt: &GroundTruth, protocol: Protocol) -> anyhow::Result<()> {
+    use deepfactor::backbone::WeightSource;
+    use deepfactor::eval::BoxHandling;
+    use deepfactor::localize::{Binarize, Localizer, DEFAULT_TOP_FRACTION};
+    use deepfactor::query::benchmark::{run_benchmark, BenchmarkOptions};
+    use deepfactor::query::{BoxMode, Expansion, Searcher, SearcherOptions};
+    let (box_mode, handling) = match args.box_mode.as_str() {
+        "filter" => (Some(BoxMode::Filter), BoxHandling::Filter),
+        "crop" => (Some(BoxMode::Crop), BoxHandling::Crop),
+        "none" => (None, BoxHandling::Ignore),
+        other => anyhow::bail!("--box {other:?}: expected filter, crop or none"),
+    };
+    let mut loc = Localizer::builder();
+    if args.top30 {
+        loc = loc.binarize(Binarize::TopFraction(DEFAULT_TOP_FRACTION));
+    }
+    let weights = args.weights.clone().map_or(WeightSource::Default, WeightSource::File);
+    let searcher = Searcher::open(index, SearcherOptions::default().weights(weights).localizer(loc))
+        .with_context(|| format!("opening {}", index.display()))?;
+    let options = BenchmarkOptions {
+        box_mode,
+        expansion: if args.qe > 0 { Expansion::Average(args.qe) } else { Expansion::None },
+        localize: args.localize,
+        images: args.images.clone(),
+        protocol,
+        ..BenchmarkOptions::default()
+    };
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(gt.queries().len() as u64)
+    };
+    let run = run_benchmark(&searcher, gt, &options, &mut |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    if let Some(p) = &args.save_ranking {
+        std::fs::write(p, run.rankings.to_text()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let localization_iou = run.localization.as_ref().map(|l| l.mean_iou * 100.0);
+    let provenance = Provenance {
+        recipe: Some(searcher.index().recipe().clone()),
+        box_handling: Some(handling),
+        whitening: searcher.index().recipe().whitening.clone(),
+        query_expansion: Some(args.qe),
+        weights_fingerprint: None,
+        localization_iou,
+    };
+    if args.json {
+        let record = ResultsRecord::new(&run.evaluation, provenance);
+        let mut value = serde_json::to_value(&record)?;
+        if let Some(obj) = value.as_object_mut() {
+            if let Some(l) = &run.localization_stored {
+                obj.insert("localization_iou_stored".into(), serde_json::json!(l.mean_iou * 100.0));
+                obj.insert("corloc_stored".into(), serde_json::json!(l.corloc * 100.0));
+            }
+            if let Some(l) = &run.localization {
+                obj.insert("corloc".into(), serde_json::json!(l.corloc * 100.0));
+                obj.insert("localized_boxes".into(), serde_json::json!(l.boxes.len()));
+            }
+            obj.insert("mean_kept_factors".into(), serde_json::json!(run.mean_kept));
+            obj.insert("region_fallbacks".into(), serde_json::json!(run.fallbacks));
+            obj.insert("mean_query_ms".into(), serde_json::json!(run.mean_query_ms));
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", table(&run.evaluation));
+        println!(
+            "box {}, QE {}, mean factors kept {:.2}, fallbacks {}, {:.0} ms per query",
+            args.box_mode, args.qe, run.mean_kept, run.fallbacks, run.mean_query_ms
+        );
+        if let Some(l) = &run.localization {
+            println!("localization (joint NMF): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes", l.mean_iou * 100.0, l.corloc * 100.0, l.boxes.len());
+        }
+        if let Some(l) = &run.localization_stored {
+            println!("localization (stored factors): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes", l.mean_iou * 100.0, l.corloc * 100.0, l.boxes.len());
+        }
     }
     Ok(())
 }
