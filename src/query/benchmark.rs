@@ -4,8 +4,8 @@
 
 use super::{BoxMode, Expansion, Localize, Query, Searcher};
 use crate::eval::{
-    evaluate_with, evaluate_localization, BoxPrediction, Evaluation, GroundTruth, LocalizationEvaluation, Protocol,
-    Rankings,
+    evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
+    LocalizationEvaluation, Protocol, Rankings,
 };
 use crate::{BBox, Error, Result};
 use std::path::{Path, PathBuf};
@@ -68,11 +68,18 @@ pub fn image_file(images: &Path, name: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(Error::io(images.join(format!("{name}.jpg")), std::io::Error::new(std::io::ErrorKind::NotFound, "image of the ground truth not found")))
+    Err(Error::io(
+        images.join(format!("{name}.jpg")),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "image of the ground truth not found",
+        ),
+    ))
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+    p.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
 /// Runs every query of `gt` against `searcher`'s index; `progress(done, total)` after each.
@@ -86,7 +93,11 @@ pub fn run_benchmark(
         Some(d) => d.clone(),
         None => {
             let src = gt.source();
-            let base = if src.is_dir() { src.to_path_buf() } else { src.parent().map(Path::to_path_buf).unwrap_or_default() };
+            let base = if src.is_dir() {
+                src.to_path_buf()
+            } else {
+                src.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
             base.join("jpg")
         }
     };
@@ -99,7 +110,10 @@ pub fn run_benchmark(
     let n_queries = gt.queries().len();
     for (qi, q) in gt.queries().iter().enumerate() {
         let path = image_file(&images, &q.image)?;
-        let mut query = Query::new(&path).top_k(total.max(1)).exact(true).expansion(options.expansion);
+        let mut query = Query::new(&path)
+            .top_k(total.max(1))
+            .exact(true)
+            .expansion(options.expansion);
         if let (Some(mode), Some(b)) = (options.box_mode, q.bbox) {
             query = query.region(b).box_mode(mode);
         }
@@ -111,7 +125,10 @@ pub fn run_benchmark(
             kept_n += 1;
         }
         fallbacks += usize::from(res.query.fallback);
-        rankings.insert(q.name.clone(), res.hits.iter().map(|h| stem(&h.path)).collect())?;
+        rankings.insert(
+            q.name.clone(),
+            res.hits.iter().map(|h| stem(&h.path)).collect(),
+        )?;
 
         if options.localize && !q.boxes.is_empty() {
             let region = q.bbox.unwrap_or(BBox {
@@ -132,11 +149,18 @@ pub fn run_benchmark(
                 .collect::<Result<_>>()?;
             for chunk in targets.chunks(options.localize_batch.max(1)) {
                 let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-                let acts: Vec<_> = backbone.extract_paths(&paths).into_iter().collect::<Result<Vec<_>>>()?;
+                let acts: Vec<_> = backbone
+                    .extract_paths(&paths)
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?;
                 let refs: Vec<&_> = acts.iter().collect();
                 let joint = searcher.localizer().joint(&query_acts, &region, &refs)?;
                 for ((name, _), loc) in chunk.iter().zip(&joint.targets) {
-                    joint_preds.push(BoxPrediction { query: q.name.clone(), image: name.clone(), bbox: loc.bbox });
+                    joint_preds.push(BoxPrediction {
+                        query: q.name.clone(),
+                        image: name.clone(),
+                        bbox: loc.bbox,
+                    });
                 }
             }
             // The fast variant, from the stored factors of the same images.
@@ -151,7 +175,11 @@ pub fn run_benchmark(
                 for (name, _) in &targets {
                     if let Some(h) = res.hits.iter().find(|h| stem(&h.path) == *name) {
                         if let Some(loc) = &h.location {
-                            stored_preds.push(BoxPrediction { query: q.name.clone(), image: name.clone(), bbox: loc.bbox });
+                            stored_preds.push(BoxPrediction {
+                                query: q.name.clone(),
+                                image: name.clone(),
+                                bbox: loc.bbox,
+                            });
                         }
                     }
                 }
@@ -160,7 +188,11 @@ pub fn run_benchmark(
         progress(qi + 1, n_queries);
     }
     let evaluation = evaluate_with(gt, &rankings, options.protocol, true)?;
-    let localization = if options.localize { Some(evaluate_localization(gt, &joint_preds)?) } else { None };
+    let localization = if options.localize {
+        Some(evaluate_localization(gt, &joint_preds)?)
+    } else {
+        None
+    };
     let localization_stored = if options.localize && !stored_preds.is_empty() {
         Some(evaluate_localization(gt, &stored_preds)?)
     } else {
@@ -171,7 +203,11 @@ pub fn run_benchmark(
         evaluation,
         localization,
         localization_stored,
-        mean_kept: if kept_n > 0 { kept_sum as f64 / kept_n as f64 } else { 0.0 },
+        mean_kept: if kept_n > 0 {
+            kept_sum as f64 / kept_n as f64
+        } else {
+            0.0
+        },
         fallbacks,
         mean_query_ms: query_ms / n_queries.max(1) as f64,
     })

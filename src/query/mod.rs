@@ -389,6 +389,24 @@ fn normalize(v: &mut [f32]) {
     }
 }
 
+/// The expanded query: `query` plus the first neighbours' descriptors (given with their
+/// scores, best first), weighted by 1 ([`Expansion::Average`]) or `score^α`
+/// ([`Expansion::Alpha`]), re-normalised to unit length. [`Expansion::None`] returns the query.
+pub fn expand(query: &[f32], neighbours: &[(f32, Vec<f32>)], expansion: Expansion) -> Vec<f32> {
+    let (n, alpha) = match expansion {
+        Expansion::None => return query.to_vec(),
+        Expansion::Average(n) => (n, None),
+        Expansion::Alpha { n, alpha } => (n, Some(alpha)),
+    };
+    let mut out = query.to_vec();
+    for (score, v) in neighbours.iter().take(n) {
+        let w = alpha.map_or(1.0, |a| score.max(0.0).powf(a));
+        out.iter_mut().zip(v).for_each(|(e, x)| *e += w * x);
+    }
+    normalize(&mut out);
+    out
+}
+
 impl Searcher {
     /// A searcher over `index` with `pipeline`, which must make the index's recipe.
     pub fn new(index: Index, pipeline: Pipeline, localizer: Localizer) -> Result<Self> {
@@ -495,17 +513,13 @@ impl Searcher {
         };
         let mut hits = self.run_search(&desc.vector, q.top_k.max(depth), q)?;
         if depth > 0 && !hits.is_empty() {
-            let mut expanded = desc.vector.clone();
+            let mut neighbours = Vec::with_capacity(depth);
             for h in hits.iter().take(depth) {
-                let w = match q.expansion {
-                    Expansion::Alpha { alpha, .. } => h.score.max(0.0).powf(alpha),
-                    _ => 1.0,
-                };
                 if let Some(v) = self.index.descriptor(h.id)? {
-                    expanded.iter_mut().zip(&v).for_each(|(e, x)| *e += w * x);
+                    neighbours.push((h.score, v));
                 }
             }
-            normalize(&mut expanded);
+            let expanded = expand(&desc.vector, &neighbours, q.expansion);
             hits = self.run_search(&expanded, q.top_k, q)?;
         }
         hits.truncate(q.top_k);
@@ -596,12 +610,10 @@ impl Searcher {
                     let Some(sf) = self.index.factors(hit.id)? else {
                         continue;
                     };
-                    let v = sf.concepts();
-                    let u = sf.heatmaps();
                     let target_v: Vec<Vec<f32>> =
-                        (0..v.rows()).map(|r| v.row(r).to_vec()).collect();
+                        (0..sf.k()).filter_map(|i| sf.concept(i)).collect();
                     let target_h: Vec<Vec<f32>> =
-                        (0..u.rows()).map(|r| u.row(r).to_vec()).collect();
+                        (0..sf.k()).filter_map(|i| sf.heatmap(i)).collect();
                     let doc = self.index.document(hit.id)?;
                     let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
                     let grid = crate::CellGrid {

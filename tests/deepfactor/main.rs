@@ -10,4 +10,5 @@ mod images;
 mod index;
 mod localize;
 mod nmf;
+mod query;
 mod report;

@@ -13,7 +13,12 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     /// Ranking file: one line per query, the query name then the ranked database image names,
     /// separated by spaces.
-    #[arg(long, value_name = "FILE", required_unless_present = "index", conflicts_with = "index")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "index",
+        conflicts_with = "index"
+    )]
     ranking: Option<PathBuf>,
     /// Run every query of the ground truth against this index instead (its images must be
     /// named as the ground truth names them; others count as distractors).
@@ -66,7 +71,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(index) = &args.index {
         return run_index(&args, index, &gt, protocol);
     }
-    let ranking = args.ranking.as_ref().context("--ranking or --index is needed")?;
+    let ranking = args
+        .ranking
+        .as_ref()
+        .context("--ranking or --index is needed")?;
     let rankings = Rankings::load(ranking)?;
     let evaluation = evaluate(&gt, &rankings, protocol)?;
     if args.json {
@@ -80,7 +88,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_index(args: &EvalArgs, index: &std::path::Path, gt: &GroundTruth, protocol: Protocol) -> anyhow::Result<()> {
+fn run_index(
+    args: &EvalArgs,
+    index: &std::path::Path,
+    gt: &GroundTruth,
+    protocol: Protocol,
+) -> anyhow::Result<()> {
     use deepfactor::backbone::WeightSource;
     use deepfactor::eval::BoxHandling;
     use deepfactor::localize::{Binarize, Localizer, DEFAULT_TOP_FRACTION};
@@ -96,12 +109,22 @@ fn run_index(args: &EvalArgs, index: &std::path::Path, gt: &GroundTruth, protoco
     if args.top30 {
         loc = loc.binarize(Binarize::TopFraction(DEFAULT_TOP_FRACTION));
     }
-    let weights = args.weights.clone().map_or(WeightSource::Default, WeightSource::File);
-    let searcher = Searcher::open(index, SearcherOptions::default().weights(weights).localizer(loc))
-        .with_context(|| format!("opening {}", index.display()))?;
+    let weights = args
+        .weights
+        .clone()
+        .map_or(WeightSource::Default, WeightSource::File);
+    let searcher = Searcher::open(
+        index,
+        SearcherOptions::default().weights(weights).localizer(loc),
+    )
+    .with_context(|| format!("opening {}", index.display()))?;
     let options = BenchmarkOptions {
         box_mode,
-        expansion: if args.qe > 0 { Expansion::Average(args.qe) } else { Expansion::None },
+        expansion: if args.qe > 0 {
+            Expansion::Average(args.qe)
+        } else {
+            Expansion::None
+        },
         localize: args.localize,
         images: args.images.clone(),
         protocol,
@@ -112,10 +135,13 @@ fn run_index(args: &EvalArgs, index: &std::path::Path, gt: &GroundTruth, protoco
     } else {
         indicatif::ProgressBar::new(gt.queries().len() as u64)
     };
-    let run = run_benchmark(&searcher, gt, &options, &mut |done, _| bar.set_position(done as u64))?;
+    let run = run_benchmark(&searcher, gt, &options, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
     if let Some(p) = &args.save_ranking {
-        std::fs::write(p, run.rankings.to_text()).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, run.rankings.to_text())
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     let localization_iou = run.localization.as_ref().map(|l| l.mean_iou * 100.0);
     let provenance = Provenance {
@@ -131,7 +157,10 @@ fn run_index(args: &EvalArgs, index: &std::path::Path, gt: &GroundTruth, protoco
         let mut value = serde_json::to_value(&record)?;
         if let Some(obj) = value.as_object_mut() {
             if let Some(l) = &run.localization_stored {
-                obj.insert("localization_iou_stored".into(), serde_json::json!(l.mean_iou * 100.0));
+                obj.insert(
+                    "localization_iou_stored".into(),
+                    serde_json::json!(l.mean_iou * 100.0),
+                );
                 obj.insert("corloc_stored".into(), serde_json::json!(l.corloc * 100.0));
             }
             if let Some(l) = &run.localization {
@@ -150,10 +179,20 @@ fn run_index(args: &EvalArgs, index: &std::path::Path, gt: &GroundTruth, protoco
             args.box_mode, args.qe, run.mean_kept, run.fallbacks, run.mean_query_ms
         );
         if let Some(l) = &run.localization {
-            println!("localization (joint NMF): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes", l.mean_iou * 100.0, l.corloc * 100.0, l.boxes.len());
+            println!(
+                "localization (joint NMF): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",
+                l.mean_iou * 100.0,
+                l.corloc * 100.0,
+                l.boxes.len()
+            );
         }
         if let Some(l) = &run.localization_stored {
-            println!("localization (stored factors): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes", l.mean_iou * 100.0, l.corloc * 100.0, l.boxes.len());
+            println!(
+                "localization (stored factors): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",
+                l.mean_iou * 100.0,
+                l.corloc * 100.0,
+                l.boxes.len()
+            );
         }
     }
     Ok(())

@@ -1,0 +1,304 @@
+//! The query path end to end: index the sample photos with real EfficientNet-Lite0 weights,
+//! search by a region, expand, localize, report; and the `deepfactor` command line doing the
+//! same.
+
+use crate::common;
+use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
+use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
+use deepfactor::index::{update_from_folder, IndexOptions, IndexWriter, UpdateOptions};
+use deepfactor::localize::Localizer;
+use deepfactor::pipeline::Pipeline;
+use deepfactor::query::{expand, BoxMode, Expansion, Localize, Query, Searcher};
+use deepfactor::BBox;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Bastoncini box in `box_in_scene.jpg`.
+const BOX_REGION: &str = "90,150,255,280";
+
+fn photos() -> PathBuf {
+    common::repo_root().join("examples/photos")
+}
+
+fn pipeline(weights: PathBuf, size: u32) -> Pipeline {
+    let b = BackboneBuilder::new(BackboneKind::EfficientNetLite0)
+        .weights(WeightSource::File(weights))
+        .input_size(size)
+        .build()
+        .unwrap();
+    Pipeline::new(
+        b,
+        DescriptorConfig::new(DescriptorKind::NmfVu)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn build_index(dir: &Path, p: &Pipeline) {
+    let mut w = IndexWriter::create(dir, p.recipe().clone(), IndexOptions::new()).unwrap();
+    let report =
+        update_from_folder(&mut w, &photos(), p, &UpdateOptions::new(), &mut |_| {}).unwrap();
+    assert_eq!(report.counts.indexed, 10, "{report:?}");
+    assert!(report.failures.is_empty());
+}
+
+fn name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn query_expansion_moves_a_relevant_item_up() {
+    // q is closest to a (relevant); c (relevant) ranks below b (irrelevant) until the query
+    // absorbs a.
+    let q = vec![1.0, 0.0, 0.0];
+    let a = vec![0.9, 0.436, 0.0];
+    let b = vec![0.6, 0.0, 0.8];
+    let c = vec![0.5, 0.866, 0.0];
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    assert!(dot(&q, &b) > dot(&q, &c));
+    for e in [Expansion::Average(1), Expansion::Alpha { n: 1, alpha: 3.0 }] {
+        let q2 = expand(&q, &[(dot(&q, &a), a.clone())], e);
+        assert!((dot(&q2, &q2) - 1.0).abs() < 1e-5);
+        assert!(dot(&q2, &c) > dot(&q2, &b), "{e:?}: c did not move above b");
+    }
+    assert_eq!(expand(&q, &[(0.9, a.clone())], Expansion::None), q);
+}
+
+#[test]
+fn region_search_localizes_and_reports() {
+    let Some(weights) = common::lite0_weights() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(weights, 320);
+    build_index(dir.path(), &p);
+    let searcher = Searcher::new(
+        deepfactor::index::Index::open(dir.path()).unwrap(),
+        p,
+        Localizer::builder().build().unwrap(),
+    )
+    .unwrap();
+    let query_file = photos().join("box_in_scene.jpg");
+    let region = BBox::parse(BOX_REGION).unwrap();
+
+    let filter = searcher
+        .search(
+            &Query::new(&query_file)
+                .region(region)
+                .top_k(3)
+                .localize(Localize::Joint(3)),
+        )
+        .unwrap();
+    let names: Vec<String> = filter.hits.iter().map(|h| name(&h.path)).collect();
+    // The query photo itself and the box photographed alone lead.
+    assert!(names[..2].contains(&"box.jpg".to_string()), "{names:?}");
+    assert!(!filter.query.kept.is_empty() && !filter.query.heatmaps.is_empty());
+    for h in &filter.hits {
+        let loc = h.location.as_ref().expect("every hit localized");
+        assert_eq!(loc.heatmap.len(), loc.grid.len());
+    }
+    // Localized in the query photo itself, the region comes back where it was asked.
+    let own = filter
+        .hits
+        .iter()
+        .find(|h| name(&h.path) == "box_in_scene.jpg")
+        .unwrap();
+    let own_box = own.location.as_ref().unwrap().bbox.unwrap();
+    assert!(own_box.iou(&region) > 0.3, "{own_box:?}");
+
+    // Crop mode describes the cut-out: a different vector, same leader.
+    let crop = searcher
+        .search(
+            &Query::new(&query_file)
+                .region(region)
+                .box_mode(BoxMode::Crop)
+                .top_k(3),
+        )
+        .unwrap();
+    let crop_names: Vec<String> = crop.hits.iter().map(|h| name(&h.path)).collect();
+    assert!(
+        crop_names[..2].contains(&"box.jpg".to_string()),
+        "{crop_names:?}"
+    );
+    let score = |r: &deepfactor::query::SearchResults, n: &str| {
+        r.hits.iter().find(|h| name(&h.path) == n).map(|h| h.score)
+    };
+    assert_ne!(score(&filter, "box.jpg"), score(&crop, "box.jpg"));
+
+    // Stored-factor localization needs no network run on the hits.
+    let stored = searcher
+        .search(
+            &Query::new(&query_file)
+                .region(region)
+                .top_k(3)
+                .localize(Localize::Stored(3)),
+        )
+        .unwrap();
+    assert!(stored
+        .hits
+        .iter()
+        .all(|h| h.location.as_ref().is_some_and(|l| l.bbox.is_some())));
+
+    // A region outside the image is refused with a clear error.
+    let err = searcher
+        .search(&Query::new(&query_file).region(BBox::new(5000.0, 5000.0, 6000.0, 6000.0).unwrap()))
+        .unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+
+    // The report renders.
+    let html = dir.path().join("report.html");
+    filter
+        .to_report(&query_file, searcher.index().recipe(), vec![])
+        .write_html(&html)
+        .unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("box.jpg") && page.contains("data:image/jpeg;base64,"));
+}
+
+fn deepfactor_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deepfactor"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A tiny Oxford-layout ground truth over the sample photos: three queries with one relevant
+/// photo each.
+fn tiny_ground_truth(dir: &Path) {
+    let jpg = dir.join("jpg");
+    let gt = dir.join("gt");
+    std::fs::create_dir_all(&jpg).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    for entry in std::fs::read_dir(photos()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "jpg") {
+            std::fs::copy(&p, jpg.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let queries = [
+        ("q_box", "box_in_scene 90 150 255 280", "box"),
+        ("q_aloe", "aloe_left 0 0 480 416", "aloe_right"),
+        (
+            "q_moto",
+            "motorcycle_left 40 60 440 300",
+            "motorcycle_right",
+        ),
+    ];
+    for (q, spec, good) in queries {
+        std::fs::write(gt.join(format!("{q}_query.txt")), format!("{spec}\n")).unwrap();
+        std::fs::write(gt.join(format!("{q}_good.txt")), format!("{good}\n")).unwrap();
+        std::fs::write(gt.join(format!("{q}_ok.txt")), "").unwrap();
+        let own = spec.split(' ').next().unwrap();
+        std::fs::write(gt.join(format!("{q}_junk.txt")), format!("{own}\n")).unwrap();
+    }
+}
+
+#[test]
+fn command_line_builds_searches_and_evaluates() {
+    let Some(weights) = common::lite0_weights() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_ground_truth(tmp.path());
+    let index = tmp.path().join("photos.dfi");
+    let w = weights.to_str().unwrap();
+    let out = run_ok(
+        deepfactor_bin()
+            .args(["index", "build"])
+            .arg(tmp.path().join("jpg"))
+            .arg("-o")
+            .arg(&index)
+            .args(["--size", "320", "--weights", w, "--json"]),
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["counts"]["indexed"], 10);
+    // A second build finds nothing to do.
+    let out = run_ok(
+        deepfactor_bin()
+            .args(["index", "build"])
+            .arg(tmp.path().join("jpg"))
+            .arg("-o")
+            .arg(&index)
+            .args(["--weights", w, "--json"]),
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["counts"]["unchanged"], 10);
+    // A recipe that contradicts the index is refused.
+    let out = deepfactor_bin()
+        .args(["index", "build"])
+        .arg(tmp.path().join("jpg"))
+        .arg("-o")
+        .arg(&index)
+        .args(["--weights", w, "--descriptor", "mac"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("recipe mismatch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(deepfactor_bin().args(["index", "verify"]).arg(&index));
+
+    let html = tmp.path().join("r.html");
+    let out = run_ok(
+        deepfactor_bin()
+            .arg("search")
+            .arg(&index)
+            .arg(tmp.path().join("jpg/box_in_scene.jpg"))
+            .args([
+                "--box",
+                BOX_REGION,
+                "-k",
+                "3",
+                "--weights",
+                w,
+                "--json",
+                "--report",
+            ])
+            .arg(&html),
+    );
+    let res: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hits = res["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(
+        hits.iter().all(|h| h["location"]["bbox"].is_object()),
+        "{out}"
+    );
+    assert!(html.is_file());
+
+    let out = run_ok(
+        deepfactor_bin()
+            .args(["eval", "--index"])
+            .arg(&index)
+            .arg("--gt")
+            .arg(tmp.path())
+            .args(["--weights", w, "--json"]),
+    );
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let map = record["map"].as_f64().unwrap();
+    assert!(map > 50.0, "mAP {map} on three easy queries");
+    assert_eq!(record["box_handling"], "filter");
+    assert_eq!(record["per_query"].as_object().unwrap().len(), 3);
+
+    // Bad input: an unreadable query image gives an error naming it.
+    let bad = tmp.path().join("not-an-image.jpg");
+    std::fs::write(&bad, "text").unwrap();
+    let out = deepfactor_bin()
+        .arg("search")
+        .arg(&index)
+        .arg(&bad)
+        .args(["--weights", w])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-image.jpg"));
+}
