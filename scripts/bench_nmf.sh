@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the `nmf` bench (release) and scikit-learn/numpy on the same matrices, and prints one
 # line per case:
-#   case=<name> K=<k> ours_ms=<ms per iteration> sklearn_ms=<ms> ratio=<sklearn/ours> numpy_ms=<ms>
+#   case=<name> K=<k> ours_ms=<ms per iteration> sklearn_ms=<ms> ratio=<sklearn/ours> …
+# followed by numpy_ms (a plain numpy MU loop) and both relative errors (the same work done).
 #
 # Usage: scripts/bench_nmf.sh [bench options, e.g. --iters 200 --ks 1,8,64,500 --cases dense,sparse]
 # Environment: PYTHON (default /root/venv-ref/bin/python, else python3), SKLEARN_DTYPE
@@ -34,6 +35,9 @@ for key, o in ours.items():
     if s is None:
         continue
     a, b = float(o["ours_ms"]), float(s["sklearn_ms"])
+    extra = ""
+    if "rel_error" in o and "sklearn_rel_error" in s:
+        extra = f" ours_rel_error={o['rel_error']} sklearn_rel_error={s['sklearn_rel_error']}"
     print(f"case={key[0]} K={key[1]} ours_ms={a:.3f} sklearn_ms={b:.3f} ratio={b / a:.2f} "
-          f"numpy_ms={float(s['numpy_ms']):.3f} sklearn_dtype={dtype}")
+          f"numpy_ms={float(s['numpy_ms']):.3f} sklearn_dtype={dtype}{extra}")
 PY

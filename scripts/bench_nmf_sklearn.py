@@ -4,7 +4,8 @@
 
     python scripts/bench_nmf_sklearn.py DIR [--dtype float64|float32] [--cases a,b] [--iters N]
 
-Prints one line per case: `case=<name> K=<k> sklearn_ms=<ms per iteration> numpy_ms=<ms>`.
+Prints one line per case: `case=<name> K=<k> sklearn_ms=<ms per iteration> numpy_ms=<ms>
+sklearn_rel_error=<‖X − WH‖/‖X‖, mean over images>`.
 scikit-learn runs `NMF(K, solver='mu', init='nndsvda', tol=0, max_iter=N)` (initialisation
 included, like the Rust side) on a dense array or a scipy CSR matrix, as the case says; batched
 cases fit each image in turn. The numpy loop is the same update, dense or CSR, from sklearn's
@@ -27,7 +28,13 @@ EPS = np.finfo(np.float32).eps
 
 def sklearn_fit(x, k, iters):
     m = NMF(k, solver="mu", init="nndsvda", max_iter=iters, tol=0, random_state=0)
-    m.fit_transform(x)
+    w = m.fit_transform(x)
+    return w, m.components_
+
+
+def rel_error(x, w, h):
+    x = x.toarray() if sp.issparse(x) else x
+    return float(np.linalg.norm(x - w @ h) / np.linalg.norm(x))
 
 
 def numpy_loop(x, k, iters):
@@ -67,11 +74,12 @@ def main():
         if c["sparse"]:
             mats = [sp.csr_matrix(m) for m in mats]
         t = time.perf_counter()
-        for m in mats:
-            sklearn_fit(m, c["k"], iters)
+        fits = [sklearn_fit(m, c["k"], iters) for m in mats]
         sk = (time.perf_counter() - t) / iters * 1e3
+        err = np.mean([rel_error(m, w, h) for m, (w, h) in zip(mats, fits)])
         npt = sum(numpy_loop(m, c["k"], iters) for m in mats) / iters * 1e3
-        print(f"case={c['case']} K={c['k']} sklearn_ms={sk:.3f} numpy_ms={npt:.3f}", flush=True)
+        print(f"case={c['case']} K={c['k']} sklearn_ms={sk:.3f} numpy_ms={npt:.3f} "
+              f"sklearn_rel_error={err:.5f}", flush=True)
 
 
 if __name__ == "__main__":

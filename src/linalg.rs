@@ -138,6 +138,19 @@ impl Matrix {
         Ok(par_product(self.view(), b.view().t()))
     }
 
+    /// Eigendecomposition of this symmetric matrix (lower triangle read, computed in `f64`);
+    /// see [`symmetric_eigen`]. Refuses a non-square matrix.
+    pub fn symmetric_eigen(&self) -> Result<SymmetricEigen> {
+        if self.rows != self.cols {
+            return Err(Error::invalid(format!(
+                "symmetric eigendecomposition of a non-square {}×{} matrix",
+                self.rows, self.cols
+            )));
+        }
+        let a: Vec<f64> = self.data.iter().map(|&v| v as f64).collect();
+        symmetric_eigen(self.rows, &a)
+    }
+
     /// The Frobenius norm, accumulated in `f64`.
     pub fn frobenius_norm(&self) -> f64 {
         self.data
@@ -336,6 +349,18 @@ mod tests {
             close(&a.transpose().t_matmul(&b).unwrap(), &want, tol);
             close(&a.matmul_t(&b.transpose()).unwrap(), &want, tol);
         }
+    }
+
+    #[test]
+    fn symmetric_eigen_of_a_matrix() {
+        let a = filled(30, 8, 5);
+        let g = a.t_matmul(&a).unwrap();
+        let eig = g.symmetric_eigen().unwrap();
+        // Σλ = trace.
+        let trace: f64 = (0..8).map(|i| g.get(i, i) as f64).sum();
+        assert!((eig.values.iter().sum::<f64>() - trace).abs() < 1e-3);
+        assert!(eig.values.iter().all(|v| *v > -1e-4));
+        assert!(a.symmetric_eigen().is_err());
     }
 
     #[test]

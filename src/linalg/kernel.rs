@@ -693,6 +693,14 @@ pub(crate) fn csr_scatter(
                         }
                     }
                 }
+            } else if k == 1 {
+                for (i, &u0) in u.iter().enumerate() {
+                    let range = indptr[i]..indptr[i + 1];
+                    for (&c, &v) in indices[range.clone()].iter().zip(&values[range]) {
+                        let d = &mut out[c as usize];
+                        *d = v.mul_add(u0, *d);
+                    }
+                }
             } else {
                 for (i, urow) in u.chunks_exact(k).enumerate() {
                     let range = indptr[i]..indptr[i + 1];

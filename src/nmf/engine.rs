@@ -15,9 +15,10 @@
 //! factors are bit-for-bit the same on 1 or 64 threads, and the same whether an image is fitted
 //! alone or inside a batch.
 //!
-//! Sparse `A` (CSR) takes the same path with the two products against `A` done through its
-//! non-zeros: `A_b Vᵀ` gathers rows of `Vᵀ`, and `A_bᵀ U_b` scatters rows of `U_b` into a
-//! `C × K` partial.
+//! Sparse `A` takes the same path with the two products against `A` done through its
+//! non-zeros: `A_b Vᵀ` gathers rows of `Vᵀ` through the rows of `A` (CSR), and after the `U`
+//! pass `(Uᵀ A)ᵀ` gathers rows of `U` through the columns of `A` (its transpose in CSR form);
+//! gathers accumulate in registers, where scattering would chain loads and stores.
 //!
 //! From `K = 32` on, a dense iteration is compute-bound and the fused 128-row products use the
 //! kernels poorly, so `Uᵀ A` and `Uᵀ U` are formed after the `U` pass as products whose long
@@ -49,6 +50,8 @@ const CHEAP_ERROR_FLOOR: f64 = 0.1;
 pub(crate) struct Data<'a> {
     pub dense: &'a Matrix,
     pub csr: Option<Csr>,
+    /// The transpose of `csr` (compressed sparse columns of `A`), for `Uᵀ A` by gathering.
+    csc: Option<Csr>,
     /// `‖A‖²_F`, accumulated in `f64`.
     pub norm_sq: f64,
     /// `Σ A`, accumulated in `f64`.
@@ -79,8 +82,9 @@ impl<'a> Data<'a> {
         let n = blocks.len();
         let s = n.min(MAX_CHUNKS);
         let chunks = (0..s).map(|i| (i * n / s)..((i + 1) * n / s)).collect();
-        Ok(Data {
+        let mut data = Data {
             dense,
+            csc: None,
             csr: if sparse {
                 Some(Csr::from_dense(dense)?)
             } else {
@@ -90,7 +94,15 @@ impl<'a> Data<'a> {
             sum: stats.sum,
             blocks,
             chunks,
-        })
+        };
+        data.csc = data.csr.as_ref().map(Csr::transpose);
+        Ok(data)
+    }
+
+    /// `(Uᵀ A)ᵀ` (`C × K`) for sparse `A`: each channel gathers the rows of `U` where it is
+    /// non-zero (independent outputs, in parallel over fixed channel blocks).
+    fn sparse_ut_a_t(&self, u: &Matrix) -> Option<Matrix> {
+        self.csc.as_ref().map(|csc| csc.mul_unchecked(u))
     }
 
     pub fn rows(&self) -> usize {
@@ -171,7 +183,7 @@ impl<'d, 'a> Engine<'d, 'a> {
             .iter()
             .map(|_| Chunk {
                 // Partial sums are kept only where the pass accumulates them.
-                n: if data.csr.is_some() || k < FUSE_BELOW_K {
+                n: if data.csr.is_none() && k < FUSE_BELOW_K {
                     vec![0.0; k * c]
                 } else {
                     Vec::new()
@@ -246,7 +258,7 @@ impl<'d, 'a> Engine<'d, 'a> {
                     mu_update(ub, num, den);
                     let ubv = View::row_major(ub, nb, k, k);
                     match &data.csr {
-                        Some(csr) => scatter_t(csr, rows.start, ub, k, &mut ws.n),
+                        Some(_) => {}
                         None if fused => gemm(
                             &mut ws.n,
                             c,
@@ -268,13 +280,11 @@ impl<'d, 'a> Engine<'d, 'a> {
         } else {
             par_gemm_split_k(&mut self.utu, u.view().t(), u.view());
         }
-        if sparse {
-            // The partials are Nᵀ (C × K); sum, then transpose into N (K × C).
-            let mut nt = vec![0.0f32; c * k];
-            sum_in_order(&mut nt, &parts_n);
+        if let Some(nt) = data.sparse_ut_a_t(u) {
+            // Nᵀ (C × K) into N (K × C).
             for ci in 0..c {
                 for ki in 0..k {
-                    self.n[ki * c + ci] = nt[ci * k + ki];
+                    self.n[ki * c + ci] = nt.get(ci, ki);
                 }
             }
         } else if fused {
@@ -309,11 +319,6 @@ impl<'d, 'a> Engine<'d, 'a> {
 #[inline]
 pub(crate) fn mu_update(x: &mut [f32], num: &[f32], den: &[f32]) {
     kernel::mu_update(x, num, den, EPS)
-}
-
-/// `Nᵀ += A_bᵀ U_b` for sparse rows starting at `r0`: row `r`'s entries scatter `a · U_r`.
-fn scatter_t(csr: &Csr, r0: usize, ub: &[f32], k: usize, nt: &mut [f32]) {
-    csr.t_mul_rows_add(r0, ub, k, nt)
 }
 
 /// `X Xᵀ` for the rows of `x`.
@@ -354,45 +359,18 @@ pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
 /// `(Uᵀ A, Uᵀ U)` over the fixed chunks, partial sums added in chunk order.
 fn ut_a(data: &Data<'_>, u: &Matrix) -> (Vec<f32>, Vec<f32>) {
     let (c, k) = (data.cols(), u.cols());
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = (0..data.chunks.len())
-        .into_par_iter()
-        .map(|s| {
-            let mut n = vec![0.0f32; k * c];
-            let mut utu = vec![0.0f32; k * k];
-            for b in data.chunks[s].clone() {
-                let rows = data.blocks[b].clone();
-                let ub = &u.as_slice()[rows.start * k..rows.end * k];
-                let ubv = View::row_major(ub, rows.len(), k, k);
-                match &data.csr {
-                    Some(csr) => scatter_t(csr, rows.start, ub, k, &mut n),
-                    None => gemm(
-                        &mut n,
-                        c,
-                        ubv.t(),
-                        data.dense.view().rows_range(rows.start, rows.len()),
-                        true,
-                    ),
-                }
-                gemm(&mut utu, k, ubv.t(), ubv, true);
-            }
-            (n, utu)
-        })
-        .collect();
-    let mut n = vec![0.0f32; k * c];
     let mut utu = vec![0.0f32; k * k];
-    let pn: Vec<&[f32]> = parts.iter().map(|p| &p.0[..]).collect();
-    let pu: Vec<&[f32]> = parts.iter().map(|p| &p.1[..]).collect();
-    sum_in_order(&mut utu, &pu);
-    if data.csr.is_some() {
-        let mut nt = vec![0.0f32; c * k];
-        sum_in_order(&mut nt, &pn);
-        for ci in 0..c {
-            for ki in 0..k {
-                n[ki * c + ci] = nt[ci * k + ki];
+    par_gemm_split_k(&mut utu, u.view().t(), u.view());
+    let mut n = vec![0.0f32; k * c];
+    match data.sparse_ut_a_t(u) {
+        Some(nt) => {
+            for ci in 0..c {
+                for ki in 0..k {
+                    n[ki * c + ci] = nt.get(ci, ki);
+                }
             }
         }
-    } else {
-        sum_in_order(&mut n, &pn);
+        None => par_gemm_split_k(&mut n, u.view().t(), data.dense.view()),
     }
     (n, utu)
 }
