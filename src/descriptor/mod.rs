@@ -408,7 +408,8 @@ impl Describer {
     }
 
     /// The kind's name followed by the parameters that change its values, e.g.
-    /// `gem(p=3)` or `nmf-vu(max_iter=200,tol=0)`: the recipe's `descriptor` field.
+    /// `gem(p=3)` or `nmf-vu(max_iter=200,tol=0,init=nndsvda)`: the recipe's `descriptor`
+    /// field.
     pub fn spec(&self) -> String {
         let c = &self.cfg;
         match c.kind {
