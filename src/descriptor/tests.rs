@@ -428,6 +428,18 @@ fn whitening_a_known_covariance_gives_identity() {
     assert!((norm(&a) - 1.0).abs() < 1e-6);
     assert!((a[0] - p[0] / norm(&p)).abs() < 1e-6);
     assert!(w.apply(x.row(1), 0.5, 5).is_err());
+    // apply_rows is apply on each row.
+    let some = Matrix::from_vec(3, 4, x.as_slice()[..12].to_vec()).unwrap();
+    for dim in [2, 4] {
+        let rows = w.apply_rows(&some, 0.25, dim).unwrap();
+        for i in 0..3 {
+            let one = w.apply(some.row(i), 0.25, dim).unwrap();
+            for (a, b) in rows.row(i).iter().zip(&one) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+    assert!(w.apply_rows(&some, 0.5, 0).is_err());
     assert!(w.apply(&[1.0, 2.0], 0.5, 2).is_err());
 }
 
