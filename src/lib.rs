@@ -11,9 +11,14 @@ pub mod descriptor;
 pub mod error;
 pub mod eval;
 pub mod geometry;
+pub mod index;
 pub mod linalg;
+pub mod localize;
 pub mod nmf;
+pub mod pipeline;
+pub mod query;
 pub mod recipe;
+pub mod report;
 
 pub use error::{Error, Result};
 pub use geometry::{BBox, CellGrid};

@@ -101,8 +101,8 @@ mod svd;
 
 pub use eigen::{symmetric_eigen, SymmetricEigen};
 pub use sparse::Csr;
+pub(crate) use svd::{batch_svd, truncated_svd_of, BatchOperand, Operand};
 pub use svd::{truncated_svd, Svd};
-pub(crate) use svd::{truncated_svd_of, Operand};
 
 use kernel::View;
 use rayon::prelude::*;
@@ -112,7 +112,7 @@ const PAR_MIN_WORK: usize = 1 << 20;
 /// Output rows per parallel task (a multiple of the kernel's register tile).
 const ROW_TASK: usize = 48;
 /// Reduction length per parallel task when the output is too short to split by rows.
-const REDUCTION_TASK: usize = 4096;
+const REDUCTION_TASK: usize = 2048;
 /// Output columns per parallel task when the output has few rows and a short reduction.
 const COL_TASK: usize = 256;
 
@@ -182,6 +182,19 @@ pub(crate) fn par_product(lhs: View<'_>, rhs: View<'_>) -> Matrix {
 /// the reduction (only for short, wide-reduction products) sums fixed chunks in a fixed order.
 pub(crate) fn par_gemm(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    // Give the kernels their preferred layout of R once, not once per task.
+    let tmp;
+    let rhs = match kernel::preferred_rhs(lhs, rhs) {
+        Some((v, transposed)) => {
+            tmp = v;
+            if transposed {
+                View::row_major(&tmp, n, k, k).t()
+            } else {
+                View::row_major(&tmp, k, n, n)
+            }
+        }
+        None => rhs,
+    };
     if m.saturating_mul(n).saturating_mul(k) < PAR_MIN_WORK {
         kernel::gemm(out, n, lhs, rhs, false);
     } else if m >= 2 * ROW_TASK {
@@ -231,6 +244,34 @@ pub(crate) fn par_gemm(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
     } else {
         kernel::gemm(out, n, lhs, rhs, false);
     }
+}
+
+/// `out = L · R` with the reduction split into fixed chunks of [`REDUCTION_TASK`] that run in
+/// parallel and are summed in order: for short-and-wide outputs over a long reduction (`UᵀA`),
+/// where splitting rows would make every task read all of `R`.
+pub(crate) fn par_gemm_split_k(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if k < 2 * REDUCTION_TASK {
+        return par_gemm(out, lhs, rhs);
+    }
+    let chunks = k.div_ceil(REDUCTION_TASK);
+    let partials: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let t0 = c * REDUCTION_TASK;
+            let len = REDUCTION_TASK.min(k - t0);
+            let mut part = vec![0.0f32; m * n];
+            kernel::gemm(
+                &mut part,
+                n,
+                lhs.t().rows_range(t0, len).t(),
+                rhs.rows_range(t0, len),
+                false,
+            );
+            part
+        })
+        .collect();
+    sum_in_order(out, &partials);
 }
 
 /// `out[i] = Σ_p partials[p][i]`, summing in the order of `partials`, in parallel over `i`.

@@ -19,6 +19,12 @@ pub struct Recipe {
     pub input_size: u32,
     /// Optional cap on the longer side of the network input.
     pub max_side: Option<u32>,
+    /// Convolution padding: `zero` or `reflect`.
+    #[serde(default = "default_padding")]
+    pub padding: String,
+    /// Whether a layer that can be negative was shifted to be non-negative.
+    #[serde(default)]
+    pub shift_negative: bool,
     /// Descriptor kind, e.g. `nmf-vu`.
     pub descriptor: String,
     /// NMF rank, for NMF descriptors.
@@ -29,6 +35,10 @@ pub struct Recipe {
     pub whitening: Option<String>,
     /// Dimension of the final descriptor.
     pub dim: usize,
+}
+
+fn default_padding() -> String {
+    "zero".to_string()
 }
 
 impl Recipe {
@@ -44,6 +54,12 @@ impl Recipe {
         );
         if let Some(m) = self.max_side {
             s.push_str(&format!(" (max {m})"));
+        }
+        if self.padding != "zero" {
+            s.push_str(&format!(", {} padding", self.padding));
+        }
+        if self.shift_negative {
+            s.push_str(", shifted");
         }
         if let Some(k) = self.k {
             s.push_str(&format!(", K={k}"));

@@ -3,7 +3,10 @@
 //! Each group measures speed only and prints one line per case, with a baseline run in the
 //! same process where one exists.
 
+mod backbone;
 mod descriptor;
+mod index;
+mod nmf;
 
 use std::process::ExitCode;
 
@@ -14,11 +17,28 @@ type Group = (
     fn(&[String]) -> Result<(), String>,
 );
 
-const GROUPS: &[Group] = &[(
-    "descriptor",
-    "descriptors per second (activations → descriptor) for every kind at 512 px",
-    descriptor::run,
-)];
+const GROUPS: &[Group] = &[
+    (
+        "backbone",
+        "images/s of feature extraction at 512×683, per backbone (CPU)",
+        backbone::run,
+    ),
+    (
+        "descriptor",
+        "descriptors per second (activations → descriptor) for every kind at 512 px",
+        descriptor::run,
+    ),
+    (
+        "index",
+        "index files: build RSS, open, exact vs HNSW latency and recall, vs hnsw_rs",
+        index::run,
+    ),
+    (
+        "nmf",
+        "NMF milliseconds per iteration: dense, sparse, batched",
+        nmf::run,
+    ),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args()

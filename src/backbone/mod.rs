@@ -532,6 +532,11 @@ impl Backbone {
         self.padding
     }
 
+    /// Whether a layer that can be negative is shifted to be non-negative.
+    pub fn shifts_negative(&self) -> bool {
+        self.shift_negative
+    }
+
     /// The device the network runs on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -432,6 +432,11 @@ impl Describer {
             layer: backbone.layer().name.clone(),
             input_size: pre.input_size,
             max_side: pre.max_side,
+            padding: match backbone.padding() {
+                crate::backbone::Padding::Zero => "zero".to_string(),
+                crate::backbone::Padding::Reflect => "reflect".to_string(),
+            },
+            shift_negative: backbone.shifts_negative(),
             descriptor: self.spec(),
             k: self.k(),
             crow: self.crow,

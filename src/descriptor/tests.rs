@@ -345,6 +345,8 @@ fn recipe_spec_names_the_kind_and_its_parameters() {
         layer: "head".into(),
         input_size: 512,
         max_side: None,
+        padding: "zero".into(),
+        shift_negative: false,
         descriptor: d.spec(),
         k: None,
         crow: false,

@@ -137,6 +137,17 @@ pub struct Evaluation {
 /// too). Queries without positives are reported with `ap: None` and left out of the means.
 /// Fails when no query has a positive, since the mean is then undefined.
 pub fn evaluate(gt: &GroundTruth, rankings: &Rankings, protocol: Protocol) -> Result<Evaluation> {
+    evaluate_with(gt, rankings, protocol, false)
+}
+
+/// As [`evaluate`]; with `distractors`, ranked images that the ground truth does not list
+/// count as irrelevant (as the 1M distractors of R1M do) instead of being refused as unknown.
+pub fn evaluate_with(
+    gt: &GroundTruth,
+    rankings: &Rankings,
+    protocol: Protocol,
+    distractors: bool,
+) -> Result<Evaluation> {
     if protocol == Protocol::Revisited && gt.kind() != GroundTruthKind::Revisited {
         return Err(Error::invalid(format!(
             "the revisited protocol needs easy/hard/junk ground truth; {} ({}) has classic \
@@ -145,7 +156,7 @@ pub fn evaluate(gt: &GroundTruth, rankings: &Rankings, protocol: Protocol) -> Re
             gt.source().display()
         )));
     }
-    let ranked = resolve(gt, rankings)?;
+    let ranked = resolve(gt, rankings, distractors)?;
     let (map, queries, evaluated, revisited) = match protocol {
         Protocol::Classic | Protocol::MapAt(_) => {
             let mut queries = Vec::with_capacity(ranked.len());
@@ -236,7 +247,9 @@ fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> (Option<f64>, usiz
 }
 
 /// Each ground-truth query's ranking as database indices.
-fn resolve(gt: &GroundTruth, rankings: &Rankings) -> Result<Vec<Vec<usize>>> {
+/// Ranked image indices; a distractor (with `distractors`) becomes `usize::MAX`, an index no
+/// relevance list holds.
+fn resolve(gt: &GroundTruth, rankings: &Rankings, distractors: bool) -> Result<Vec<Vec<usize>>> {
     for r in rankings.iter() {
         if gt.query(&r.query).is_none() {
             return Err(Error::invalid(format!(
@@ -257,6 +270,10 @@ fn resolve(gt: &GroundTruth, rankings: &Rankings) -> Result<Vec<Vec<usize>>> {
         })?;
         let mut idx = Vec::with_capacity(names.len());
         for n in names {
+            if distractors && gt.image_index(n).is_none() {
+                idx.push(usize::MAX);
+                continue;
+            }
             idx.push(gt.image_index(n).ok_or_else(|| {
                 Error::invalid(format!(
                     "the ranking of query {:?} names {n:?}, which is not a database image of {}",

@@ -40,7 +40,8 @@ pub mod record;
 
 pub use coseg::{load_image_list, CosegClass, CosegGroundTruth, CosegImage};
 pub use evaluate::{
-    evaluate, Evaluation, Protocol, QueryScore, RevisitedScores, SetupScores, REVISITED_KS,
+    evaluate, evaluate_with, Evaluation, Protocol, QueryScore, RevisitedScores, SetupScores,
+    REVISITED_KS,
 };
 pub use ground_truth::{GroundTruth, GroundTruthKind, Query, Relevance, Setup};
 pub use localization::{

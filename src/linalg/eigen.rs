@@ -2,7 +2,7 @@
 //! implicit QL algorithm with Wilkinson shifts (EISPACK `tred2`/`tql2`, as in JAMA), stored
 //! transposed so that every inner loop runs along contiguous memory.
 
-use super::kernel::vectorized;
+use super::kernel::dispatch;
 use crate::{Error, Result};
 
 /// Eigenvalues and eigenvectors of a symmetric matrix, eigenvalues in descending order.
@@ -49,7 +49,16 @@ pub fn symmetric_eigen(n: usize, a: &[f64]) -> Result<SymmetricEigen> {
             vectors: Vec::new(),
         });
     }
-    vectorized(|| solve(n, a))
+    struct Op<'a>(usize, &'a [f64]);
+    impl pulp::WithSimd for Op<'_> {
+        type Output = Result<SymmetricEigen>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+            // Plain loops over contiguous rows, vectorised for the dispatched instruction set.
+            solve(self.0, self.1)
+        }
+    }
+    dispatch(Op(n, a))
 }
 
 #[inline(always)]

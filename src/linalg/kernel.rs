@@ -16,16 +16,14 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-/// Rows of L per register tile.
-const MR: usize = 4;
-/// SIMD vectors of R per register tile.
-const NRV: usize = 3;
 /// Reduction block: the R panel (`KC × NR·lanes`) stays in L1.
 const KC: usize = 256;
 /// Rows of L packed at once (the packed block stays in L2).
 const MC: usize = 96;
-/// Outputs narrower than this use the dot-product kernel when the layout allows it.
-pub(crate) const NARROW: usize = 16;
+/// Outputs narrower than this use the dot-product kernel when `L` is row-major …
+pub(crate) const NARROW: usize = 32;
+/// … and the reduction is at least this long.
+const DOT_MIN_K: usize = 64;
 
 /// A read-only strided view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -94,15 +92,30 @@ pub(crate) fn gemm(out: &mut [f32], ld_out: usize, lhs: View<'_>, rhs: View<'_>,
         return;
     }
     let arch = Arch::new();
-    if n < NARROW && lhs.cs == 1 && rhs.rs == 1 {
+    if n < NARROW && k >= DOT_MIN_K && lhs.cs == 1 {
+        // Dot products of rows of L with columns of R (rows of Rᵀ).
+        let tmp;
+        let y = if rhs.rs == 1 {
+            rhs.t()
+        } else {
+            tmp = copy_row_major(rhs.t());
+            View::row_major(&tmp, n, k, k)
+        };
         arch.dispatch(DotKernel {
             out,
             ld_out,
             x: lhs,
-            y: rhs.t(),
+            y,
             accumulate,
         });
-    } else if rhs.cs == 1 {
+    } else {
+        let tmp;
+        let rhs = if rhs.cs == 1 {
+            rhs
+        } else {
+            tmp = copy_row_major(rhs);
+            View::row_major(&tmp, k, n, n)
+        };
         arch.dispatch(PanelKernel {
             out,
             ld_out,
@@ -110,22 +123,30 @@ pub(crate) fn gemm(out: &mut [f32], ld_out: usize, lhs: View<'_>, rhs: View<'_>,
             rhs,
             accumulate,
         });
-    } else {
-        // Make R row-major once; the kernel then reads it row by row.
-        let mut tmp = vec![0.0f32; k * n];
-        for t in 0..k {
-            for j in 0..n {
-                tmp[t * n + j] = rhs.at(t, j);
-            }
-        }
-        arch.dispatch(PanelKernel {
-            out,
-            ld_out,
-            lhs,
-            rhs: View::row_major(&tmp, k, n, n),
-            accumulate,
-        });
     }
+}
+
+/// A copy of `R` in the layout that [`gemm`] would otherwise make on every call for this
+/// product: `Rᵀ` row-major for the dot kernel (when `R` is not already column-contiguous),
+/// or `R` row-major for the panel kernel (when it is not already). `None` when `R` fits;
+/// otherwise the copy and whether it holds `Rᵀ`.
+pub(crate) fn preferred_rhs(lhs: View<'_>, rhs: View<'_>) -> Option<(Vec<f32>, bool)> {
+    let (k, n) = (lhs.cols, rhs.cols);
+    if n < NARROW && k >= DOT_MIN_K && lhs.cs == 1 {
+        (rhs.rs != 1).then(|| (copy_row_major(rhs.t()), true))
+    } else {
+        (rhs.cs != 1).then(|| (copy_row_major(rhs), false))
+    }
+}
+
+fn copy_row_major(v: View<'_>) -> Vec<f32> {
+    let mut tmp = Vec::with_capacity(v.rows * v.cols);
+    for i in 0..v.rows {
+        for j in 0..v.cols {
+            tmp.push(v.at(i, j));
+        }
+    }
+    tmp
 }
 
 struct PanelKernel<'a, 'b> {
@@ -141,33 +162,51 @@ impl WithSimd for PanelKernel<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
-        let PanelKernel {
-            out,
-            ld_out,
-            lhs,
-            rhs,
-            accumulate,
-        } = self;
-        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-        let lanes = S::F32_LANES;
-        let nr = NRV * lanes;
-        let mut lpack = vec![0.0f32; MC.min(m.div_ceil(MR) * MR) * KC.min(k)];
-        let mut rpad = vec![0.0f32; KC.min(k) * nr];
-        let mut tile = vec![0.0f32; MR * nr];
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let overwrite = pc == 0 && !accumulate;
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                let panels = mc.div_ceil(MR);
-                // Pack L[ic.., pc..] as panels of MR rows, t-major inside a panel.
-                for p in 0..panels {
-                    let dst = &mut lpack[p * kc * MR..(p + 1) * kc * MR];
+        // The register tile (MR rows × NRV vectors) by the height of the output, so that short
+        // outputs (K × C products at small K) waste no rows. Every shape computes each output
+        // element by the same chain of fused multiply-adds.
+        match self.lhs.rows {
+            1 => panel::<S, 1, 4>(simd, self),
+            2 => panel::<S, 2, 4>(simd, self),
+            3 | 4 => panel::<S, 4, 2>(simd, self),
+            7 | 8 => panel::<S, 8, 1>(simd, self),
+            _ => panel::<S, 6, 2>(simd, self),
+        }
+    }
+}
+
+#[inline(always)]
+fn panel<S: Simd, const MR: usize, const NRV: usize>(simd: S, kernel: PanelKernel<'_, '_>) {
+    let PanelKernel {
+        out,
+        ld_out,
+        lhs,
+        rhs,
+        accumulate,
+    } = kernel;
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let lanes = S::F32_LANES;
+    let nr = NRV * lanes;
+    let mut lpack = vec![0.0f32; MC.min(m.div_ceil(MR) * MR) * KC.min(k)];
+    let mut rpad = vec![0.0f32; KC.min(k) * nr];
+    let mut tile = vec![0.0f32; MR * nr];
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let overwrite = pc == 0 && !accumulate;
+        for ic in (0..m).step_by(MC) {
+            let mc = MC.min(m - ic);
+            let panels = mc.div_ceil(MR);
+            // Pack L[ic.., pc..] as panels of MR rows, t-major inside a panel, walking L along
+            // its contiguous direction.
+            for p in 0..panels {
+                let dst = &mut lpack[p * kc * MR..(p + 1) * kc * MR];
+                let rows = MR.min(mc - p * MR);
+                if lhs.cs == 1 {
                     for r in 0..MR {
-                        let i = p * MR + r;
-                        if i < mc {
-                            for t in 0..kc {
-                                dst[t * MR + r] = lhs.at(ic + i, pc + t);
+                        if r < rows {
+                            let base = (ic + p * MR + r) * lhs.rs + pc;
+                            for (t, x) in lhs.data[base..base + kc].iter().enumerate() {
+                                dst[t * MR + r] = *x;
                             }
                         } else {
                             for t in 0..kc {
@@ -175,48 +214,58 @@ impl WithSimd for PanelKernel<'_, '_> {
                             }
                         }
                     }
-                }
-                for jc in (0..n).step_by(nr) {
-                    let nc = nr.min(n - jc);
-                    // The R panel: read in place when full, otherwise a zero-padded copy.
-                    let (rdata, roff, rld) = if nc == nr {
-                        (rhs.data, pc * rhs.rs + jc, rhs.rs)
-                    } else {
-                        for t in 0..kc {
-                            let src = (pc + t) * rhs.rs + jc;
-                            let row = &mut rpad[t * nr..(t + 1) * nr];
-                            row[..nc].copy_from_slice(&rhs.data[src..src + nc]);
-                            row[nc..].fill(0.0);
-                        }
-                        (&rpad[..], 0, nr)
-                    };
-                    for p in 0..panels {
-                        let acc = micro::<S>(
-                            simd,
-                            &lpack[p * kc * MR..(p + 1) * kc * MR],
-                            rdata,
-                            roff,
-                            rld,
-                            kc,
-                        );
-                        for (r, row) in acc.iter().enumerate() {
-                            let dst = &mut tile[r * nr..(r + 1) * nr];
-                            let (head, _) = S::as_mut_simd_f32s(dst);
-                            for (h, a) in head.iter_mut().zip(row.iter()) {
-                                *h = *a;
-                            }
-                        }
-                        let rows = MR.min(mc - p * MR);
-                        for r in 0..rows {
-                            let i = ic + p * MR + r;
-                            let o = &mut out[i * ld_out + jc..i * ld_out + jc + nc];
-                            let src = &tile[r * nr..r * nr + nc];
-                            if overwrite {
-                                o.copy_from_slice(src);
+                } else {
+                    for (t, d) in dst.chunks_exact_mut(MR).enumerate() {
+                        for (r, x) in d.iter_mut().enumerate() {
+                            *x = if r < rows {
+                                lhs.at(ic + p * MR + r, pc + t)
                             } else {
-                                for (x, y) in o.iter_mut().zip(src) {
-                                    *x += *y;
-                                }
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+            for jc in (0..n).step_by(nr) {
+                let nc = nr.min(n - jc);
+                // The R panel: read in place when full, otherwise a zero-padded copy.
+                let (rdata, roff, rld) = if nc == nr {
+                    (rhs.data, pc * rhs.rs + jc, rhs.rs)
+                } else {
+                    for t in 0..kc {
+                        let src = (pc + t) * rhs.rs + jc;
+                        let row = &mut rpad[t * nr..(t + 1) * nr];
+                        row[..nc].copy_from_slice(&rhs.data[src..src + nc]);
+                        row[nc..].fill(0.0);
+                    }
+                    (&rpad[..], 0, nr)
+                };
+                for p in 0..panels {
+                    let acc = micro::<S, MR, NRV>(
+                        simd,
+                        &lpack[p * kc * MR..(p + 1) * kc * MR],
+                        rdata,
+                        roff,
+                        rld,
+                        kc,
+                    );
+                    for (r, row) in acc.iter().enumerate() {
+                        let dst = &mut tile[r * nr..(r + 1) * nr];
+                        let (head, _) = S::as_mut_simd_f32s(dst);
+                        for (h, a) in head.iter_mut().zip(row.iter()) {
+                            *h = *a;
+                        }
+                    }
+                    let rows = MR.min(mc - p * MR);
+                    for r in 0..rows {
+                        let i = ic + p * MR + r;
+                        let o = &mut out[i * ld_out + jc..i * ld_out + jc + nc];
+                        let src = &tile[r * nr..r * nr + nc];
+                        if overwrite {
+                            o.copy_from_slice(src);
+                        } else {
+                            for (x, y) in o.iter_mut().zip(src) {
+                                *x += *y;
                             }
                         }
                     }
@@ -228,7 +277,7 @@ impl WithSimd for PanelKernel<'_, '_> {
 
 /// The register tile: `MR × NRV` vectors, `acc[r][v] = Σ_t L[t][r] · R[t][v·lanes..]`.
 #[inline(always)]
-fn micro<S: Simd>(
+fn micro<S: Simd, const MR: usize, const NRV: usize>(
     simd: S,
     lpanel: &[f32],
     rdata: &[f32],
@@ -280,7 +329,30 @@ impl WithSimd for DotKernel<'_, '_> {
         let mut i = 0;
         while i < m {
             let mut j = 0;
-            if i + 2 <= m {
+            if n >= 8 {
+                // One row of X against eight rows of Y: X is read once.
+                while j + 8 <= n {
+                    let ys = [
+                        yrow(j),
+                        yrow(j + 1),
+                        yrow(j + 2),
+                        yrow(j + 3),
+                        yrow(j + 4),
+                        yrow(j + 5),
+                        yrow(j + 6),
+                        yrow(j + 7),
+                    ];
+                    let d = dots::<S, 1, 8>(simd, [xrow(i)], ys);
+                    store(out, ld_out, i, j, &d, accumulate);
+                    j += 8;
+                }
+                while j < n {
+                    let d = dots::<S, 1, 1>(simd, [xrow(i)], [yrow(j)]);
+                    store(out, ld_out, i, j, &d, accumulate);
+                    j += 1;
+                }
+                i += 1;
+            } else if i + 2 <= m {
                 while j + 4 <= n {
                     let d = dots::<S, 2, 4>(
                         simd,
@@ -350,6 +422,13 @@ fn dots<S: Simd, const R: usize, const C: usize>(
     let xh = xs.map(|s| S::as_simd_f32s(s));
     let yh = ys.map(|s| S::as_simd_f32s(s));
     let len = xh[0].0.len();
+    // Equal lengths let the compiler drop the bounds checks in the loop.
+    for h in &xh {
+        assert_eq!(h.0.len(), len);
+    }
+    for h in &yh {
+        assert_eq!(h.0.len(), len);
+    }
     for t in 0..len {
         let yv: [S::f32s; C] = core::array::from_fn(|c| yh[c].0[t]);
         for r in 0..R {
@@ -372,11 +451,374 @@ fn dots<S: Simd, const R: usize, const C: usize>(
     res
 }
 
-/// Runs `f` compiled for the best instruction set available (auto-vectorisation of plain
-/// loops with AVX2/FMA and the like).
+/// `y += a·x` (same lengths), vectorised.
 #[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    Arch::new().dispatch(f)
+fn axpy<S: Simd>(simd: S, a: f32, x: &[f32], y: &mut [f32]) {
+    let av = simd.splat_f32s(a);
+    let (xh, xt) = S::as_simd_f32s(x);
+    let (yh, yt) = S::as_mut_simd_f32s(y);
+    for (yv, xv) in yh.iter_mut().zip(xh) {
+        *yv = simd.mul_add_f32s(av, *xv, *yv);
+    }
+    for (yv, xv) in yt.iter_mut().zip(xt) {
+        *yv = a.mul_add(*xv, *yv);
+    }
+}
+
+/// `x ← x ∘ num ⊘ den`, an exactly-zero denominator counting as `eps` (the multiplicative
+/// update of NMF).
+pub(crate) fn mu_update(x: &mut [f32], num: &[f32], den: &[f32], eps: f32) {
+    struct Op<'a> {
+        x: &'a mut [f32],
+        num: &'a [f32],
+        den: &'a [f32],
+        eps: f32,
+    }
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _simd: S) {
+            // A plain loop: compiled inside the target-feature function, LLVM vectorises it.
+            for ((x, n), d) in self.x.iter_mut().zip(self.num).zip(self.den) {
+                let d = if *d == 0.0 { self.eps } else { *d };
+                *x *= *n / d;
+            }
+        }
+    }
+    Arch::new().dispatch(Op { x, num, den, eps })
+}
+
+/// Sparse rows times a dense matrix: for each row `i` of the CSR slices (`indptr` relative
+/// offsets into `indices`/`values`), `out[i] = Σ values[e] · x[indices[e]]` where `x` has rows
+/// of length `k`.
+pub(crate) fn csr_gather(
+    indptr: &[usize],
+    indices: &[u32],
+    values: &[f32],
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+) {
+    struct Op<'a> {
+        indptr: &'a [usize],
+        indices: &'a [u32],
+        values: &'a [f32],
+        x: &'a [f32],
+        k: usize,
+        out: &'a mut [f32],
+    }
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            let Op {
+                indptr,
+                indices,
+                values,
+                x,
+                k,
+                out,
+            } = self;
+            let lanes = S::F32_LANES;
+            if k % lanes == 0 {
+                // Rows of X are whole vectors: index them as such (one bounds check per entry).
+                let kv = k / lanes;
+                let (xv, _) = S::as_simd_f32s(x);
+                let (ov, _) = S::as_mut_simd_f32s(out);
+                for (i, o) in ov.chunks_exact_mut(kv).enumerate() {
+                    let range = indptr[i]..indptr[i + 1];
+                    if kv == 1 {
+                        // Four independent chains hide the latency of the fused multiply-add.
+                        let zero = simd.splat_f32s(0.0);
+                        let mut acc = [zero; 4];
+                        let (idx, val) = (&indices[range.clone()], &values[range]);
+                        let (i4, it) = idx.split_at(idx.len() / 4 * 4);
+                        let (v4, vt) = val.split_at(i4.len());
+                        for (cs, vs) in i4.chunks_exact(4).zip(v4.chunks_exact(4)) {
+                            for j in 0..4 {
+                                let x = xv[cs[j] as usize];
+                                acc[j] = simd.mul_add_f32s(simd.splat_f32s(vs[j]), x, acc[j]);
+                            }
+                        }
+                        for (&c, &v) in it.iter().zip(vt) {
+                            acc[0] = simd.mul_add_f32s(simd.splat_f32s(v), xv[c as usize], acc[0]);
+                        }
+                        let left = simd.add_f32s(acc[0], acc[1]);
+                        o[0] = simd.add_f32s(left, simd.add_f32s(acc[2], acc[3]));
+                    } else if kv <= 4 {
+                        let (idx, val) = (&indices[range.clone()], &values[range]);
+                        match kv {
+                            2 => gather_row::<S, 2>(simd, idx, val, xv, o),
+                            3 => gather_row::<S, 3>(simd, idx, val, xv, o),
+                            _ => gather_row::<S, 4>(simd, idx, val, xv, o),
+                        }
+                    } else {
+                        o.fill(simd.splat_f32s(0.0));
+                        for (&c, &v) in indices[range.clone()].iter().zip(&values[range]) {
+                            let vv = simd.splat_f32s(v);
+                            let xr = &xv[c as usize * kv..c as usize * kv + kv];
+                            for (a, b) in o.iter_mut().zip(xr) {
+                                *a = simd.mul_add_f32s(vv, *b, *a);
+                            }
+                        }
+                    }
+                }
+            } else if k == 1 {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let idx = &indices[indptr[i]..indptr[i + 1]];
+                    let val = &values[indptr[i]..indptr[i + 1]];
+                    let mut acc = [0.0f32; 4];
+                    let (i4, it) = idx.split_at(idx.len() / 4 * 4);
+                    let (v4, vt) = val.split_at(i4.len());
+                    for (cs, vs) in i4.chunks_exact(4).zip(v4.chunks_exact(4)) {
+                        for j in 0..4 {
+                            acc[j] = vs[j].mul_add(x[cs[j] as usize], acc[j]);
+                        }
+                    }
+                    for (&c, &v) in it.iter().zip(vt) {
+                        acc[0] = v.mul_add(x[c as usize], acc[0]);
+                    }
+                    *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+                }
+            } else {
+                for (i, o) in out.chunks_exact_mut(k).enumerate() {
+                    o.fill(0.0);
+                    let range = indptr[i]..indptr[i + 1];
+                    for (&c, &v) in indices[range.clone()].iter().zip(&values[range]) {
+                        let c = c as usize;
+                        axpy(simd, v, &x[c * k..c * k + k], o);
+                    }
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op {
+        indptr,
+        indices,
+        values,
+        x,
+        k,
+        out,
+    })
+}
+
+/// One sparse row times rows of `KV` vectors, accumulated in registers (two interleaved
+/// sets of chains to hide the multiply-add latency).
+#[inline(always)]
+fn gather_row<S: Simd, const KV: usize>(
+    simd: S,
+    idx: &[u32],
+    val: &[f32],
+    xv: &[S::f32s],
+    o: &mut [S::f32s],
+) {
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; KV]; 2];
+    let (i2, it) = idx.split_at(idx.len() / 2 * 2);
+    let (v2, vt) = val.split_at(i2.len());
+    for (cs, vs) in i2.chunks_exact(2).zip(v2.chunks_exact(2)) {
+        for h in 0..2 {
+            let c = cs[h] as usize * KV;
+            let row = &xv[c..c + KV];
+            let vv = simd.splat_f32s(vs[h]);
+            for j in 0..KV {
+                acc[h][j] = simd.mul_add_f32s(vv, row[j], acc[h][j]);
+            }
+        }
+    }
+    for (&c, &v) in it.iter().zip(vt) {
+        let c = c as usize * KV;
+        let row = &xv[c..c + KV];
+        let vv = simd.splat_f32s(v);
+        for j in 0..KV {
+            acc[0][j] = simd.mul_add_f32s(vv, row[j], acc[0][j]);
+        }
+    }
+    for j in 0..KV {
+        o[j] = simd.add_f32s(acc[0][j], acc[1][j]);
+    }
+}
+
+/// The transpose product, scattered: for each sparse row `i`, `out[indices[e]] += values[e] ·
+/// u[i]` where `u` and `out` have rows of length `k`.
+pub(crate) fn csr_scatter(
+    indptr: &[usize],
+    indices: &[u32],
+    values: &[f32],
+    u: &[f32],
+    k: usize,
+    out: &mut [f32],
+) {
+    struct Op<'a> {
+        indptr: &'a [usize],
+        indices: &'a [u32],
+        values: &'a [f32],
+        u: &'a [f32],
+        k: usize,
+        out: &'a mut [f32],
+    }
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            let Op {
+                indptr,
+                indices,
+                values,
+                u,
+                k,
+                out,
+            } = self;
+            let lanes = S::F32_LANES;
+            if k % lanes == 0 {
+                let kv = k / lanes;
+                let (uv, _) = S::as_simd_f32s(u);
+                let (ov, _) = S::as_mut_simd_f32s(out);
+                for (i, ur) in uv.chunks_exact(kv).enumerate() {
+                    let range = indptr[i]..indptr[i + 1];
+                    let entries = indices[range.clone()].iter().zip(&values[range]);
+                    if kv == 1 {
+                        let u0 = ur[0];
+                        for (&c, &v) in entries {
+                            let d = &mut ov[c as usize];
+                            *d = simd.mul_add_f32s(simd.splat_f32s(v), u0, *d);
+                        }
+                    } else {
+                        for (&c, &v) in entries {
+                            let vv = simd.splat_f32s(v);
+                            let dst = &mut ov[c as usize * kv..c as usize * kv + kv];
+                            for (d, x) in dst.iter_mut().zip(ur) {
+                                *d = simd.mul_add_f32s(vv, *x, *d);
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (i, urow) in u.chunks_exact(k).enumerate() {
+                    let range = indptr[i]..indptr[i + 1];
+                    for (&c, &v) in indices[range.clone()].iter().zip(&values[range]) {
+                        let c = c as usize;
+                        axpy(simd, v, urow, &mut out[c * k..c * k + k]);
+                    }
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op {
+        indptr,
+        indices,
+        values,
+        u,
+        k,
+        out,
+    })
+}
+
+/// `Σ (a − b)²` over rows of length `row`: each row in `f32` SIMD lanes, rows added in `f64`.
+pub(crate) fn sum_sq_diff(a: &[f32], b: &[f32], row: usize) -> f64 {
+    struct Op<'a> {
+        a: &'a [f32],
+        b: &'a [f32],
+        row: usize,
+    }
+    impl WithSimd for Op<'_> {
+        type Output = f64;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) -> f64 {
+            let mut total = 0.0f64;
+            for (ra, rb) in self
+                .a
+                .chunks(self.row.max(1))
+                .zip(self.b.chunks(self.row.max(1)))
+            {
+                let (ah, at) = S::as_simd_f32s(ra);
+                let (bh, bt) = S::as_simd_f32s(rb);
+                let mut acc = simd.splat_f32s(0.0);
+                for (x, y) in ah.iter().zip(bh) {
+                    let d = simd.sub_f32s(*x, *y);
+                    acc = simd.mul_add_f32s(d, d, acc);
+                }
+                let mut s = simd.reduce_sum_f32s(acc) as f64;
+                for (x, y) in at.iter().zip(bt) {
+                    let d = (*x - *y) as f64;
+                    s += d * d;
+                }
+                total += s;
+            }
+            total
+        }
+    }
+    Arch::new().dispatch(Op { a, b, row })
+}
+
+/// Entry statistics of a row-major block (rows of length `row`): `None` if an entry is NaN,
+/// infinite or negative; otherwise `(max, non-zeros, Σx, Σx²)`, each row summed in `f32` SIMD
+/// lanes and the rows added in `f64`.
+pub(crate) fn entry_stats(a: &[f32], row: usize) -> Option<(f32, usize, f64, f64)> {
+    struct Op<'a> {
+        a: &'a [f32],
+        row: usize,
+    }
+    impl WithSimd for Op<'_> {
+        type Output = Option<(f32, usize, f64, f64)>;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
+            let (mut max, mut nnz, mut sum, mut sq) = (0.0f32, 0usize, 0.0f64, 0.0f64);
+            let zero = simd.splat_f32s(0.0);
+            let one = simd.splat_f32s(1.0);
+            for r in self.a.chunks(self.row.max(1)) {
+                let (h, t) = S::as_simd_f32s(r);
+                let (mut vmax, mut vmin, mut vsum, mut vsq, mut vnz) =
+                    (zero, zero, zero, zero, zero);
+                for x in h {
+                    vmax = simd.max_f32s(vmax, *x);
+                    vmin = simd.min_f32s(vmin, *x);
+                    vsum = simd.add_f32s(vsum, *x);
+                    vsq = simd.mul_add_f32s(*x, *x, vsq);
+                    vnz =
+                        simd.add_f32s(vnz, simd.select_f32s(simd.equal_f32s(*x, zero), zero, one));
+                }
+                let mut rmax = simd.reduce_max_f32s(vmax);
+                let mut rmin = simd.reduce_min_f32s(vmin);
+                let mut rsum = simd.reduce_sum_f32s(vsum);
+                let mut rsq = simd.reduce_sum_f32s(vsq);
+                let mut rnz = simd.reduce_sum_f32s(vnz);
+                for x in t {
+                    rmax = rmax.max(*x);
+                    rmin = rmin.min(*x);
+                    rsum += *x;
+                    rsq += *x * *x;
+                    rnz += (*x != 0.0) as u8 as f32;
+                }
+                // A NaN or infinity makes the sums non-finite; a negative entry the minimum.
+                if !(rmin >= 0.0 && rsum.is_finite() && rsq.is_finite()) {
+                    if r.iter().any(|x| !(x.is_finite() && *x >= 0.0)) {
+                        return None;
+                    }
+                    // Finite entries whose f32 square sum overflowed: redo the row in f64.
+                    rsum = 0.0;
+                    rsq = 0.0;
+                    let (s1, s2) = r.iter().fold((0.0f64, 0.0f64), |(a, b), x| {
+                        (a + *x as f64, b + *x as f64 * *x as f64)
+                    });
+                    sum += s1;
+                    sq += s2;
+                }
+                max = max.max(rmax);
+                nnz += rnz as usize;
+                sum += rsum as f64;
+                sq += rsq as f64;
+            }
+            Some((max, nnz, sum, sq))
+        }
+    }
+    Arch::new().dispatch(Op { a, row })
+}
+
+/// Runs `f` inside a function compiled for the best instruction set available. `f` must be
+/// `#[inline(always)]`-friendly generic code: the work is done by [`WithSimd`] impls.
+pub(crate) fn dispatch<W: WithSimd>(op: W) -> W::Output {
+    Arch::new().dispatch(op)
 }
 
 #[cfg(test)]
@@ -455,5 +897,38 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod element_tests {
+    use super::*;
+
+    #[test]
+    fn mu_update_guards_zero_denominators() {
+        let mut x = vec![1.0f32, 2.0, 0.0, 3.0];
+        mu_update(&mut x, &[2.0, 1.0, 5.0, 0.0], &[4.0, 0.0, 0.0, 1.0], 0.5);
+        assert_eq!(x, vec![0.5, 4.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn entry_stats_and_residuals() {
+        let a: Vec<f32> = (0..1000).map(|i| (i % 7) as f32).collect();
+        let (max, nnz, sum, sq) = entry_stats(&a, 100).unwrap();
+        assert_eq!(max, 6.0);
+        assert_eq!(nnz, a.iter().filter(|v| **v != 0.0).count());
+        assert_eq!(sum, a.iter().map(|v| *v as f64).sum::<f64>());
+        assert_eq!(sq, a.iter().map(|v| (*v as f64).powi(2)).sum::<f64>());
+        for bad in [f32::NAN, f32::INFINITY, -1.0] {
+            let mut b = a.clone();
+            b[517] = bad;
+            assert!(entry_stats(&b, 100).is_none());
+        }
+        // Squares that overflow f32 are summed in f64.
+        let big = vec![3e30f32; 64];
+        let (_, _, _, sq) = entry_stats(&big, 64).unwrap();
+        assert!((sq / (64.0 * 9e60) - 1.0).abs() < 1e-6);
+        let b: Vec<f32> = a.iter().map(|v| v + 1.0).collect();
+        assert_eq!(sum_sq_diff(&a, &b, 100), 1000.0);
     }
 }

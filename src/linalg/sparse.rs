@@ -1,7 +1,8 @@
 //! Compressed sparse rows, for the mostly-zero activation maps that ReLU networks produce.
 
-use super::kernel::vectorized;
+use super::kernel::{csr_gather, csr_scatter};
 use super::Matrix;
+use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// A sparse matrix in compressed-sparse-row form (`f32` values, `u32` column indices).
@@ -21,35 +22,61 @@ pub struct Csr {
 const ROWS_PER_TASK: usize = 256;
 
 impl Csr {
-    /// The non-zero entries of `a`.
-    ///
-    /// Panics if `a` has more than `u32::MAX` columns (no activation map comes near).
-    pub fn from_dense(a: &Matrix) -> Csr {
-        assert!(
-            a.cols() <= u32::MAX as usize,
-            "Csr::from_dense: too many columns"
-        );
+    /// The non-zero entries of `a`. Refuses a matrix of more than `u32::MAX` columns (column
+    /// indices are stored as `u32`).
+    pub fn from_dense(a: &Matrix) -> Result<Csr> {
+        if a.cols() > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "sparse matrix: {} columns exceed the u32 index range",
+                a.cols()
+            )));
+        }
+        let c = a.cols().max(1);
+        // Fixed row chunks in parallel, then concatenated in order.
+        let parts: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = a
+            .as_slice()
+            .par_chunks(ROWS_PER_TASK * c)
+            .map(|chunk| {
+                let nnz = chunk.iter().filter(|v| **v != 0.0).count();
+                let mut lens = Vec::with_capacity(chunk.len() / c);
+                let mut indices = Vec::with_capacity(nnz);
+                let mut values = Vec::with_capacity(nnz);
+                for row in chunk.chunks_exact(c) {
+                    let before = indices.len();
+                    for (j, &v) in row.iter().enumerate() {
+                        if v != 0.0 {
+                            indices.push(j as u32);
+                            values.push(v);
+                        }
+                    }
+                    lens.push(indices.len() - before);
+                }
+                (lens, indices, values)
+            })
+            .collect();
+        let nnz = parts.iter().map(|p| p.1.len()).sum();
         let mut indptr = Vec::with_capacity(a.rows() + 1);
-        indptr.push(0);
-        let nnz = a.as_slice().iter().filter(|v| **v != 0.0).count();
         let mut indices = Vec::with_capacity(nnz);
         let mut values = Vec::with_capacity(nnz);
-        for r in 0..a.rows() {
-            for (c, &v) in a.row(r).iter().enumerate() {
-                if v != 0.0 {
-                    indices.push(c as u32);
-                    values.push(v);
-                }
+        indptr.push(0);
+        for (lens, idx, val) in parts {
+            for l in lens {
+                let last = *indptr.last().unwrap_or(&0);
+                indptr.push(last + l);
             }
-            indptr.push(indices.len());
+            indices.extend_from_slice(&idx);
+            values.extend_from_slice(&val);
         }
-        Csr {
+        if a.cols() == 0 {
+            indptr.resize(a.rows() + 1, 0);
+        }
+        Ok(Csr {
             rows: a.rows(),
             cols: a.cols(),
             indptr,
             indices,
             values,
-        }
+        })
     }
 
     /// Number of rows.
@@ -130,25 +157,83 @@ impl Csr {
     /// `out = self[r0..r0 + n] · X` for the dense row-major `X` (`cols × k`, given as `x`),
     /// `out` row-major `n × k`.
     pub(crate) fn mul_rows_into(&self, r0: usize, x: &[f32], k: usize, out: &mut [f32]) {
-        vectorized(|| {
-            for (i, o) in out.chunks_exact_mut(k).enumerate() {
-                o.fill(0.0);
-                let (idx, val) = self.row(r0 + i);
-                for (&c, &v) in idx.iter().zip(val) {
-                    let xr = &x[c as usize * k..c as usize * k + k];
-                    for (a, b) in o.iter_mut().zip(xr) {
-                        *a = v.mul_add(*b, *a);
-                    }
-                }
-            }
-        })
+        let n = out.len() / k.max(1);
+        let (indptr, indices, values) = self.rows_slices(r0, n);
+        csr_gather(&indptr, indices, values, x, k, out);
     }
 
-    /// `self · X` for a dense `X` (`cols × k`), in parallel over fixed row blocks.
-    ///
-    /// Panics if `x.rows() != self.cols()`.
-    pub fn mul(&self, x: &Matrix) -> Matrix {
-        assert_eq!(x.rows(), self.cols, "Csr::mul: shapes differ");
+    /// `out[indices] += A[r0..r0 + n]ᵀ · U` scattered into `out` (`cols × k`), `U` the
+    /// row-major `n × k` matrix `u`.
+    pub(crate) fn t_mul_rows_add(&self, r0: usize, u: &[f32], k: usize, out: &mut [f32]) {
+        let n = u.len() / k.max(1);
+        let (indptr, indices, values) = self.rows_slices(r0, n);
+        csr_scatter(&indptr, indices, values, u, k, out);
+    }
+
+    /// Rows `r0..r0 + n` as (relative row offsets, column indices, values).
+    fn rows_slices(&self, r0: usize, n: usize) -> (Vec<usize>, &[u32], &[f32]) {
+        let base = self.indptr[r0];
+        let end = self.indptr[r0 + n];
+        let indptr = self.indptr[r0..=r0 + n].iter().map(|p| p - base).collect();
+        (indptr, &self.indices[base..end], &self.values[base..end])
+    }
+
+    /// `self · X` for a dense `X` (`cols × k`), in parallel over fixed row blocks (the result
+    /// does not depend on the number of threads). Refuses mismatched shapes.
+    pub fn mul(&self, x: &Matrix) -> Result<Matrix> {
+        if x.rows() != self.cols {
+            return Err(Error::invalid(format!(
+                "sparse product: {}×{} times {}×{} does not fit",
+                self.rows,
+                self.cols,
+                x.rows(),
+                x.cols()
+            )));
+        }
+        Ok(self.mul_unchecked(x))
+    }
+
+    /// `selfᵀ · X` for a dense `X` (`rows × k`): rows of `X` are scattered through the
+    /// non-zeros of the matching rows of `self`, in fixed row chunks whose partial sums are
+    /// added in order (so the result does not depend on the number of threads). Refuses
+    /// mismatched shapes.
+    pub fn t_mul(&self, x: &Matrix) -> Result<Matrix> {
+        if x.rows() != self.rows {
+            return Err(Error::invalid(format!(
+                "sparse transposed product: ({}×{})ᵀ times {}×{} does not fit",
+                self.rows,
+                self.cols,
+                x.rows(),
+                x.cols()
+            )));
+        }
+        Ok(self.t_mul_unchecked(x))
+    }
+
+    /// [`Csr::t_mul`] for shapes known to fit.
+    pub(crate) fn t_mul_unchecked(&self, x: &Matrix) -> Matrix {
+        const CHUNK_ROWS: usize = 2048;
+        let k = x.cols();
+        let mut out = Matrix::zeros(self.cols, k);
+        if k == 0 || self.rows == 0 {
+            return out;
+        }
+        let partials: Vec<Vec<f32>> = x
+            .as_slice()
+            .par_chunks(CHUNK_ROWS * k)
+            .enumerate()
+            .map(|(b, rows)| {
+                let mut part = vec![0.0f32; self.cols * k];
+                self.t_mul_rows_add(b * CHUNK_ROWS, rows, k, &mut part);
+                part
+            })
+            .collect();
+        super::sum_in_order(out.as_mut_slice(), &partials);
+        out
+    }
+
+    /// [`Csr::mul`] for shapes known to fit.
+    pub(crate) fn mul_unchecked(&self, x: &Matrix) -> Matrix {
         let k = x.cols();
         let mut out = Matrix::zeros(self.rows, k);
         if k == 0 {
@@ -159,5 +244,69 @@ impl Csr {
             .enumerate()
             .for_each(|(b, o)| self.mul_rows_into(b * ROWS_PER_TASK, x.as_slice(), k, o));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rows: usize, cols: usize) -> Matrix {
+        let data = (0..rows * cols)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2654435761) >> 20;
+                if x.is_multiple_of(3) {
+                    (x % 97) as f32 / 10.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Matrix::from_vec(rows, cols, data).unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_transposes() {
+        let a = sample(300, 37);
+        let s = Csr::from_dense(&a).unwrap();
+        assert_eq!(s.to_dense(), a);
+        assert_eq!(s.transpose().to_dense(), a.transpose());
+        assert_eq!(s.nnz(), a.as_slice().iter().filter(|v| **v != 0.0).count());
+        assert!((s.density() - s.nnz() as f64 / (300.0 * 37.0)).abs() < 1e-12);
+        let empty = Csr::from_dense(&Matrix::zeros(3, 4)).unwrap();
+        assert_eq!((empty.nnz(), empty.row(2).0.len()), (0, 0));
+    }
+
+    /// Gather (A·X) and scatter (Aᵀ·U) for every width class of the kernels: scalar, below a
+    /// vector, whole vectors held in registers, and wider.
+    #[test]
+    fn products_match_dense_for_all_widths() {
+        let a = sample(300, 37);
+        let s = Csr::from_dense(&a).unwrap();
+        for k in [1usize, 3, 8, 16, 24, 32, 40, 64, 70] {
+            let x = sample(37, k);
+            let want = a.matmul(&x).unwrap();
+            let got = s.mul(&x).unwrap();
+            for (p, q) in got.as_slice().iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-3, "gather k={k}: {p} vs {q}");
+            }
+            let u = sample(300, k);
+            let mut nt = vec![0.0f32; 37 * k];
+            s.t_mul_rows_add(0, u.as_slice(), k, &mut nt);
+            let want = a.t_matmul(&u).unwrap();
+            for (p, q) in nt.iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-3, "scatter k={k}: {p} vs {q}");
+            }
+        }
+        assert!(s.mul(&Matrix::zeros(36, 2)).is_err());
+        for k in [1usize, 8, 24] {
+            let u = sample(300, k);
+            let got = s.t_mul(&u).unwrap();
+            let want = a.t_matmul(&u).unwrap();
+            for (p, q) in got.as_slice().iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-3);
+            }
+        }
+        assert!(s.t_mul(&Matrix::zeros(5, 2)).is_err());
     }
 }

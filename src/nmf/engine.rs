@@ -18,11 +18,15 @@
 //! Sparse `A` (CSR) takes the same path with the two products against `A` done through its
 //! non-zeros: `A_b Vᵀ` gathers rows of `Vᵀ`, and `A_bᵀ U_b` scatters rows of `U_b` into a
 //! `C × K` partial.
+//!
+//! From `K = 32` on, a dense iteration is compute-bound and the fused 128-row products use the
+//! kernels poorly, so `Uᵀ A` and `Uᵀ U` are formed after the `U` pass as products whose long
+//! reduction is split into fixed chunks (again summed in order).
 
-use super::Layout;
-use crate::linalg::kernel::{gemm, vectorized, View};
-use crate::linalg::{par_gemm, sum_in_order, Csr};
-use crate::Matrix;
+use super::{Layout, Stats};
+use crate::linalg::kernel::{self, gemm, View};
+use crate::linalg::{par_gemm, par_gemm_split_k, sum_in_order, Csr};
+use crate::{Matrix, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -31,6 +35,10 @@ use std::ops::Range;
 pub(crate) const EPS: f32 = f32::EPSILON;
 /// Upper bound on the number of row chunks (parallel tasks) per factorization.
 const MAX_CHUNKS: usize = 16;
+/// From this rank on, `Uᵀ A` and `Uᵀ U` of dense `A` are computed after the `U` pass as
+/// reduction-split products rather than fused into it: the products are then compute-bound,
+/// and a long reduction uses the kernel better than many 128-row ones.
+const FUSE_BELOW_K: usize = 32;
 /// Bytes of `A` per block of rows (sized for L2).
 const BLOCK_BYTES: usize = 256 * 1024;
 /// Below this relative error the cheap error formula loses too many digits to cancellation;
@@ -43,25 +51,26 @@ pub(crate) struct Data<'a> {
     pub csr: Option<Csr>,
     /// `‖A‖²_F`, accumulated in `f64`.
     pub norm_sq: f64,
+    /// `Σ A`, accumulated in `f64`.
+    pub sum: f64,
     blocks: Vec<Range<usize>>,
     chunks: Vec<Range<usize>>,
 }
 
 impl<'a> Data<'a> {
-    pub fn new(dense: &'a Matrix, layout: Layout, sparse_max_density: f64) -> Data<'a> {
+    pub fn new(
+        dense: &'a Matrix,
+        stats: &Stats,
+        layout: Layout,
+        sparse_max_density: f64,
+    ) -> Result<Data<'a>> {
         let (p, c) = dense.shape();
-        let nnz = dense.as_slice().iter().filter(|v| **v != 0.0).count();
-        let density = if p * c == 0 {
-            0.0
-        } else {
-            nnz as f64 / (p * c) as f64
-        };
+        let density = stats.nnz as f64 / (p * c).max(1) as f64;
         let sparse = match layout {
             Layout::Dense => false,
             Layout::Sparse => true,
             Layout::Auto => density <= sparse_max_density,
         };
-        let norm_sq = dense.as_slice().iter().map(|&v| v as f64 * v as f64).sum();
         let rows_per_block = (BLOCK_BYTES / 4 / c.max(1)).clamp(8, 512) / 8 * 8;
         let blocks: Vec<Range<usize>> = (0..p)
             .step_by(rows_per_block)
@@ -70,13 +79,18 @@ impl<'a> Data<'a> {
         let n = blocks.len();
         let s = n.min(MAX_CHUNKS);
         let chunks = (0..s).map(|i| (i * n / s)..((i + 1) * n / s)).collect();
-        Data {
+        Ok(Data {
             dense,
-            csr: sparse.then(|| Csr::from_dense(dense)),
-            norm_sq,
+            csr: if sparse {
+                Some(Csr::from_dense(dense)?)
+            } else {
+                None
+            },
+            norm_sq: stats.sum_sq,
+            sum: stats.sum,
             blocks,
             chunks,
-        }
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -102,8 +116,16 @@ impl<'a> Data<'a> {
         let k = xt.rows();
         match &self.csr {
             Some(csr) => {
-                // Sparse rows gather rows of X (C × k).
-                let x = x.expect("sparse layout always has Vᵀ");
+                // Sparse rows gather rows of X (C × k); every caller passes Vᵀ whenever the
+                // layout is sparse, the transpose here is only a fallback.
+                let owned;
+                let x = match x {
+                    Some(x) => x,
+                    None => {
+                        owned = xt.transpose();
+                        &owned
+                    }
+                };
                 csr.mul_rows_into(rows.start, x.as_slice(), k, out);
             }
             None => {
@@ -148,8 +170,17 @@ impl<'d, 'a> Engine<'d, 'a> {
             .chunks
             .iter()
             .map(|_| Chunk {
-                n: vec![0.0; k * c],
-                utu: vec![0.0; k * k],
+                // Partial sums are kept only where the pass accumulates them.
+                n: if data.csr.is_some() || k < FUSE_BELOW_K {
+                    vec![0.0; k * c]
+                } else {
+                    Vec::new()
+                },
+                utu: if k < FUSE_BELOW_K {
+                    vec![0.0; k * k]
+                } else {
+                    Vec::new()
+                },
                 num: vec![0.0; max_block * k],
                 den: vec![0.0; max_block * k],
             })
@@ -186,6 +217,7 @@ impl<'d, 'a> Engine<'d, 'a> {
         // output is wide; the dot kernel reads V directly.
         let vt = (sparse || k >= crate::linalg::kernel::NARROW).then(|| v.transpose());
         let g = &self.g;
+        let fused = k < FUSE_BELOW_K;
         // Hand each chunk its own rows of U.
         let mut rest = u.as_mut_slice();
         let mut u_parts = Vec::with_capacity(self.chunks.len());
@@ -215,20 +247,27 @@ impl<'d, 'a> Engine<'d, 'a> {
                     let ubv = View::row_major(ub, nb, k, k);
                     match &data.csr {
                         Some(csr) => scatter_t(csr, rows.start, ub, k, &mut ws.n),
-                        None => gemm(
+                        None if fused => gemm(
                             &mut ws.n,
                             c,
                             ubv.t(),
                             data.dense.view().rows_range(rows.start, nb),
                             true,
                         ),
+                        None => {}
                     }
-                    gemm(&mut ws.utu, k, ubv.t(), ubv, true);
+                    if fused {
+                        gemm(&mut ws.utu, k, ubv.t(), ubv, true);
+                    }
                 }
             });
         let parts_n: Vec<&[f32]> = self.chunks.iter().map(|w| &w.n[..]).collect();
-        let parts_utu: Vec<&[f32]> = self.chunks.iter().map(|w| &w.utu[..]).collect();
-        sum_in_order(&mut self.utu, &parts_utu);
+        if fused {
+            let parts_utu: Vec<&[f32]> = self.chunks.iter().map(|w| &w.utu[..]).collect();
+            sum_in_order(&mut self.utu, &parts_utu);
+        } else {
+            par_gemm_split_k(&mut self.utu, u.view().t(), u.view());
+        }
         if sparse {
             // The partials are Nᵀ (C × K); sum, then transpose into N (K × C).
             let mut nt = vec![0.0f32; c * k];
@@ -238,8 +277,10 @@ impl<'d, 'a> Engine<'d, 'a> {
                     self.n[ki * c + ci] = nt[ci * k + ki];
                 }
             }
-        } else {
+        } else if fused {
             sum_in_order(&mut self.n, &parts_n);
+        } else {
+            par_gemm_split_k(&mut self.n, u.view().t(), data.dense.view());
         }
     }
 
@@ -267,27 +308,12 @@ impl<'d, 'a> Engine<'d, 'a> {
 /// `x ← x ∘ num ⊘ den`, a zero denominator counting as [`EPS`].
 #[inline]
 pub(crate) fn mu_update(x: &mut [f32], num: &[f32], den: &[f32]) {
-    vectorized(|| {
-        for ((x, n), d) in x.iter_mut().zip(num).zip(den) {
-            let d = if *d == 0.0 { EPS } else { *d };
-            *x *= *n / d;
-        }
-    })
+    kernel::mu_update(x, num, den, EPS)
 }
 
 /// `Nᵀ += A_bᵀ U_b` for sparse rows starting at `r0`: row `r`'s entries scatter `a · U_r`.
 fn scatter_t(csr: &Csr, r0: usize, ub: &[f32], k: usize, nt: &mut [f32]) {
-    vectorized(|| {
-        for (i, urow) in ub.chunks_exact(k).enumerate() {
-            let (idx, val) = csr.row(r0 + i);
-            for (&col, &a) in idx.iter().zip(val) {
-                let dst = &mut nt[col as usize * k..col as usize * k + k];
-                for (d, x) in dst.iter_mut().zip(urow) {
-                    *d = a.mul_add(*x, *d);
-                }
-            }
-        }
-    })
+    csr.t_mul_rows_add(r0, ub, k, nt)
 }
 
 /// `X Xᵀ` for the rows of `x`.
@@ -297,7 +323,8 @@ pub(crate) fn gram_rows(x: &Matrix) -> Matrix {
     g
 }
 
-/// `‖A − UV‖²_F` computed entry by entry (`f64` accumulation), over the same fixed blocks.
+/// `‖A − UV‖²_F` computed entry by entry over the same fixed blocks: differences in `f32`,
+/// each row's squares summed in SIMD lanes, rows and blocks added in `f64`.
 pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
     let (c, k) = (data.cols(), v.rows());
     let partials: Vec<f64> = (0..data.chunks.len())
@@ -316,15 +343,7 @@ pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
                 );
                 gemm(&mut uv, c, ub, v.view(), false);
                 let a = &data.dense.as_slice()[rows.start * c..rows.end * c];
-                total += vectorized(|| {
-                    a.iter()
-                        .zip(&uv)
-                        .map(|(x, y)| {
-                            let d = *x as f64 - *y as f64;
-                            d * d
-                        })
-                        .sum::<f64>()
-                });
+                total += kernel::sum_sq_diff(a, &uv, c);
             }
             total
         })
@@ -404,7 +423,7 @@ impl Stopper {
     }
 
     fn due(&self, it: usize) -> bool {
-        self.tol > 0.0 && it % super::CHECK_EVERY == 0
+        self.tol > 0.0 && it.is_multiple_of(super::CHECK_EVERY)
     }
 
     /// Whether to stop, given the error after a due iteration.

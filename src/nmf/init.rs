@@ -6,7 +6,7 @@
 //! product)`. Entries below `1e-6` become zero. NNDSVDa then replaces every zero by the mean of
 //! `A`. A triplet with `σ = 0` (past the rank of `A`) gives a zero factor.
 
-use crate::linalg::{truncated_svd_of, Operand};
+use crate::linalg::{truncated_svd_of, Operand, Svd};
 use crate::{Matrix, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,17 +15,14 @@ use rand_chacha::ChaCha8Rng;
 pub(crate) const NNDSVD_ZERO: f64 = 1e-6;
 
 /// NNDSVD factors `(U: P×K, V: K×C)`; with `fill`, zeros become `mean`.
-///
-/// `zero_below` is the truncation threshold in the units of `op` (it differs from
-/// [`NNDSVD_ZERO`] only when the caller has rescaled `A`).
-pub(crate) fn nndsvd(
-    op: &Operand<'_>,
-    k: usize,
-    fill: Option<f64>,
-    zero_below: f64,
-) -> Result<(Matrix, Matrix)> {
-    let (p, c) = op.dense.shape();
-    let svd = truncated_svd_of(op, k)?;
+pub(crate) fn nndsvd(op: &Operand<'_>, k: usize, fill: Option<f64>) -> Result<(Matrix, Matrix)> {
+    Ok(from_svd(&truncated_svd_of(op, k)?, fill))
+}
+
+/// NNDSVD factors from the top `K` singular triplets of `A`.
+pub(crate) fn from_svd(svd: &Svd, fill: Option<f64>) -> (Matrix, Matrix) {
+    let zero_below = NNDSVD_ZERO;
+    let (p, c, k) = (svd.u.rows(), svd.vt.cols(), svd.s.len());
     let mut u = Matrix::zeros(p, k);
     let mut v = Matrix::zeros(k, c);
     for j in 0..k {
@@ -89,7 +86,7 @@ pub(crate) fn nndsvd(
             }
         }
     }
-    Ok((u, v))
+    (u, v)
 }
 
 /// Random factors as scikit-learn draws them: `|N(0, 1)| · √(mean(A) / K)`, reproducible for
@@ -113,9 +110,9 @@ pub(crate) fn random(p: usize, c: usize, k: usize, mean: f64, seed: u64) -> (Mat
     };
     let v = draw(k * c);
     let u = draw(p * k);
-    // Lengths are exactly rows × cols by construction.
+    // `draw(n)` returns exactly n values, so both shapes fit.
     (
-        Matrix::from_vec(p, k, u).expect("length p·k"),
-        Matrix::from_vec(k, c, v).expect("length k·c"),
+        Matrix::from_vec(p, k, u).expect("draw(p·k) has p·k values"),
+        Matrix::from_vec(k, c, v).expect("draw(k·c) has k·c values"),
     )
 }

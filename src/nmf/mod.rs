@@ -24,8 +24,18 @@
 //! - [`Nmf::fit`] and friends run on the CPU on plain slices (blocked SIMD products, the `U`
 //!   update fused with the pass over `A`, sparse `A` through its non-zeros, rayon over fixed
 //!   row chunks). See `engine.rs` for the design.
-//! - [`Nmf::fit_tensor`] and [`Nmf::fit_batch_tensor`] run the same algorithm with candle
-//!   tensor operations on any [`candle_core::Device`] (CUDA with the `cuda` feature).
+//! - [`Nmf::fit_tensor`] (one `P × C` matrix or a `B × P × C` batch) and
+//!   [`Nmf::transform_tensor`] run the same algorithm with candle tensor operations on any
+//!   [`candle_core::Device`] (CUDA with the `cuda` feature).
+//!
+//! NNDSVD needs the top `K` singular triplets of `A`; scikit-learn draws them with
+//! `randomized_svd`, this crate with the same randomized subspace iteration under a fixed
+//! seed ([`crate::linalg::truncated_svd`]), so both start from practically the same factors.
+//!
+//! # Compression baselines
+//! [`Compressor`] puts NMF beside the baselines that the memorization probes compare it with:
+//! [`Pca`] (truncated SVD), [`KMeans`], [`SphericalKMeans`] and [`RandomAblation`]; each
+//! returns its factors, the rank-`K` reconstruction and its relative error ([`Compressed`]).
 //!
 //! # Guarantees
 //! - **Deterministic.** The default initialisation (NNDSVDa, whose SVD uses a fixed seed) and
@@ -42,13 +52,24 @@
 //!   which start as zero (NNDSVD: they stay zero) or at the mean of `A` (NNDSVDa). Entries
 //!   that are NaN, infinite or negative are refused with [`Error::Numeric`]; an empty `A` with
 //!   [`Error::InvalidArgument`]. Inputs whose largest entry is beyond `2^±40` are rescaled
-//!   internally by an exact power of two so that no product overflows; factors are never NaN
-//!   or infinite.
+//!   internally by an exact power of two so that no product overflows (NNDSVD's `1e-6`
+//!   truncation then applies to the rescaled values, which keeps such fits scale-equivariant);
+//!   factors are never NaN or infinite.
 
+mod baseline;
 mod engine;
 mod init;
+mod tensor;
 
-use crate::linalg::Operand;
+pub use baseline::{
+    Compressed, Compressor, KMeans, KMeansBuilder, Pca, PcaBuilder, RandomAblation,
+    RandomAblationBuilder, SphericalKMeans, DEFAULT_KMEANS_MAX_ITER, DEFAULT_PCA_CENTERED,
+    DEFAULT_SEED,
+};
+
+pub use tensor::TensorFactorization;
+
+use crate::linalg::{kernel, Operand};
 use crate::{Error, Matrix, Result};
 use engine::{residual_sq, Data, Engine};
 use rayon::prelude::*;
@@ -208,23 +229,28 @@ impl Nmf {
     }
 
     /// Maximum number of iterations.
-    pub fn max_iter_limit(&self) -> usize {
+    pub fn max_iter(&self) -> usize {
         self.cfg.max_iter
     }
 
     /// Relative-improvement tolerance.
-    pub fn tolerance(&self) -> f64 {
+    pub fn tol(&self) -> f64 {
         self.cfg.tol
     }
 
     /// The initialisation.
-    pub fn initialization(&self) -> Init {
+    pub fn init(&self) -> Init {
         self.cfg.init
     }
 
-    /// The storage layout of `A`.
-    pub fn storage(&self) -> Layout {
+    /// The storage layout of `A` in the CPU engine.
+    pub fn layout(&self) -> Layout {
         self.cfg.layout
+    }
+
+    /// The density threshold of [`Layout::Auto`].
+    pub fn sparse_max_density(&self) -> f64 {
+        self.cfg.sparse_max_density
     }
 
     /// Factorizes `a` (`P × C`, finite, non-negative) from the configured initialisation.
@@ -318,9 +344,9 @@ impl Nmf {
             )));
         }
         let sv = check_matrix(v, "NMF fixed V")?;
-        let (a_s, ea) = rescaled(a, &sa);
-        let (v_s, ev) = rescaled(v, &sv);
-        let data = Data::new(&a_s, self.cfg.layout, self.cfg.sparse_max_density);
+        let (a_s, sta, ea) = rescaled(a, &sa);
+        let (v_s, _, ev) = rescaled(v, &sv);
+        let data = Data::new(&a_s, &sta, self.cfg.layout, self.cfg.sparse_max_density)?;
         let k = v.rows();
         let mut u = Matrix::from_vec(a.rows(), k, vec![start_value(&data, k); a.rows() * k])?;
         let iterations = if sa.max == 0.0 {
@@ -347,9 +373,9 @@ impl Nmf {
             )));
         }
         let su = check_matrix(u, "NMF fixed U")?;
-        let (a_s, ea) = rescaled(a, &sa);
-        let (u_s, eu) = rescaled(u, &su);
-        let data = Data::new(&a_s, self.cfg.layout, self.cfg.sparse_max_density);
+        let (a_s, sta, ea) = rescaled(a, &sa);
+        let (u_s, _, eu) = rescaled(u, &su);
+        let data = Data::new(&a_s, &sta, self.cfg.layout, self.cfg.sparse_max_density)?;
         let k = u.cols();
         let mut v = Matrix::from_vec(k, a.cols(), vec![start_value(&data, k); k * a.cols()])?;
         let iterations = if sa.max == 0.0 {
@@ -379,9 +405,9 @@ impl Nmf {
                 rel_error: 0.0,
             });
         }
-        let (a_s, e) = rescaled(a, stats);
+        let (a_s, st, e) = rescaled(a, stats);
         // A' = A·2^(-2e) ⇒ factors scale by 2^(-e) each.
-        let data = Data::new(&a_s, cfg.layout, cfg.sparse_max_density);
+        let data = Data::new(&a_s, &st, cfg.layout, cfg.sparse_max_density)?;
         let (mut u, mut v) = match start {
             Some((u0, v0)) => {
                 let (mut u, mut v) = (u0.clone(), v0.clone());
@@ -389,7 +415,7 @@ impl Nmf {
                 scale_by_pow2(&mut v, -e);
                 (u, v)
             }
-            None => self.initial_factors(&data, e)?,
+            None => self.initial_factors(&data)?,
         };
         let mut eng = Engine::new(&data, k);
         eng.prepare(&v);
@@ -403,7 +429,7 @@ impl Nmf {
         let mut iterations = cfg.max_iter;
         for it in 1..=cfg.max_iter {
             eng.iterate(&mut u, &mut v);
-            if tol > 0.0 && it % CHECK_EVERY == 0 {
+            if tol > 0.0 && it.is_multiple_of(CHECK_EVERY) {
                 let err = eng
                     .cheap_error_sq(&v)
                     .unwrap_or_else(|| residual_sq(&data, &u, &v))
@@ -421,46 +447,36 @@ impl Nmf {
         finish(u, v, iterations, rel_error, true)
     }
 
-    fn initial_factors(&self, data: &Data<'_>, e: i32) -> Result<(Matrix, Matrix)> {
+    fn initial_factors(&self, data: &Data<'_>) -> Result<(Matrix, Matrix)> {
         let (p, c, k) = (data.rows(), data.cols(), self.cfg.k);
-        let mean = data.dense.as_slice().iter().map(|&x| x as f64).sum::<f64>() / (p * c) as f64;
-        // The truncation threshold in the units of the rescaled A.
-        let zero_below = init::NNDSVD_ZERO * (-e as f64).exp2();
+        let mean = data.sum / (p * c) as f64;
         match self.cfg.init {
             Init::Random { seed } => Ok(init::random(p, c, k, mean, seed)),
             Init::Nndsvd | Init::Nndsvda => {
                 let fill = (self.cfg.init == Init::Nndsvda).then_some(mean);
-                match &data.csr {
-                    Some(csr) => {
-                        let csr_t = csr.transpose();
-                        let op = Operand {
-                            dense: data.dense,
-                            sparse: Some((csr, &csr_t)),
-                        };
-                        init::nndsvd(&op, k, fill, zero_below)
-                    }
-                    None => init::nndsvd(
-                        &Operand {
-                            dense: data.dense,
-                            sparse: None,
-                        },
-                        k,
-                        fill,
-                        zero_below,
-                    ),
-                }
+                let op = Operand {
+                    dense: data.dense,
+                    sparse: data.csr.as_ref(),
+                };
+                init::nndsvd(&op, k, fill)
             }
         }
     }
 }
 
-/// What validation learns about a matrix on the way.
-struct Stats {
-    max: f32,
+/// What validation learns about a matrix on the way (one parallel pass; the sums are added
+/// over fixed row chunks in order, so they do not depend on threads).
+#[derive(Clone, Copy)]
+pub(crate) struct Stats {
+    pub max: f32,
+    pub nnz: usize,
+    pub sum: f64,
+    pub sum_sq: f64,
 }
 
 /// Refuses empty matrices and NaN, infinite or negative entries, naming the first bad one.
-fn check_matrix(a: &Matrix, what: &str) -> Result<Stats> {
+pub(crate) fn check_matrix(a: &Matrix, what: &str) -> Result<Stats> {
+    const ROWS: usize = 1024;
     if a.rows() == 0 || a.cols() == 0 {
         return Err(Error::invalid(format!(
             "{what} is empty ({}×{})",
@@ -468,40 +484,75 @@ fn check_matrix(a: &Matrix, what: &str) -> Result<Stats> {
             a.cols()
         )));
     }
-    let mut max = 0.0f32;
-    for (i, &x) in a.as_slice().iter().enumerate() {
-        if !(x >= 0.0) || !x.is_finite() {
-            let kind = if x.is_nan() {
-                "NaN".to_string()
-            } else if x.is_infinite() {
-                format!("{x}")
-            } else {
-                format!("negative ({x})")
-            };
-            return Err(Error::Numeric(format!(
-                "{what}: entry ({}, {}) is {kind}; NMF needs finite non-negative values",
-                i / a.cols(),
-                i % a.cols()
-            )));
+    let c = a.cols();
+    let parts: Vec<std::result::Result<Stats, usize>> = a
+        .as_slice()
+        .par_chunks(ROWS * c)
+        .enumerate()
+        .map(|(b, chunk)| match kernel::entry_stats(chunk, c) {
+            Some((max, nnz, sum, sum_sq)) => Ok(Stats {
+                max,
+                nnz,
+                sum,
+                sum_sq,
+            }),
+            None => Err(b * ROWS * c
+                + chunk
+                    .iter()
+                    .position(|x| !(x.is_finite() && *x >= 0.0))
+                    .unwrap_or(0)),
+        })
+        .collect();
+    let mut total = Stats {
+        max: 0.0,
+        nnz: 0,
+        sum: 0.0,
+        sum_sq: 0.0,
+    };
+    for part in parts {
+        match part {
+            Ok(st) => {
+                total.max = total.max.max(st.max);
+                total.nnz += st.nnz;
+                total.sum += st.sum;
+                total.sum_sq += st.sum_sq;
+            }
+            Err(i) => {
+                let x = a.as_slice()[i];
+                let kind = if x.is_nan() {
+                    "NaN".to_string()
+                } else if x.is_infinite() {
+                    format!("{x}")
+                } else {
+                    format!("negative ({x})")
+                };
+                return Err(Error::Numeric(format!(
+                    "{what}: entry ({}, {}) is {kind}; NMF needs finite non-negative values",
+                    i / c,
+                    i % c
+                )));
+            }
         }
-        max = max.max(x);
     }
-    Ok(Stats { max })
+    Ok(total)
 }
 
 /// `a` itself, or a copy scaled by `2^(-2e)` when its largest entry lies outside
-/// `[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`; returns the copy (or clone) and `e`.
-fn rescaled<'m>(a: &'m Matrix, stats: &Stats) -> (std::borrow::Cow<'m, Matrix>, i32) {
+/// `[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`; returns the matrix used, its statistics, and `e`.
+fn rescaled<'m>(a: &'m Matrix, stats: &Stats) -> (std::borrow::Cow<'m, Matrix>, Stats, i32) {
     let max = stats.max;
+    let same = *stats;
     if max == 0.0 || (max.log2().abs() as i32) < SAFE_EXPONENT {
-        return (std::borrow::Cow::Borrowed(a), 0);
+        return (std::borrow::Cow::Borrowed(a), same, 0);
     }
     // Bring the maximum to about 1 with an even power of two, so that each factor scales by
     // an exact power of two as well.
     let e = (max.log2() / 2.0).round() as i32;
     let mut m = a.clone();
     scale_by_pow2(&mut m, -2 * e);
-    (std::borrow::Cow::Owned(m), e)
+    // Squares of the original entries may have under- or overflowed: recompute.
+    let st = check_matrix(&m, "rescaled NMF input").unwrap_or(*stats);
+    (std::borrow::Cow::Owned(m), st, e)
 }
 
 /// Multiplies every entry by `2^e` (exact, barring overflow/underflow).
@@ -518,7 +569,7 @@ fn scale_by_pow2(m: &mut Matrix, e: i32) {
 /// `√(mean(A)/K)`, scikit-learn's starting value for the free factor of a fixed-factor fit.
 fn start_value(data: &Data<'_>, k: usize) -> f32 {
     let n = (data.rows() * data.cols()) as f64;
-    let mean = data.dense.as_slice().iter().map(|&x| x as f64).sum::<f64>() / n;
+    let mean = data.sum / n;
     (mean / k as f64).sqrt() as f32
 }
 

@@ -62,11 +62,7 @@ fn weights(f: &Fixture, skip: impl Fn(&str) -> bool) -> TensorMap {
             tensors.insert(name.clone(), generated(i as u64, shape, *low, *high));
         }
     }
-    TensorMap {
-        path: "generated".into(),
-        tensors,
-        file_hash: "generated".into(),
-    }
+    TensorMap::from_tensors("generated", tensors)
 }
 
 fn max_abs(t: &Tensor) -> f32 {

@@ -967,6 +967,8 @@ fn results_record_holds_numbers_and_protocol() {
         layer: "head".into(),
         input_size: 512,
         max_side: None,
+        padding: "zero".into(),
+        shift_negative: false,
         descriptor: "nmf-vu".into(),
         k: Some(8),
         crow: true,

@@ -7,4 +7,7 @@ mod common;
 mod descriptor;
 mod eval;
 mod images;
+mod index;
+mod localize;
 mod nmf;
+mod report;

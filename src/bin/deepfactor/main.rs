@@ -3,6 +3,10 @@
 //! Each subcommand lives in its own module beside this file. Human-readable output goes to
 //! stdout, progress and diagnostics to stderr; `--json` switches stdout to one JSON document.
 
+mod index;
+mod recipe_args;
+mod search;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -24,6 +28,10 @@ struct Cli {
 enum Command {
     /// Score ranked result lists against a ground truth (Oxford/Paris, revisited, mAP@k).
     Eval(eval::EvalArgs),
+    /// Build, update, look at, check and maintain index directories.
+    Index(index::IndexArgs),
+    /// Search an index with an image or a region of it.
+    Search(search::SearchArgs),
     /// Learn a PCA whitening from training images, or describe a whitening file.
     Whiten(whiten::WhitenArgs),
 }
@@ -32,6 +40,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Eval(args) => eval::run(args),
+        Command::Index(args) => index::run(args),
+        Command::Search(args) => search::run(args),
         Command::Whiten(args) => whiten::run(args),
     };
     match result {

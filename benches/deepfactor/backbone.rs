@@ -1,0 +1,56 @@
+//! `backbone`: images per second of feature extraction at 512×683 on the CPU, per backbone, to
+//! its default layer. Weights are synthetic (speed does not depend on their values).
+//! `scripts/bench_backbone.sh` runs this and the same models in PyTorch, and prints the ratio.
+//!
+//! Options: `--iters N` (default 5), `--batch B` (default 1), `--only NAME`.
+
+use deepfactor::backbone::weights::TensorMap;
+use deepfactor::backbone::{BackboneBuilder, BackboneKind};
+use std::time::Instant;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut iters = 5usize;
+    let mut batch = 1usize;
+    let mut only: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--iters" => iters = val()?.parse().map_err(|e| format!("--iters: {e}"))?,
+            "--batch" => batch = val()?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--only" => only = Some(val()?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    let (h, w) = (512, 683);
+    for kind in BackboneKind::ALL {
+        if only.as_deref().is_some_and(|o| o != kind.name()) {
+            continue;
+        }
+        let b = BackboneBuilder::new(kind)
+            .build_from_tensors(TensorMap::synthetic(1))
+            .map_err(|e| e.to_string())?;
+        let input =
+            candle_core::Tensor::randn(0f32, 1.0, (batch, 3, h, w), &candle_core::Device::Cpu)
+                .map_err(|e| e.to_string())?;
+        let layer = kind.default_layer();
+        // Warm-up (allocations, thread pool).
+        b.forward_layers(&input, &[layer])
+            .map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        for _ in 0..iters {
+            let out = b
+                .forward_layers(&input, &[layer])
+                .map_err(|e| e.to_string())?;
+            std::hint::black_box(out);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let ips = (iters * batch) as f64 / secs;
+        println!(
+            "backbone={} layer={layer} input={h}x{w} batch={batch} ours_img_s={ips:.3} ours_ms_per_img={:.1}",
+            kind.name(),
+            1000.0 / ips
+        );
+    }
+    Ok(())
+}

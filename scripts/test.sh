@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite, as README.md gives it: fetches the real weights and photos the tests use
+# (scripts/setup.sh; tests that need them skip with a message when they cannot be had), then
+# runs every test. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh || echo "test: setup failed; tests that need real weights or photos will skip" >&2
+cargo test --no-fail-fast "$@"

@@ -1,0 +1,181 @@
+//! `deepfactor search`: query an index with an image or a region of it; print the hits, and
+//! optionally localize the region in them and write a visual report.
+
+use crate::recipe_args::device;
+use anyhow::Context;
+use clap::Args;
+use deepfactor::backbone::WeightSource;
+use deepfactor::localize::{Binarize, Localizer};
+use deepfactor::query::{BoxMode, Expansion, Localize, Query, Searcher, SearcherOptions};
+use deepfactor::BBox;
+use std::path::PathBuf;
+
+/// Arguments of `deepfactor search`.
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// The index directory.
+    index: PathBuf,
+    /// The query image.
+    image: PathBuf,
+    /// Region of the query image, `x1,y1,x2,y2` in its pixels.
+    #[arg(long = "box", value_name = "X1,Y1,X2,Y2")]
+    region: Option<String>,
+    /// How the region is used: filter (keep factors inside it; default) or crop.
+    #[arg(long, default_value = "filter")]
+    box_mode: BoxMode,
+    /// Number of hits.
+    #[arg(short = 'k', long, default_value_t = deepfactor::query::DEFAULT_TOP_K)]
+    top: usize,
+    /// Average query expansion over the first N hits (0: none).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    qe: usize,
+    /// Use α-query expansion with this exponent instead of the plain average.
+    #[arg(long, value_name = "ALPHA")]
+    alpha_qe: Option<f32>,
+    /// Localize the query's region in the hits: joint (re-runs the network on them; default
+    /// when a report is written), stored (from the index's stored factors), or none.
+    #[arg(long)]
+    localize: Option<String>,
+    /// How many hits to localize.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    localize_top: usize,
+    /// Binarize localization heatmaps with the thesis' fixed top 30% of cells instead of
+    /// Otsu's threshold.
+    #[arg(long)]
+    top30: bool,
+    /// Drop hits scoring below this.
+    #[arg(long)]
+    min_score: Option<f32>,
+    /// Beam width of the graph search.
+    #[arg(long)]
+    ef_search: Option<usize>,
+    /// Search exhaustively instead of with the graph.
+    #[arg(long)]
+    exact: bool,
+    /// Weights file, if not the backbone's default (it must be the one the index was built
+    /// with).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write an HTML report (self-contained, works offline).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write a PNG result sheet.
+    #[arg(long, value_name = "FILE")]
+    sheet: Option<PathBuf>,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `deepfactor search`.
+pub fn run(a: SearchArgs) -> anyhow::Result<()> {
+    let weights = a
+        .weights
+        .clone()
+        .map_or(WeightSource::Default, WeightSource::File);
+    let mut loc = Localizer::builder();
+    if a.top30 {
+        loc = loc.binarize(Binarize::TopFraction(
+            deepfactor::localize::DEFAULT_TOP_FRACTION,
+        ));
+    }
+    let options = SearcherOptions::default()
+        .weights(weights)
+        .device(device(&a.device)?)
+        .localizer(loc);
+    let searcher = Searcher::open(&a.index, options)
+        .with_context(|| format!("opening {}", a.index.display()))?;
+    let mut q = Query::new(&a.image).box_mode(a.box_mode).top_k(a.top);
+    if let Some(r) = &a.region {
+        q = q.region(BBox::parse(r)?);
+    }
+    if a.qe > 0 {
+        q = q.expansion(match a.alpha_qe {
+            Some(alpha) => Expansion::Alpha { n: a.qe, alpha },
+            None => Expansion::Average(a.qe),
+        });
+    } else if let Some(alpha) = a.alpha_qe {
+        q = q.expansion(Expansion::Alpha {
+            n: deepfactor::query::DEFAULT_EXPANSION_DEPTH,
+            alpha,
+        });
+    }
+    let wants_pictures = a.report.is_some() || a.sheet.is_some();
+    let localize = match a.localize.as_deref() {
+        Some("joint") => Localize::Joint(a.localize_top),
+        Some("stored") => Localize::Stored(a.localize_top),
+        Some("none") => Localize::None,
+        None if wants_pictures => Localize::Joint(a.localize_top),
+        None => Localize::None,
+        Some(other) => anyhow::bail!("--localize {other:?}: expected joint, stored or none"),
+    };
+    q = q.localize(localize);
+    if let Some(s) = a.min_score {
+        q = q.min_score(s);
+    }
+    if let Some(ef) = a.ef_search {
+        q = q.ef_search(ef);
+    }
+    if a.exact {
+        q = q.exact(true);
+    }
+    let results = searcher.search(&q)?;
+
+    if wants_pictures {
+        let settings = vec![
+            ("index".to_string(), a.index.display().to_string()),
+            ("expansion".to_string(), format!("{:?}", q.get_expansion())),
+            (
+                "localization".to_string(),
+                format!("{:?}", q.get_localize()),
+            ),
+        ];
+        let report = results.to_report(&a.image, searcher.index().recipe(), settings);
+        if let Some(p) = &a.report {
+            report.write_html(p)?;
+            eprintln!("report: {}", p.display());
+        }
+        if let Some(p) = &a.sheet {
+            report.write_sheet(p)?;
+            eprintln!("sheet: {}", p.display());
+        }
+    }
+
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    if results.query.fallback {
+        eprintln!(
+            "note: no factor of the query lies mostly inside the box; the closest one was used"
+        );
+    }
+    println!("rank  score   box (x1,y1,x2,y2)       path");
+    for h in &results.hits {
+        let b = h.location.as_ref().and_then(|l| l.bbox).map_or_else(
+            || "-".to_string(),
+            |b| format!("{:.0},{:.0},{:.0},{:.0}", b.x1, b.y1, b.x2, b.y2),
+        );
+        println!(
+            "{:>4}  {:.4}  {:<22}  {}",
+            h.rank,
+            h.score,
+            b,
+            h.path.display()
+        );
+    }
+    let t = &results.timings;
+    eprintln!(
+        "{} hits in {:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
+        results.hits.len(),
+        t.total_ms,
+        t.features_ms,
+        t.describe_ms,
+        t.search_ms,
+        t.localize_ms
+    );
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! HNSW graphs (Malkov & Yashunin, "Efficient and robust approximate nearest neighbor search
+//! using Hierarchical Navigable Small World graphs", TPAMI 2018).
+//!
+//! We use `hnsw_rs` only to *build* a graph, with a distance of our own ([`ClampedDot`]),
+//! then flatten its neighbour lists into fixed-stride `u32` arrays ([`FlatGraph`]) that a
+//! segment stores as raw sections, and search those arrays directly (from memory or a memory
+//! map) with our own beam search. Every link read from a file is range-checked as it is
+//! followed, so a damaged graph gives worse results, never a panic.
+
+use super::exact::{Cand, Scorer, TopK, Vectors};
+use crate::{Error, Result};
+use hnsw_rs::prelude::{Distance, Hnsw};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Default links per node in the upper layers (`m`); layer 0 keeps `2·m`.
+pub const DEFAULT_M: usize = 16;
+/// Default beam width while building (`ef_construction`).
+pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
+/// Default beam width while searching (`ef_search`).
+pub const DEFAULT_EF_SEARCH: usize = 128;
+/// Most layers a stored graph may have.
+pub const MAX_LEVELS: usize = 16;
+/// Largest `m` accepted (hnsw_rs allows at most 256 links in layer 0, i.e. `2·m ≤ 256`).
+pub const MAX_M: usize = 128;
+/// Marks an empty link slot.
+pub(crate) const NO_LINK: u32 = u32::MAX;
+
+/// Distance `1 − a·b`, clamped to `[0, 2]`: the cosine distance of unit vectors, robust to
+/// rounding that pushes `a·b` slightly above 1 (hnsw_rs's own `DistDot` asserts on that).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClampedDot;
+
+impl Distance<f32> for ClampedDot {
+    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+        let d = 1.0 - super::exact::dot(va, vb);
+        // `d > 0.0` is false for NaN, which therefore maps to 0.
+        if d > 0.0 {
+            d.min(2.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Builds an hnsw_rs graph over `vectors` (`rows × dim`, row-major; rows become data ids
+/// `0..rows`), inserting in parallel.
+pub fn build_hnsw(
+    vectors: &[f32],
+    dim: usize,
+    m: usize,
+    ef_construction: usize,
+) -> Result<Hnsw<'_, f32, ClampedDot>> {
+    check_params(m, ef_construction)?;
+    if dim == 0 || !vectors.len().is_multiple_of(dim) {
+        return Err(Error::invalid(format!(
+            "hnsw: {} values are not rows of {dim}",
+            vectors.len()
+        )));
+    }
+    let rows = vectors.len() / dim;
+    let hnsw = Hnsw::new(m, rows.max(1), MAX_LEVELS, ef_construction, ClampedDot);
+    let data: Vec<(&[f32], usize)> = vectors.chunks_exact(dim).zip(0..rows).collect();
+    hnsw.parallel_insert_slice(&data);
+    Ok(hnsw)
+}
+
+/// Checks graph parameters.
+pub(crate) fn check_params(m: usize, ef_construction: usize) -> Result<()> {
+    if !(2..=MAX_M).contains(&m) {
+        return Err(Error::invalid(format!(
+            "hnsw: m = {m} is outside 2..={MAX_M}"
+        )));
+    }
+    if ef_construction < m || ef_construction > 10_000 {
+        return Err(Error::invalid(format!(
+            "hnsw: ef_construction = {ef_construction} must be between m = {m} and 10000"
+        )));
+    }
+    Ok(())
+}
+
+/// An HNSW graph as flat arrays: layer 0 with `m0` slots per row, then for each upper layer
+/// the sorted rows it holds and `m` slots per such row. Empty slots hold `u32::MAX` and
+/// come after the used ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatGraph {
+    pub(crate) rows: usize,
+    pub(crate) m0: usize,
+    pub(crate) m: usize,
+    pub(crate) entry: u32,
+    pub(crate) layer0: Vec<u32>,
+    pub(crate) layer_sizes: Vec<u32>,
+    pub(crate) upper_nodes: Vec<u32>,
+    pub(crate) upper_links: Vec<u32>,
+}
+
+impl FlatGraph {
+    /// Flattens an hnsw_rs graph whose data ids are rows `0..rows`.
+    pub fn from_hnsw(hnsw: &Hnsw<'_, f32, ClampedDot>, rows: usize) -> Result<FlatGraph> {
+        let m = hnsw.get_max_nb_connection() as usize;
+        let m0 = 2 * m;
+        let top = hnsw.get_max_level_observed() as usize;
+        if top >= MAX_LEVELS {
+            return Err(Error::invalid(format!(
+                "hnsw: graph has {} layers, more than {MAX_LEVELS}",
+                top + 1
+            )));
+        }
+        let mut layer0 = vec![NO_LINK; rows * m0];
+        // For each upper layer, (row, links) of the rows it holds.
+        let mut upper: Vec<Vec<(u32, Vec<u32>)>> = vec![Vec::new(); top];
+        let mut seen = vec![false; rows];
+        let mut entry = None;
+        for p in hnsw.get_point_indexation() {
+            let row = p.get_origin_id();
+            if row >= rows {
+                return Err(Error::invalid(format!(
+                    "hnsw: data id {row} is not a row below {rows}"
+                )));
+            }
+            seen[row] = true;
+            let level = p.get_point_id().0 as usize;
+            let hood = p.get_neighborhood_id();
+            for (l, links) in hood.iter().enumerate().take(level.min(top) + 1) {
+                let ids: Vec<u32> = links
+                    .iter()
+                    .map(|n| n.d_id)
+                    .filter(|&d| d < rows && d != row)
+                    .map(|d| d as u32)
+                    .collect();
+                if l == 0 {
+                    for (slot, id) in layer0[row * m0..(row + 1) * m0].iter_mut().zip(&ids) {
+                        *slot = *id;
+                    }
+                } else {
+                    let mut v = vec![NO_LINK; m];
+                    for (slot, id) in v.iter_mut().zip(&ids) {
+                        *slot = *id;
+                    }
+                    upper[l - 1].push((row as u32, v));
+                }
+            }
+            if level == top && entry.is_none_or(|e| row < e) {
+                entry = Some(row);
+            }
+        }
+        if rows > 0 && !seen.iter().all(|&s| s) {
+            return Err(Error::invalid("hnsw: the graph does not hold every row"));
+        }
+        let mut layer_sizes = Vec::with_capacity(top);
+        let mut upper_nodes = Vec::new();
+        let mut upper_links = Vec::new();
+        for mut layer in upper {
+            layer.sort_by_key(|(r, _)| *r);
+            layer_sizes.push(layer.len() as u32);
+            for (r, links) in layer {
+                upper_nodes.push(r);
+                upper_links.extend_from_slice(&links);
+            }
+        }
+        // Keep only the links that point into the same layer, so that every stored link
+        // can be followed.
+        let mut g = FlatGraph {
+            rows,
+            m0,
+            m,
+            entry: entry.unwrap_or(0) as u32,
+            layer0,
+            layer_sizes,
+            upper_nodes,
+            upper_links,
+        };
+        g.drop_links_outside_layers();
+        Ok(g)
+    }
+
+    fn drop_links_outside_layers(&mut self) {
+        let mut start = 0usize;
+        for &size in &self.layer_sizes {
+            let size = size as usize;
+            let nodes = self.upper_nodes[start..start + size].to_vec();
+            for i in 0..size {
+                let slots = &mut self.upper_links[(start + i) * self.m..(start + i + 1) * self.m];
+                let kept: Vec<u32> = slots
+                    .iter()
+                    .copied()
+                    .filter(|&l| l != NO_LINK && nodes.binary_search(&l).is_ok())
+                    .collect();
+                for (j, s) in slots.iter_mut().enumerate() {
+                    *s = kept.get(j).copied().unwrap_or(NO_LINK);
+                }
+            }
+            start += size;
+        }
+    }
+
+    /// Number of layers, layer 0 included.
+    pub fn levels(&self) -> usize {
+        self.layer_sizes.len() + 1
+    }
+
+    /// Borrowed view for searching.
+    pub(crate) fn view(&self) -> GraphRef<'_> {
+        GraphRef::new(
+            self.rows,
+            self.m0,
+            self.m,
+            self.entry,
+            &self.layer0,
+            &self.layer_sizes,
+            &self.upper_nodes,
+            &self.upper_links,
+        )
+    }
+
+    /// Searches the graph over `vectors` (`rows × dim` f32, the vectors it was built from)
+    /// with beam width `ef`; returns `(row, score)` of the best `k`, best first.
+    pub fn search(
+        &self,
+        vectors: &[f32],
+        dim: usize,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Vec<(u32, f32)> {
+        self.view()
+            .search(Vectors::F32(vectors, dim), &[], query, k, ef)
+            .into_iter()
+            .map(|c| (c.row, c.score))
+            .collect()
+    }
+}
+
+/// A graph borrowed from flat arrays (a segment's sections or a [`FlatGraph`]).
+#[derive(Clone, Copy)]
+pub(crate) struct GraphRef<'a> {
+    rows: usize,
+    m0: usize,
+    m: usize,
+    entry: u32,
+    layer0: &'a [u32],
+    upper_nodes: &'a [u32],
+    upper_links: &'a [u32],
+    /// `starts[l]..starts[l + 1]` are the positions of upper layer `l + 1` in `upper_nodes`.
+    starts: [usize; MAX_LEVELS + 1],
+    upper: usize,
+}
+
+impl<'a> GraphRef<'a> {
+    /// A view; the arrays' sizes must have been checked (see the segment reader), but their
+    /// contents need not be.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rows: usize,
+        m0: usize,
+        m: usize,
+        entry: u32,
+        layer0: &'a [u32],
+        layer_sizes: &[u32],
+        upper_nodes: &'a [u32],
+        upper_links: &'a [u32],
+    ) -> GraphRef<'a> {
+        let mut starts = [0usize; MAX_LEVELS + 1];
+        let upper = layer_sizes.len().min(MAX_LEVELS - 1);
+        for (l, &s) in layer_sizes.iter().take(upper).enumerate() {
+            starts[l + 1] = starts[l] + s as usize;
+        }
+        GraphRef {
+            rows,
+            m0,
+            m,
+            entry,
+            layer0,
+            upper_nodes,
+            upper_links,
+            starts,
+            upper,
+        }
+    }
+
+    /// The used link slots of `row` in layer 0.
+    #[inline]
+    fn links0(&self, row: usize) -> &'a [u32] {
+        let s = self
+            .layer0
+            .get(row * self.m0..(row + 1) * self.m0)
+            .unwrap_or(&[]);
+        let used = s.iter().position(|&l| l == NO_LINK).unwrap_or(s.len());
+        &s[..used]
+    }
+
+    /// The used link slots of `row` in upper layer `l` (1-based), empty if it is not there.
+    #[inline]
+    fn links_up(&self, l: usize, row: u32) -> &'a [u32] {
+        if l == 0 || l > self.upper {
+            return &[];
+        }
+        let (a, b) = (self.starts[l - 1], self.starts[l]);
+        let Some(nodes) = self.upper_nodes.get(a..b) else {
+            return &[];
+        };
+        let Ok(i) = nodes.binary_search(&row) else {
+            return &[];
+        };
+        let s = self
+            .upper_links
+            .get((a + i) * self.m..(a + i + 1) * self.m)
+            .unwrap_or(&[]);
+        let used = s.iter().position(|&l| l == NO_LINK).unwrap_or(s.len());
+        &s[..used]
+    }
+
+    /// Beam search: greedy descent through the upper layers, then a beam of width
+    /// `max(ef, k)` in layer 0. Deleted rows (`deleted` bitset) are followed but not
+    /// returned. Returns the best `k`, best first.
+    pub fn search(
+        &self,
+        vectors: Vectors<'_>,
+        deleted: &[u64],
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Vec<Cand> {
+        let n = self.rows.min(vectors.rows());
+        if n == 0 || k == 0 {
+            return Vec::new();
+        }
+        let ef = ef.max(k);
+        let mut cur = if (self.entry as usize) < n {
+            self.entry
+        } else {
+            0
+        };
+        let mut scorer = Scorer::new(vectors, query);
+        let mut cur_s = scorer.score(cur as usize);
+        for l in (1..=self.upper).rev() {
+            loop {
+                let mut moved = false;
+                for &nb in self.links_up(l, cur) {
+                    if nb as usize >= n {
+                        continue;
+                    }
+                    let s = scorer.score(nb as usize);
+                    if s > cur_s {
+                        cur = nb;
+                        cur_s = s;
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        VISITED.with(|v| {
+            let mut visited = v.borrow_mut();
+            visited.reset(n);
+            let mut cands: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef * 4);
+            let mut top: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef + 1);
+            visited.insert(cur as usize);
+            let c0 = Cand {
+                score: cur_s,
+                row: cur,
+            };
+            cands.push(c0);
+            if !super::exact::is_set(deleted, cur as usize) && !cur_s.is_nan() {
+                top.push(Reverse(c0));
+            }
+            while let Some(c) = cands.pop() {
+                if top.len() >= ef {
+                    if let Some(Reverse(w)) = top.peek() {
+                        if c.score < w.score {
+                            break;
+                        }
+                    }
+                }
+                for &nb in self.links0(c.row as usize) {
+                    let nbu = nb as usize;
+                    if nbu >= n || !visited.insert(nbu) {
+                        continue;
+                    }
+                    let s = scorer.score(nbu);
+                    if s.is_nan() {
+                        continue;
+                    }
+                    let worse =
+                        top.len() >= ef && top.peek().is_some_and(|Reverse(w)| s <= w.score);
+                    if worse {
+                        continue;
+                    }
+                    let cand = Cand { score: s, row: nb };
+                    cands.push(cand);
+                    if !super::exact::is_set(deleted, nbu) {
+                        top.push(Reverse(cand));
+                        if top.len() > ef {
+                            top.pop();
+                        }
+                    }
+                }
+            }
+            let mut best = TopK::new(k);
+            for Reverse(c) in top {
+                best.push(c);
+            }
+            best.into_sorted()
+        })
+    }
+}
+
+/// Per-thread visited marks, reused across searches: a mark equal to the current epoch
+/// means visited.
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `i`; true if it was not marked before.
+    #[inline]
+    fn insert(&mut self, i: usize) -> bool {
+        match self.marks.get_mut(i) {
+            Some(m) if *m != self.epoch => {
+                *m = self.epoch;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamped_dot_never_negative_or_nan() {
+        let a = [0.6f32, 0.8];
+        assert_eq!(ClampedDot.eval(&a, &a), 0.0);
+        let big = [1.0f32, 1.0];
+        assert_eq!(ClampedDot.eval(&big, &big), 0.0);
+        assert_eq!(ClampedDot.eval(&[f32::NAN, 0.0], &a), 0.0);
+        assert_eq!(ClampedDot.eval(&[-1.0, 0.0], &[1.0, 0.0]), 2.0);
+    }
+
+    #[test]
+    fn flat_graph_finds_itself() {
+        let dim = 8;
+        let rows = 300;
+        let mut v = Vec::new();
+        for r in 0..rows {
+            let row: Vec<f32> = (0..dim).map(|j| ((r * 7 + j * 13) as f32).sin()).collect();
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.extend(row.iter().map(|x| x / n));
+        }
+        let h = build_hnsw(&v, dim, 8, 64).unwrap();
+        let g = FlatGraph::from_hnsw(&h, rows).unwrap();
+        assert_eq!(g.layer0.len(), rows * 16);
+        let mut hits = 0;
+        for r in 0..rows {
+            let q = &v[r * dim..(r + 1) * dim];
+            let res = g.search(&v, dim, q, 1, 32);
+            if res.first().map(|x| x.0) == Some(r as u32) {
+                hits += 1;
+            }
+        }
+        assert!(hits >= rows * 98 / 100, "{hits}/{rows}");
+    }
+}

@@ -1,0 +1,915 @@
+//! Segment files: one immutable batch of images — descriptors, ids, metadata, an optional
+//! HNSW graph and optional NMF factors — in the container of [`super::format`].
+
+use super::exact::Vectors;
+use super::factors::{StoredFactors, MAX_CHANNELS, MAX_FACTORS, MAX_HEATMAP_SIDE};
+use super::format::{self, bad, kind, section_label, Container, ContainerWriter, Kind};
+use super::hnsw::{FlatGraph, GraphRef, MAX_LEVELS, MAX_M, NO_LINK};
+use super::reader::OpenMode;
+use super::storage::{self, Store};
+use crate::{Error, Result};
+use half::f16;
+use rkyv::rancor;
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+/// Largest descriptor dimension.
+pub const MAX_DIM: usize = 65_536;
+/// Most images in one segment (rows are `u32`, and `u32::MAX` marks empty graph slots).
+pub const MAX_SEGMENT_DOCS: usize = u32::MAX as usize - 1;
+/// Length of the INFO section.
+const INFO_LEN: usize = 64;
+/// Length of one FIDX entry.
+const FIDX_ENTRY: usize = 16;
+
+/// How a segment stores descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorEncoding {
+    /// 32-bit floats, exact.
+    #[default]
+    F32,
+    /// 16-bit floats: half the size, about three significant digits.
+    F16,
+}
+
+impl VectorEncoding {
+    fn code(self) -> u32 {
+        match self {
+            VectorEncoding::F32 => 1,
+            VectorEncoding::F16 => 2,
+        }
+    }
+}
+
+/// The fixed fields of a segment (section INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentInfo {
+    pub docs: usize,
+    pub dim: usize,
+    pub encoding: VectorEncoding,
+    /// Layers of the graph, 0 when the segment has none.
+    pub graph_levels: usize,
+    pub graph_m0: usize,
+    pub graph_m: usize,
+    pub graph_entry: u32,
+    /// Channels of stored concept vectors, 0 when the segment stores no factors.
+    pub factor_channels: usize,
+}
+
+impl SegmentInfo {
+    fn encode(&self) -> [u8; INFO_LEN] {
+        let mut b = [0u8; INFO_LEN];
+        b[0..8].copy_from_slice(&(self.docs as u64).to_le_bytes());
+        b[8..12].copy_from_slice(&(self.dim as u32).to_le_bytes());
+        b[12..16].copy_from_slice(&self.encoding.code().to_le_bytes());
+        b[16..20].copy_from_slice(&(self.graph_levels as u32).to_le_bytes());
+        b[20..24].copy_from_slice(&(self.graph_m0 as u32).to_le_bytes());
+        b[24..28].copy_from_slice(&(self.graph_m as u32).to_le_bytes());
+        b[28..32].copy_from_slice(&self.graph_entry.to_le_bytes());
+        b[32..36].copy_from_slice(&(self.factor_channels as u32).to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8], path: &Path) -> Result<SegmentInfo> {
+        let e = |r: String| bad(path, section_label(kind::INFO), r);
+        if b.len() != INFO_LEN {
+            return Err(e(format!("is {} bytes, expected {INFO_LEN}", b.len())));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
+        let docs = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        if docs > MAX_SEGMENT_DOCS as u64 {
+            return Err(e(format!(
+                "{docs} images exceed the maximum {MAX_SEGMENT_DOCS}"
+            )));
+        }
+        if b[36..].iter().any(|&x| x != 0) {
+            return Err(e("reserved fields are not zero".into()));
+        }
+        let dim = u32_at(8);
+        if dim == 0 || dim > MAX_DIM {
+            return Err(e(format!("dimension {dim} is outside 1..={MAX_DIM}")));
+        }
+        let encoding = match u32_at(12) {
+            1 => VectorEncoding::F32,
+            2 => VectorEncoding::F16,
+            c => return Err(e(format!("unknown vector encoding {c}"))),
+        };
+        let info = SegmentInfo {
+            docs: docs as usize,
+            dim,
+            encoding,
+            graph_levels: u32_at(16),
+            graph_m0: u32_at(20),
+            graph_m: u32_at(24),
+            graph_entry: u32_at(28) as u32,
+            factor_channels: u32_at(32),
+        };
+        if info.graph_levels > MAX_LEVELS {
+            return Err(e(format!(
+                "{} graph layers exceed the maximum {MAX_LEVELS}",
+                info.graph_levels
+            )));
+        }
+        if info.graph_levels == 0 {
+            if info.graph_m0 != 0 || info.graph_m != 0 || info.graph_entry != 0 {
+                return Err(e("graph fields are set but the segment has no graph".into()));
+            }
+        } else {
+            if info.graph_m0 == 0 || info.graph_m0 > 2 * MAX_M {
+                return Err(e(format!(
+                    "graph m0 = {} is outside 1..={}",
+                    info.graph_m0,
+                    2 * MAX_M
+                )));
+            }
+            if info.graph_m == 0 || info.graph_m > MAX_M {
+                return Err(e(format!(
+                    "graph m = {} is outside 1..={MAX_M}",
+                    info.graph_m
+                )));
+            }
+            if info.docs == 0 || info.graph_entry as usize >= info.docs {
+                return Err(e(format!(
+                    "graph entry row {} is not below {} images",
+                    info.graph_entry, info.docs
+                )));
+            }
+        }
+        if info.factor_channels > MAX_CHANNELS {
+            return Err(e(format!(
+                "{} factor channels exceed the maximum {MAX_CHANNELS}",
+                info.factor_channels
+            )));
+        }
+        Ok(info)
+    }
+}
+
+/// The metadata of one image as stored (one rkyv archive per image, section MDAT).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct MetaRecord {
+    pub path: String,
+    pub size: u64,
+    pub modified_ns: i64,
+    pub content_hash: [u8; 32],
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What is known about an indexed image besides its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageMeta {
+    /// The file, as it was given to the writer (folder updates store absolute paths).
+    pub path: PathBuf,
+    /// File size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: i64,
+    /// BLAKE3 hash of the file's bytes.
+    pub content_hash: [u8; 32],
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+}
+
+impl ImageMeta {
+    pub(crate) fn to_record(&self) -> Result<MetaRecord> {
+        let path = self.path.to_str().ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: path is not valid UTF-8, which the index cannot store",
+                self.path.display()
+            ))
+        })?;
+        if path.is_empty() {
+            return Err(Error::invalid("an image path is empty"));
+        }
+        Ok(MetaRecord {
+            path: path.to_string(),
+            size: self.size,
+            modified_ns: self.modified_ns,
+            content_hash: self.content_hash,
+            width: self.width,
+            height: self.height,
+        })
+    }
+
+    pub(crate) fn from_archived(a: &ArchivedMetaRecord) -> ImageMeta {
+        ImageMeta {
+            path: PathBuf::from(a.path.as_str()),
+            size: a.size.to_native(),
+            modified_ns: a.modified_ns.to_native(),
+            content_hash: a.content_hash,
+            width: a.width.to_native(),
+            height: a.height.to_native(),
+        }
+    }
+}
+
+/// Serializes one metadata record; its length is a multiple of 8 (see the spec, MDAT).
+pub(crate) fn encode_meta(r: &MetaRecord) -> Result<Vec<u8>> {
+    let b = rkyv::to_bytes::<rancor::Error>(r)
+        .map_err(|e| Error::invalid(format!("cannot serialize metadata of {}: {e}", r.path)))?;
+    if b.len() % 8 != 0 {
+        return Err(Error::invalid(format!(
+            "metadata record of {} is {} bytes, not a multiple of 8",
+            r.path,
+            b.len()
+        )));
+    }
+    Ok(b.to_vec())
+}
+
+/// A segment's stored factor layout for one row: `(k, rows, cols)`, k = 0 for none.
+pub(crate) type FactorDims = (u16, u16, u16);
+
+/// Everything needed to write a segment. Rows must be in increasing id order.
+pub(crate) struct SegmentContent<'a> {
+    pub ids: &'a [u64],
+    /// `ids.len() × dim` values.
+    pub vectors: &'a [f32],
+    pub dim: usize,
+    pub encoding: VectorEncoding,
+    /// One encoded [`MetaRecord`] per row.
+    pub meta: &'a [Cow<'a, [u8]>],
+    pub graph: Option<&'a FlatGraph>,
+    /// Channels and per-row factor layout, when any row has factors.
+    pub factors: Option<(usize, &'a [FactorDims])>,
+}
+
+/// Writes a segment file at `path` and syncs it; returns its length and header checksum.
+/// `blob(row, out)` appends the stored factor blob of `row` (called in row order, only for
+/// rows with factors).
+pub(crate) fn write_segment(
+    path: &Path,
+    content: &SegmentContent<'_>,
+    blob: &mut dyn FnMut(usize, &mut Vec<u8>) -> Result<()>,
+) -> Result<(u64, [u8; 32])> {
+    let n = content.ids.len();
+    let io = |e: std::io::Error| Error::io(path, e);
+    if n > MAX_SEGMENT_DOCS || content.vectors.len() != n * content.dim || content.meta.len() != n {
+        return Err(Error::invalid(format!(
+            "{}: inconsistent segment content",
+            path.display()
+        )));
+    }
+    let info = SegmentInfo {
+        docs: n,
+        dim: content.dim,
+        encoding: content.encoding,
+        graph_levels: content.graph.map_or(0, |g| g.levels()),
+        graph_m0: content.graph.map_or(0, |g| g.m0),
+        graph_m: content.graph.map_or(0, |g| g.m),
+        graph_entry: content.graph.map_or(0, |g| g.entry),
+        factor_channels: content.factors.map_or(0, |f| f.0),
+    };
+    let count = 5
+        + if content.graph.is_some() { 4 } else { 0 }
+        + if content.factors.is_some() { 2 } else { 0 };
+    let file = File::create(path).map_err(io)?;
+    let mut w = ContainerWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        format::SEGMENT_MAGIC,
+        count,
+    )
+    .map_err(io)?;
+    w.section(kind::INFO, &info.encode()).map_err(io)?;
+    match content.encoding {
+        VectorEncoding::F32 => {
+            w.begin(kind::VF32);
+            for chunk in content.vectors.chunks(1 << 16) {
+                w.write(bytemuck::cast_slice(chunk)).map_err(io)?;
+            }
+        }
+        VectorEncoding::F16 => {
+            w.begin(kind::VF16);
+            let mut buf: Vec<f16> = Vec::with_capacity(1 << 16);
+            for chunk in content.vectors.chunks(1 << 16) {
+                buf.clear();
+                buf.extend(chunk.iter().map(|&x| f16::from_f32(x)));
+                w.write(bytemuck::cast_slice(&buf)).map_err(io)?;
+            }
+        }
+    }
+    w.end().map_err(io)?;
+    w.section(kind::IDS, bytemuck::cast_slice(content.ids))
+        .map_err(io)?;
+    let mut offsets = Vec::with_capacity(n + 1);
+    let mut at = 0u64;
+    offsets.push(0u64);
+    for m in content.meta {
+        at += m.len() as u64;
+        offsets.push(at);
+    }
+    w.section(kind::MOFF, bytemuck::cast_slice(&offsets))
+        .map_err(io)?;
+    w.begin(kind::MDAT);
+    for m in content.meta {
+        w.write(m).map_err(io)?;
+    }
+    w.end().map_err(io)?;
+    if let Some(g) = content.graph {
+        w.section(kind::GL0, bytemuck::cast_slice(&g.layer0))
+            .map_err(io)?;
+        w.section(kind::GLVL, bytemuck::cast_slice(&g.layer_sizes))
+            .map_err(io)?;
+        w.section(kind::GUPN, bytemuck::cast_slice(&g.upper_nodes))
+            .map_err(io)?;
+        w.section(kind::GUPL, bytemuck::cast_slice(&g.upper_links))
+            .map_err(io)?;
+    }
+    if let Some((channels, dims)) = content.factors {
+        let mut fidx = Vec::with_capacity(n * FIDX_ENTRY);
+        let mut off = 0u64;
+        for &(k, r, c) in dims {
+            let at = if k > 0 { off } else { 0 };
+            fidx.extend_from_slice(&at.to_le_bytes());
+            fidx.extend_from_slice(&k.to_le_bytes());
+            fidx.extend_from_slice(&r.to_le_bytes());
+            fidx.extend_from_slice(&c.to_le_bytes());
+            fidx.extend_from_slice(&[0, 0]);
+            if k > 0 {
+                off += StoredFactors::blob_len(k.into(), channels, r.into(), c.into()) as u64;
+            }
+        }
+        w.section(kind::FIDX, &fidx).map_err(io)?;
+        w.begin(kind::FDAT);
+        let mut buf = Vec::new();
+        for (row, &(k, r, c)) in dims.iter().enumerate() {
+            if k == 0 {
+                continue;
+            }
+            buf.clear();
+            blob(row, &mut buf)?;
+            if buf.len() != StoredFactors::blob_len(k.into(), channels, r.into(), c.into()) {
+                return Err(Error::invalid(format!(
+                    "{}: factor blob of row {row} has the wrong length",
+                    path.display()
+                )));
+            }
+            w.write(&buf).map_err(io)?;
+        }
+        w.end().map_err(io)?;
+    }
+    let (out, len, hash) = w.finish().map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok((len, hash))
+}
+
+/// Positions of a segment's sections in its container.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slots {
+    vectors: usize,
+    ids: usize,
+    moff: usize,
+    mdat: usize,
+    graph: Option<[usize; 4]>,
+    factors: Option<[usize; 2]>,
+}
+
+/// An open segment file.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub info: SegmentInfo,
+    pub container: Container,
+    store: Store,
+    slots: Slots,
+}
+
+/// Sections left on disk by a reading open (read on demand).
+const ON_DISK: &[Kind] = &[kind::FDAT];
+
+impl Segment {
+    /// Opens `path`: checks the container and section sizes; with [`OpenMode::Read`], also
+    /// the contents (see [`Segment::check_contents`]).
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Segment> {
+        let (store, container) = storage::open_store(path, &format::SEGMENT, mode, ON_DISK)?;
+        let seg = Segment::from_store(path, store, container)?;
+        if !seg.store.is_mapped() {
+            seg.check_contents()?;
+        }
+        Ok(seg)
+    }
+
+    /// Opens a segment held in memory and checks everything but checksums.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Segment> {
+        let (store, container) = Store::from_bytes(bytes, path, &format::SEGMENT)?;
+        let seg = Segment::from_store(path, store, container)?;
+        seg.check_contents()?;
+        Ok(seg)
+    }
+
+    fn index_of(c: &Container, k: Kind) -> Option<usize> {
+        c.sections.iter().position(|s| s.kind == k)
+    }
+
+    fn from_store(path: &Path, store: Store, c: Container) -> Result<Segment> {
+        let pb = path.to_path_buf();
+        let req = |k: Kind| -> Result<usize> {
+            Segment::index_of(&c, k)
+                .ok_or_else(|| bad(path, section_label(k), "required section is missing"))
+        };
+        let info_i = req(kind::INFO)?;
+        let info_bytes = store
+            .section(&c, info_i)
+            .ok_or_else(|| bad(path, section_label(kind::INFO), "not readable"))?;
+        let info = SegmentInfo::decode(info_bytes, path)?;
+        let (vk, other) = match info.encoding {
+            VectorEncoding::F32 => (kind::VF32, kind::VF16),
+            VectorEncoding::F16 => (kind::VF16, kind::VF32),
+        };
+        if Segment::index_of(&c, other).is_some() {
+            return Err(bad(
+                path,
+                section_label(other),
+                "present, but INFO declares the other vector encoding",
+            ));
+        }
+        let graph_kinds = [kind::GL0, kind::GLVL, kind::GUPN, kind::GUPL];
+        let graph = if info.graph_levels > 0 {
+            let mut g = [0usize; 4];
+            for (slot, k) in g.iter_mut().zip(graph_kinds) {
+                *slot = req(k)?;
+            }
+            Some(g)
+        } else {
+            if let Some(k) = graph_kinds
+                .iter()
+                .find(|k| Segment::index_of(&c, **k).is_some())
+            {
+                return Err(bad(
+                    path,
+                    section_label(*k),
+                    "present, but INFO declares no graph",
+                ));
+            }
+            None
+        };
+        let factors = if info.factor_channels > 0 {
+            Some([req(kind::FIDX)?, req(kind::FDAT)?])
+        } else {
+            if let Some(k) = [kind::FIDX, kind::FDAT]
+                .iter()
+                .find(|k| Segment::index_of(&c, **k).is_some())
+            {
+                return Err(bad(
+                    path,
+                    section_label(*k),
+                    "present, but INFO declares no factors",
+                ));
+            }
+            None
+        };
+        let slots = Slots {
+            vectors: req(vk)?,
+            ids: req(kind::IDS)?,
+            moff: req(kind::MOFF)?,
+            mdat: req(kind::MDAT)?,
+            graph,
+            factors,
+        };
+        let seg = Segment {
+            path: pb,
+            info,
+            container: c,
+            store,
+            slots,
+        };
+        seg.check_sizes()?;
+        Ok(seg)
+    }
+
+    fn err(&self, k: Kind, reason: impl Into<String>) -> Error {
+        bad(&self.path, section_label(k), reason)
+    }
+
+    /// The in-memory bytes of section slot `i` (empty if on disk).
+    fn bytes(&self, i: usize) -> &[u8] {
+        self.store.section(&self.container, i).unwrap_or(&[])
+    }
+
+    /// The bytes of slot `i` as `T`s; checked by [`Segment::check_sizes`] at open, so the
+    /// fallback to an empty slice is never taken.
+    fn typed<T: bytemuck::Pod>(&self, i: usize) -> &[T] {
+        bytemuck::try_cast_slice(self.bytes(i)).unwrap_or(&[])
+    }
+
+    fn expect_len(&self, i: usize, want: Option<usize>, what: &str) -> Result<()> {
+        let s = &self.container.sections[i];
+        match want {
+            Some(w) if w == s.len => Ok(()),
+            Some(w) => Err(self.err(s.kind, format!("is {} bytes, expected {w} ({what})", s.len))),
+            None => Err(self.err(s.kind, format!("size of {what} overflows"))),
+        }
+    }
+
+    fn check_cast<T: bytemuck::Pod>(&self, i: usize) -> Result<()> {
+        let k = self.container.sections[i].kind;
+        bytemuck::try_cast_slice::<u8, T>(self.bytes(i))
+            .map(|_| ())
+            .map_err(|e| self.err(k, format!("cannot be read as an array: {e:?}")))
+    }
+
+    /// O(1) checks: every section's size agrees with INFO, arrays are aligned, offsets
+    /// arrays start and end where they must, the graph's layer sizes add up.
+    fn check_sizes(&self) -> Result<()> {
+        let n = self.info.docs;
+        let d = self.info.dim;
+        let esize = match self.info.encoding {
+            VectorEncoding::F32 => 4,
+            VectorEncoding::F16 => 2,
+        };
+        let s = &self.slots;
+        self.expect_len(
+            s.vectors,
+            n.checked_mul(d).and_then(|x| x.checked_mul(esize)),
+            &format!("{n} descriptors of {d} values"),
+        )?;
+        match self.info.encoding {
+            VectorEncoding::F32 => self.check_cast::<f32>(s.vectors)?,
+            VectorEncoding::F16 => self.check_cast::<f16>(s.vectors)?,
+        }
+        self.expect_len(s.ids, n.checked_mul(8), &format!("{n} ids"))?;
+        self.check_cast::<u64>(s.ids)?;
+        self.expect_len(
+            s.moff,
+            (n + 1).checked_mul(8),
+            &format!("{} offsets", n + 1),
+        )?;
+        self.check_cast::<u64>(s.moff)?;
+        let moff: &[u64] = self.typed(s.moff);
+        let mdat_len = self.container.sections[s.mdat].len as u64;
+        if moff.first() != Some(&0) || moff.last() != Some(&mdat_len) {
+            return Err(self.err(
+                kind::MOFF,
+                format!("must start at 0 and end at the metadata length {mdat_len}"),
+            ));
+        }
+        if let Some([gl0, glvl, gupn, gupl]) = s.graph {
+            let (m0, m) = (self.info.graph_m0, self.info.graph_m);
+            self.expect_len(
+                gl0,
+                n.checked_mul(m0).and_then(|x| x.checked_mul(4)),
+                "layer-0 links",
+            )?;
+            self.check_cast::<u32>(gl0)?;
+            let upper = self.info.graph_levels - 1;
+            self.expect_len(glvl, Some(upper * 4), "upper layer sizes")?;
+            self.check_cast::<u32>(glvl)?;
+            let sizes: &[u32] = self.typed(glvl);
+            let mut total = 0usize;
+            let mut prev = n;
+            for (l, &sz) in sizes.iter().enumerate() {
+                let sz = sz as usize;
+                if sz == 0 || sz > prev {
+                    return Err(self.err(
+                        kind::GLVL,
+                        format!("layer {} holds {sz} rows; each layer must hold 1 to {prev} (the layer below)", l + 1),
+                    ));
+                }
+                prev = sz;
+                total += sz;
+            }
+            self.expect_len(gupn, total.checked_mul(4), "upper layer nodes")?;
+            self.check_cast::<u32>(gupn)?;
+            self.expect_len(
+                gupl,
+                total.checked_mul(m).and_then(|x| x.checked_mul(4)),
+                "upper layer links",
+            )?;
+            self.check_cast::<u32>(gupl)?;
+            if upper > 0 {
+                let nodes: &[u32] = self.typed(gupn);
+                let top = &nodes[total - prev..];
+                if !top.contains(&self.info.graph_entry) {
+                    return Err(self.err(
+                        kind::INFO,
+                        format!(
+                            "graph entry row {} is not in the top layer",
+                            self.info.graph_entry
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some([fidx, _]) = s.factors {
+            self.expect_len(fidx, n.checked_mul(FIDX_ENTRY), "factor index entries")?;
+        }
+        Ok(())
+    }
+
+    /// O(n) checks of the contents: ids strictly increasing; metadata offsets increasing
+    /// multiples of 8 and each record a valid archive; graph links in range, empty slots
+    /// last, upper layers sorted and nested, links pointing into their layer; factor index
+    /// entries consistent with the factor data. Checksums are [`Segment::verify`]'s job.
+    pub fn check_contents(&self) -> Result<()> {
+        let ids = self.ids();
+        if let Some(i) = ids.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(self.err(
+                kind::IDS,
+                format!("ids are not strictly increasing at row {}", i + 1),
+            ));
+        }
+        let moff: &[u64] = self.typed(self.slots.moff);
+        for (row, w) in moff.windows(2).enumerate() {
+            if w[0] > w[1] || w[0] % 8 != 0 {
+                return Err(self.err(
+                    kind::MOFF,
+                    format!("offset of row {row} is not a multiple of 8 at or before the next"),
+                ));
+            }
+            self.meta_record(row)?;
+        }
+        if let Some(g) = self.slots.graph {
+            self.check_graph(g)?;
+        }
+        if let Some([fidx, fdat]) = self.slots.factors {
+            let mut expect = 0u64;
+            let channels = self.info.factor_channels;
+            for row in 0..self.info.docs {
+                let (off, k, r, c) = self.factor_entry(row, fidx)?;
+                if k == 0 {
+                    continue;
+                }
+                if off != expect {
+                    return Err(self.err(
+                        kind::FIDX,
+                        format!("factors of row {row} start at byte {off}, expected {expect}"),
+                    ));
+                }
+                expect += StoredFactors::blob_len(k, channels, r, c) as u64;
+            }
+            let fdat_len = self.container.sections[fdat].len as u64;
+            if expect != fdat_len {
+                return Err(self.err(
+                    kind::FDAT,
+                    format!("is {fdat_len} bytes, but the factor index describes {expect}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_graph(&self, [gl0, glvl, gupn, gupl]: [usize; 4]) -> Result<()> {
+        let n = self.info.docs as u32;
+        let check_slots = |slots: &[u32], k: Kind, row: u32, member: &dyn Fn(u32) -> bool| {
+            let used = slots
+                .iter()
+                .position(|&l| l == NO_LINK)
+                .unwrap_or(slots.len());
+            if slots[used..].iter().any(|&l| l != NO_LINK) {
+                return Err(self.err(k, format!("row {row} has a link after an empty slot")));
+            }
+            if let Some(&l) = slots[..used].iter().find(|&&l| l >= n || !member(l)) {
+                return Err(self.err(
+                    k,
+                    format!("row {row} links to row {l}, which is not a row of its layer"),
+                ));
+            }
+            Ok(())
+        };
+        let l0: &[u32] = self.typed(gl0);
+        for (row, slots) in l0.chunks_exact(self.info.graph_m0).enumerate() {
+            check_slots(slots, kind::GL0, row as u32, &|_| true)?;
+        }
+        let sizes: &[u32] = self.typed(glvl);
+        let nodes: &[u32] = self.typed(gupn);
+        let links: &[u32] = self.typed(gupl);
+        let m = self.info.graph_m;
+        let mut start = 0usize;
+        let mut below: Option<&[u32]> = None;
+        for (l, &sz) in sizes.iter().enumerate() {
+            let layer = &nodes[start..start + sz as usize];
+            if let Some(i) = layer.windows(2).position(|w| w[0] >= w[1]) {
+                return Err(self.err(
+                    kind::GUPN,
+                    format!(
+                        "rows of layer {} are not strictly increasing at {}",
+                        l + 1,
+                        i + 1
+                    ),
+                ));
+            }
+            if let Some(&r) = layer
+                .iter()
+                .find(|&&r| r >= n || below.is_some_and(|b| b.binary_search(&r).is_err()))
+            {
+                return Err(self.err(
+                    kind::GUPN,
+                    format!("row {r} of layer {} is not a row of the layer below", l + 1),
+                ));
+            }
+            for (i, &row) in layer.iter().enumerate() {
+                let slots = &links[(start + i) * m..(start + i + 1) * m];
+                check_slots(slots, kind::GUPL, row, &|t| layer.binary_search(&t).is_ok())?;
+            }
+            below = Some(layer);
+            start += sz as usize;
+        }
+        Ok(())
+    }
+
+    /// Everything: [`Segment::check_contents`], all checksums and padding, finite
+    /// descriptors, and every factor blob decodable.
+    pub fn verify(&self) -> Result<()> {
+        self.check_contents()?;
+        // Padding was checked at open for the other stores.
+        if let Store::Mapped(m) = &self.store {
+            self.container.check_padding(m, &self.path)?;
+        }
+        self.store.verify_checksums(&self.container, &self.path)?;
+        let nonfinite = match self.vectors() {
+            Vectors::F32(v, d) => v.iter().position(|x| !x.is_finite()).map(|i| i / d),
+            Vectors::F16(v, d) => v.iter().position(|x| !x.is_finite()).map(|i| i / d),
+        };
+        if let Some(row) = nonfinite {
+            return Err(self.err(
+                self.container.sections[self.slots.vectors].kind,
+                format!("descriptor of row {row} has a non-finite value"),
+            ));
+        }
+        if self.slots.factors.is_some() {
+            for row in 0..self.info.docs {
+                self.factors(row)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of images.
+    pub fn docs(&self) -> usize {
+        self.info.docs
+    }
+
+    /// Ids, one per row.
+    pub fn ids(&self) -> &[u64] {
+        self.typed(self.slots.ids)
+    }
+
+    /// The row holding `id`, if any.
+    pub fn row_of(&self, id: u64) -> Option<usize> {
+        self.ids().binary_search(&id).ok()
+    }
+
+    /// Descriptors.
+    pub fn vectors(&self) -> Vectors<'_> {
+        match self.info.encoding {
+            VectorEncoding::F32 => Vectors::F32(self.typed(self.slots.vectors), self.info.dim),
+            VectorEncoding::F16 => Vectors::F16(self.typed(self.slots.vectors), self.info.dim),
+        }
+    }
+
+    /// The graph, if the segment has one.
+    pub fn graph(&self) -> Option<GraphRef<'_>> {
+        let [gl0, glvl, gupn, gupl] = self.slots.graph?;
+        Some(GraphRef::new(
+            self.info.docs,
+            self.info.graph_m0,
+            self.info.graph_m,
+            self.info.graph_entry,
+            self.typed(gl0),
+            self.typed(glvl),
+            self.typed(gupn),
+            self.typed(gupl),
+        ))
+    }
+
+    /// The validated metadata archive of `row`.
+    pub fn meta_record(&self, row: usize) -> Result<&ArchivedMetaRecord> {
+        let moff: &[u64] = self.typed(self.slots.moff);
+        let (Some(&a), Some(&b)) = (moff.get(row), moff.get(row + 1)) else {
+            return Err(self.err(kind::MOFF, format!("no row {row}")));
+        };
+        let mdat = self.bytes(self.slots.mdat);
+        if a % 8 != 0 || a > b || b > mdat.len() as u64 {
+            return Err(self.err(
+                kind::MOFF,
+                format!("record of row {row} at bytes {a}..{b} is misplaced"),
+            ));
+        }
+        rkyv::access::<ArchivedMetaRecord, rancor::Error>(&mdat[a as usize..b as usize])
+            .map_err(|e| self.err(kind::MDAT, format!("record of row {row} is invalid: {e}")))
+    }
+
+    /// The metadata of `row`.
+    pub fn meta(&self, row: usize) -> Result<ImageMeta> {
+        self.meta_record(row).map(ImageMeta::from_archived)
+    }
+
+    /// The raw metadata record bytes of `row` (for copying into a merged segment).
+    pub fn meta_bytes(&self, row: usize) -> Result<&[u8]> {
+        self.meta_record(row)?;
+        let moff: &[u64] = self.typed(self.slots.moff);
+        Ok(&self.bytes(self.slots.mdat)[moff[row] as usize..moff[row + 1] as usize])
+    }
+
+    fn factor_entry(&self, row: usize, fidx: usize) -> Result<(u64, usize, usize, usize)> {
+        let e = self
+            .bytes(fidx)
+            .get(row * FIDX_ENTRY..(row + 1) * FIDX_ENTRY)
+            .ok_or_else(|| self.err(kind::FIDX, format!("no entry for row {row}")))?;
+        let off = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+        let k = u16::from_le_bytes([e[8], e[9]]) as usize;
+        let r = u16::from_le_bytes([e[10], e[11]]) as usize;
+        let c = u16::from_le_bytes([e[12], e[13]]) as usize;
+        if e[14] != 0 || e[15] != 0 {
+            return Err(self.err(
+                kind::FIDX,
+                format!("entry of row {row}: reserved bytes not zero"),
+            ));
+        }
+        let ok = if k == 0 {
+            r == 0 && c == 0 && off == 0
+        } else {
+            k <= MAX_FACTORS
+                && (1..=MAX_HEATMAP_SIDE).contains(&r)
+                && (1..=MAX_HEATMAP_SIDE).contains(&c)
+        };
+        if !ok {
+            return Err(self.err(
+                kind::FIDX,
+                format!("entry of row {row} has impossible sizes K={k}, {r} × {c}"),
+            ));
+        }
+        Ok((off, k, r, c))
+    }
+
+    /// The stored layout `(k, rows, cols)` of `row`'s factors; k = 0 for none.
+    pub fn factor_dims(&self, row: usize) -> Result<FactorDims> {
+        let Some([fidx, _]) = self.slots.factors else {
+            return Ok((0, 0, 0));
+        };
+        let (_, k, r, c) = self.factor_entry(row, fidx)?;
+        Ok((k as u16, r as u16, c as u16))
+    }
+
+    /// The stored factor blob of `row`, if it has factors.
+    pub fn factor_blob(&self, row: usize) -> Result<Option<Cow<'_, [u8]>>> {
+        let Some([fidx, fdat]) = self.slots.factors else {
+            return Ok(None);
+        };
+        let (off, k, r, c) = self.factor_entry(row, fidx)?;
+        if k == 0 {
+            return Ok(None);
+        }
+        let len = StoredFactors::blob_len(k, self.info.factor_channels, r, c);
+        let start = usize::try_from(off).unwrap_or(usize::MAX);
+        let end = start.saturating_add(len);
+        let b = self
+            .store
+            .read_section_range(&self.container, fdat, start..end, &self.path)?;
+        Ok(Some(b))
+    }
+
+    /// The factors of `row`, if stored.
+    pub fn factors(&self, row: usize) -> Result<Option<StoredFactors>> {
+        let Some(blob) = self.factor_blob(row)? else {
+            return Ok(None);
+        };
+        let (k, r, c) = self.factor_dims(row)?;
+        StoredFactors::decode(
+            &blob,
+            k.into(),
+            self.info.factor_channels,
+            r.into(),
+            c.into(),
+        )
+        .map(Some)
+        .map_err(|e| self.err(kind::FDAT, format!("factors of row {row}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The archived layouts the specification describes.
+    #[test]
+    fn archived_layouts() {
+        assert_eq!(std::mem::size_of::<ArchivedMetaRecord>(), 64);
+        assert_eq!(std::mem::align_of::<ArchivedMetaRecord>(), 8);
+        let r = MetaRecord {
+            path: "/a/b.jpg".into(),
+            size: 1,
+            modified_ns: -2,
+            content_hash: [3; 32],
+            width: 4,
+            height: 5,
+        };
+        let b = encode_meta(&r).unwrap();
+        // An 8-byte path is stored inline: the record is exactly the root.
+        assert_eq!(b.len(), 64);
+        let long = MetaRecord {
+            path: "/a/much/longer/path.jpg".into(),
+            ..r.clone()
+        };
+        let b = encode_meta(&long).unwrap();
+        assert_eq!(b.len(), 24 + 64);
+        assert_eq!(&b[..23], long.path.as_bytes());
+        assert_eq!(&b[24 + 8..24 + 16], &1u64.to_le_bytes());
+    }
+}

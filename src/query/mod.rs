@@ -1,0 +1,733 @@
+//! Queries: an image (or a region of it) in, ranked and localized hits out.
+//!
+//! A [`Query`] is an options value — the image, an optional region and how to use it
+//! ([`BoxMode`]), how many hits, query expansion, localization, a minimum score — with
+//! documented defaults. A [`Searcher`] runs queries against an [`Index`] with the
+//! [`Pipeline`] the index was built with.
+//!
+//! ```no_run
+//! use deepfactor::query::{Query, Searcher, SearcherOptions};
+//! use deepfactor::BBox;
+//! # fn main() -> deepfactor::Result<()> {
+//! let searcher = Searcher::open("photos.dfi", SearcherOptions::default())?;
+//! let query = Query::new("query.jpg").region(BBox::new(90.0, 150.0, 255.0, 280.0)?).top_k(5);
+//! for hit in searcher.search(&query)?.hits {
+//!     println!("{:.3} {}", hit.score, hit.path.display());
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod benchmark;
+
+use crate::backbone::{preprocess, Activations, WeightSource};
+use crate::descriptor::{crop_image, Description};
+use crate::index::{Index, SearchMode, SearchOptions};
+use crate::localize::{JointLocalization, Localizer, Located};
+use crate::pipeline::Pipeline;
+use crate::{BBox, Error, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Hits returned when the query does not say.
+pub const DEFAULT_TOP_K: usize = 10;
+/// Results averaged into the query by [`Expansion::Average`] in the thesis (QE-5).
+pub const DEFAULT_EXPANSION_DEPTH: usize = 5;
+/// Exponent of α-query expansion (Radenović et al.).
+pub const DEFAULT_ALPHA: f32 = 3.0;
+
+/// How a query's region is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BoxMode {
+    /// The thesis' filter: describe the whole image, keep only the factors whose heatmap has
+    /// more than the threshold (75%) of its mass inside the box. Pooled descriptors pool the
+    /// cells whose centres lie inside the box.
+    #[default]
+    Filter,
+    /// Cut the image to the box and describe the cut-out, as most published methods do.
+    Crop,
+}
+
+impl std::str::FromStr for BoxMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "filter" => Ok(BoxMode::Filter),
+            "crop" => Ok(BoxMode::Crop),
+            _ => Err(Error::invalid(format!(
+                "box mode {s:?}: expected filter or crop"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for BoxMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BoxMode::Filter => "filter",
+            BoxMode::Crop => "crop",
+        })
+    }
+}
+
+/// Query expansion: search again with the query blended with its first results.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub enum Expansion {
+    /// One search.
+    #[default]
+    None,
+    /// Average query expansion: the query plus the top `n` results' descriptors, summed and
+    /// re-normalised (Chum et al.; the thesis uses `n = 5`).
+    Average(usize),
+    /// α-query expansion: the top `n` results weighted by `score^alpha` (Radenović et al.).
+    Alpha {
+        /// Results blended in.
+        n: usize,
+        /// Exponent of the weights.
+        alpha: f32,
+    },
+}
+
+/// Where to localize the query's region in the hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Localize {
+    /// No localization.
+    #[default]
+    None,
+    /// Joint NMF of the query with its first `n` hits (the thesis' method; re-runs the
+    /// network on those images).
+    Joint(usize),
+    /// From the factors stored in the index (fast; no network run on the hits).
+    Stored(usize),
+}
+
+/// The query image.
+#[derive(Debug, Clone)]
+pub enum QueryImage {
+    /// An image file.
+    Path(PathBuf),
+    /// Activations already extracted with the index's backbone (whole image).
+    Activations(Arc<Activations>),
+}
+
+/// A query: the image, an optional region, and how to search. Defaults: no region, filter box
+/// mode, [`DEFAULT_TOP_K`] hits, the index's default search mode, no expansion, no
+/// localization, no minimum score.
+#[derive(Debug, Clone)]
+pub struct Query {
+    image: QueryImage,
+    region: Option<BBox>,
+    box_mode: BoxMode,
+    top_k: usize,
+    ef_search: Option<usize>,
+    exact: Option<bool>,
+    expansion: Expansion,
+    localize: Localize,
+    min_score: Option<f32>,
+}
+
+impl Query {
+    /// A query by an image file.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Query::with_image(QueryImage::Path(path.into()))
+    }
+
+    /// A query by precomputed activations (of the whole image; `BoxMode::Crop` needs a file).
+    pub fn from_activations(acts: Activations) -> Self {
+        Query::with_image(QueryImage::Activations(Arc::new(acts)))
+    }
+
+    fn with_image(image: QueryImage) -> Self {
+        Query {
+            image,
+            region: None,
+            box_mode: BoxMode::default(),
+            top_k: DEFAULT_TOP_K,
+            ef_search: None,
+            exact: None,
+            expansion: Expansion::None,
+            localize: Localize::None,
+            min_score: None,
+        }
+    }
+
+    /// Searches for this region of the image (pixels of the image as stored, EXIF orientation
+    /// applied).
+    pub fn region(mut self, bbox: BBox) -> Self {
+        self.region = Some(bbox);
+        self
+    }
+
+    /// How the region is used (default [`BoxMode::Filter`]).
+    pub fn box_mode(mut self, mode: BoxMode) -> Self {
+        self.box_mode = mode;
+        self
+    }
+
+    /// Number of hits (default [`DEFAULT_TOP_K`]).
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
+    }
+
+    /// Beam width of the HNSW search (default: the index's).
+    pub fn ef_search(mut self, ef: usize) -> Self {
+        self.ef_search = Some(ef);
+        self
+    }
+
+    /// Force exact (`true`) or graph (`false`) search (default: by index size).
+    pub fn exact(mut self, exact: bool) -> Self {
+        self.exact = Some(exact);
+        self
+    }
+
+    /// Query expansion (default none).
+    pub fn expansion(mut self, e: Expansion) -> Self {
+        self.expansion = e;
+        self
+    }
+
+    /// Localization of the region in the hits (default none).
+    pub fn localize(mut self, l: Localize) -> Self {
+        self.localize = l;
+        self
+    }
+
+    /// Drop hits scoring below this (default: keep all).
+    pub fn min_score(mut self, s: f32) -> Self {
+        self.min_score = Some(s);
+        self
+    }
+
+    /// The query image.
+    pub fn image(&self) -> &QueryImage {
+        &self.image
+    }
+
+    /// The region, if any.
+    pub fn get_region(&self) -> Option<&BBox> {
+        self.region.as_ref()
+    }
+
+    /// The box mode.
+    pub fn get_box_mode(&self) -> BoxMode {
+        self.box_mode
+    }
+
+    /// Hits asked for.
+    pub fn get_top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// Expansion.
+    pub fn get_expansion(&self) -> Expansion {
+        self.expansion
+    }
+
+    /// Localization.
+    pub fn get_localize(&self) -> Localize {
+        self.localize
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.top_k == 0 {
+            return Err(Error::invalid("top_k must be at least 1"));
+        }
+        if let Some(s) = self.min_score {
+            if !s.is_finite() {
+                return Err(Error::invalid("min_score must be finite"));
+            }
+        }
+        match self.expansion {
+            Expansion::Average(0) | Expansion::Alpha { n: 0, .. } => {
+                return Err(Error::invalid("query expansion needs at least one result"))
+            }
+            Expansion::Alpha { alpha, .. } if !alpha.is_finite() || alpha < 0.0 => {
+                return Err(Error::invalid(
+                    "α of query expansion must be finite and non-negative",
+                ))
+            }
+            _ => {}
+        }
+        if matches!(self.localize, Localize::Joint(0) | Localize::Stored(0)) {
+            return Err(Error::invalid("localization needs at least one hit"));
+        }
+        if self.box_mode == BoxMode::Crop
+            && self.region.is_some()
+            && matches!(self.image, QueryImage::Activations(_))
+        {
+            return Err(Error::invalid(
+                "a crop query needs the image file, not activations",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    /// Rank, from 1.
+    pub rank: usize,
+    /// Id in the index.
+    pub id: u64,
+    /// The image file.
+    pub path: PathBuf,
+    /// Cosine similarity to the (expanded) query.
+    pub score: f32,
+    /// Where the query's region is in this image, when localization was asked for and this
+    /// hit was among those localized.
+    pub location: Option<Located>,
+}
+
+/// What the query was made of.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuerySummary {
+    /// The region, if any.
+    pub region: Option<BBox>,
+    /// Box mode used.
+    pub box_mode: BoxMode,
+    /// The query's activations grid (whole image).
+    pub grid: crate::CellGrid,
+    /// Factors the descriptor was built from (NMF kinds).
+    pub kept: Vec<usize>,
+    /// Whether the region rule fell back (see `descriptor::Description::fallback`).
+    pub fallback: bool,
+    /// Every factor's share of heatmap mass inside the region (NMF kinds, filter mode).
+    pub mass_inside: Vec<f32>,
+    /// The kept factors' heatmaps over `grid` (NMF kinds, filter mode or no region), each
+    /// scaled to a maximum of 1.
+    pub heatmaps: Vec<Vec<f32>>,
+    /// The joint localization's view of the query, when joint localization ran.
+    pub joint: Option<JointLocalization>,
+}
+
+/// Time spent in each stage, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Decoding, preprocessing and the network on the query.
+    pub features_ms: f64,
+    /// NMF and descriptor of the query.
+    pub describe_ms: f64,
+    /// Index search, expansion included.
+    pub search_ms: f64,
+    /// Localization (network on the hits included, for joint).
+    pub localize_ms: f64,
+    /// Everything.
+    pub total_ms: f64,
+}
+
+/// Result of a query.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResults {
+    /// Hits, best first.
+    pub hits: Vec<SearchHit>,
+    /// The query, described.
+    pub query: QuerySummary,
+    /// Time per stage.
+    pub timings: Timings,
+}
+
+/// How to open a [`Searcher`]: where the weights come from and which device runs the network.
+#[derive(Debug, Clone)]
+pub struct SearcherOptions {
+    weights: WeightSource,
+    device: Device,
+    localizer: crate::localize::LocalizerBuilder,
+}
+
+impl Default for SearcherOptions {
+    fn default() -> Self {
+        SearcherOptions {
+            weights: WeightSource::Default,
+            device: Device::Cpu,
+            localizer: Localizer::builder(),
+        }
+    }
+}
+
+impl SearcherOptions {
+    /// Weights of the backbone (default: the backbone's default; their fingerprint must match
+    /// the index's recipe).
+    pub fn weights(mut self, w: WeightSource) -> Self {
+        self.weights = w;
+        self
+    }
+
+    /// Device for the network.
+    pub fn device(mut self, d: Device) -> Self {
+        self.device = d;
+        self
+    }
+
+    /// Localization settings.
+    pub fn localizer(mut self, l: crate::localize::LocalizerBuilder) -> Self {
+        self.localizer = l;
+        self
+    }
+}
+
+/// Runs queries against an index.
+#[derive(Debug)]
+pub struct Searcher {
+    index: Index,
+    pipeline: Pipeline,
+    localizer: Localizer,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+impl Searcher {
+    /// A searcher over `index` with `pipeline`, which must make the index's recipe.
+    pub fn new(index: Index, pipeline: Pipeline, localizer: Localizer) -> Result<Self> {
+        index.recipe().check_compatible(pipeline.recipe())?;
+        Ok(Searcher {
+            index,
+            pipeline,
+            localizer,
+        })
+    }
+
+    /// Opens the index in `dir` and rebuilds its pipeline from its recipe.
+    pub fn open(dir: impl AsRef<Path>, options: SearcherOptions) -> Result<Self> {
+        let index = Index::open(dir.as_ref())?;
+        let whitening = crate::pipeline::load_index_whitening(&index)?;
+        let pipeline =
+            Pipeline::from_recipe(index.recipe(), options.weights, options.device, whitening)?;
+        let localizer = options.localizer.build()?;
+        Searcher::new(index, pipeline, localizer)
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The localizer.
+    pub fn localizer(&self) -> &Localizer {
+        &self.localizer
+    }
+
+    /// Describes the query image (or its region) as the index's descriptors are made.
+    fn describe(&self, q: &Query, acts: &Activations) -> Result<Description> {
+        let d = self.pipeline.describer();
+        match (q.region, q.box_mode) {
+            (None, _) => d.describe(acts),
+            (Some(b), BoxMode::Filter) => d.describe_region(acts, &b),
+            (Some(b), BoxMode::Crop) => {
+                let QueryImage::Path(path) = &q.image else {
+                    return Err(Error::invalid("a crop query needs the image file"));
+                };
+                let img = preprocess::load_rgb(path)?;
+                let cut = crop_image(&img, &b).map_err(|e| match e {
+                    Error::InvalidArgument(r) => Error::image(path, r),
+                    other => other,
+                })?;
+                let prepared = self.pipeline.backbone().preprocess().prepare(&cut)?;
+                let crop_acts = self.pipeline.backbone().extract(&prepared)?;
+                d.describe(&crop_acts)
+            }
+        }
+    }
+
+    fn run_search(&self, vector: &[f32], k: usize, q: &Query) -> Result<Vec<crate::index::Hit>> {
+        let mut opts = SearchOptions::new().k(k);
+        if let Some(ef) = q.ef_search {
+            opts = opts.ef_search(ef);
+        }
+        if let Some(exact) = q.exact {
+            opts = opts.mode(if exact {
+                SearchMode::Exact
+            } else {
+                SearchMode::Hnsw
+            });
+        }
+        self.index.search(self.pipeline.recipe(), vector, &opts)
+    }
+
+    /// Runs a query.
+    pub fn search(&self, q: &Query) -> Result<SearchResults> {
+        q.validate()?;
+        let start = Instant::now();
+        let mut timings = Timings::default();
+
+        let t = Instant::now();
+        let acts: Arc<Activations> = match &q.image {
+            QueryImage::Path(p) => Arc::new(self.pipeline.backbone().extract_path(p)?),
+            QueryImage::Activations(a) => a.clone(),
+        };
+        if let Some(b) = &q.region {
+            let (w, h) = (acts.grid.image_width as f32, acts.grid.image_height as f32);
+            if b.clip(w, h).area() <= 0.0 {
+                return Err(Error::invalid(format!(
+                    "the region ({}, {}, {}, {}) lies outside the {w}×{h} query image",
+                    b.x1, b.y1, b.x2, b.y2
+                )));
+            }
+        }
+        timings.features_ms = ms(t);
+
+        let t = Instant::now();
+        let desc = self.describe(q, &acts)?;
+        timings.describe_ms = ms(t);
+
+        let t = Instant::now();
+        let depth = match q.expansion {
+            Expansion::None => 0,
+            Expansion::Average(n) | Expansion::Alpha { n, .. } => n,
+        };
+        let mut hits = self.run_search(&desc.vector, q.top_k.max(depth), q)?;
+        if depth > 0 && !hits.is_empty() {
+            let mut expanded = desc.vector.clone();
+            for h in hits.iter().take(depth) {
+                let w = match q.expansion {
+                    Expansion::Alpha { alpha, .. } => h.score.max(0.0).powf(alpha),
+                    _ => 1.0,
+                };
+                if let Some(v) = self.index.descriptor(h.id)? {
+                    expanded.iter_mut().zip(&v).for_each(|(e, x)| *e += w * x);
+                }
+            }
+            normalize(&mut expanded);
+            hits = self.run_search(&expanded, q.top_k, q)?;
+        }
+        hits.truncate(q.top_k);
+        if let Some(min) = q.min_score {
+            hits.retain(|h| h.score >= min);
+        }
+        let mut out = Vec::with_capacity(hits.len());
+        for (i, h) in hits.iter().enumerate() {
+            let doc = self
+                .index
+                .document(h.id)?
+                .ok_or_else(|| Error::invalid(format!("hit {} vanished from the index", h.id)))?;
+            out.push(SearchHit {
+                rank: i + 1,
+                id: h.id,
+                path: doc.meta.path,
+                score: h.score,
+                location: None,
+            });
+        }
+        timings.search_ms = ms(t);
+
+        // The query's heatmaps: the kept factors, from its own factorization.
+        let heatmaps = match (&desc.factors, q.box_mode, q.region) {
+            (Some(f), BoxMode::Filter, _) | (Some(f), _, None) => desc
+                .kept
+                .iter()
+                .map(|&k| {
+                    let mut h: Vec<f32> = (0..f.u.rows()).map(|r| f.u.get(r, k)).collect();
+                    let m = h.iter().copied().fold(0.0f32, f32::max);
+                    if m > 0.0 {
+                        h.iter_mut().for_each(|v| *v /= m);
+                    }
+                    h
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+
+        let t = Instant::now();
+        let region = q.region.unwrap_or(BBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: acts.grid.image_width as f32,
+            y2: acts.grid.image_height as f32,
+        });
+        let mut joint_view = None;
+        match q.localize {
+            Localize::None => {}
+            Localize::Joint(n) => {
+                let n = n.min(out.len());
+                let paths: Vec<PathBuf> = out[..n].iter().map(|h| h.path.clone()).collect();
+                let results = self.pipeline.backbone().extract_paths(&paths);
+                let mut ok = Vec::new();
+                let mut slots = Vec::new();
+                for (i, r) in results.into_iter().enumerate() {
+                    match r {
+                        Ok(a) => {
+                            ok.push(a);
+                            slots.push(i);
+                        }
+                        // A hit whose file is gone or unreadable now is not localized.
+                        Err(_) => continue,
+                    }
+                }
+                if !ok.is_empty() {
+                    let refs: Vec<&Activations> = ok.iter().collect();
+                    let joint = self.localizer.joint(&acts, &region, &refs)?;
+                    for (slot, loc) in slots.iter().zip(&joint.targets) {
+                        out[*slot].location = Some(loc.clone());
+                    }
+                    joint_view = Some(joint);
+                }
+            }
+            Localize::Stored(n) => {
+                let f = match &desc.factors {
+                    Some(f) => f.clone(),
+                    None => self.pipeline.describer().factorize(&acts)?,
+                };
+                let kept: Vec<usize> = if desc.kept.is_empty() {
+                    (0..f.v.rows()).collect()
+                } else {
+                    desc.kept.clone()
+                };
+                let concepts: Vec<(usize, Vec<f32>)> =
+                    kept.iter().map(|&k| (k, f.v.row(k).to_vec())).collect();
+                for hit in out.iter_mut().take(n) {
+                    let Some(sf) = self.index.factors(hit.id)? else {
+                        continue;
+                    };
+                    let v = sf.concepts();
+                    let u = sf.heatmaps();
+                    let target_v: Vec<Vec<f32>> =
+                        (0..v.rows()).map(|r| v.row(r).to_vec()).collect();
+                    let target_h: Vec<Vec<f32>> =
+                        (0..u.rows()).map(|r| u.row(r).to_vec()).collect();
+                    let doc = self.index.document(hit.id)?;
+                    let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
+                    let grid = crate::CellGrid {
+                        rows: sf.rows(),
+                        cols: sf.cols(),
+                        image_width: w,
+                        image_height: h,
+                    };
+                    hit.location = Some(
+                        self.localizer
+                            .from_stored(&concepts, &target_v, &target_h, &grid)?,
+                    );
+                }
+            }
+        }
+        timings.localize_ms = ms(t);
+        timings.total_ms = ms(start);
+
+        Ok(SearchResults {
+            hits: out,
+            query: QuerySummary {
+                region: q.region,
+                box_mode: q.box_mode,
+                grid: acts.grid,
+                kept: desc.kept.clone(),
+                fallback: desc.fallback,
+                mass_inside: desc.mass_inside.clone(),
+                heatmaps,
+                joint: joint_view,
+            },
+            timings,
+        })
+    }
+}
+
+impl SearchResults {
+    /// The visual report of this search: the query with its region and kept heatmaps, each
+    /// hit with its score, factor overlay and predicted box. `query_image` is the query file;
+    /// `settings` are shown as a table (recipe, box mode, expansion, timings are added).
+    pub fn to_report(
+        &self,
+        query_image: &Path,
+        recipe: &crate::Recipe,
+        settings: Vec<(String, String)>,
+    ) -> crate::report::SearchReport {
+        use crate::report::{FactorHeatmap, QueryView, ResultView, SearchReport};
+        let name = query_image.file_name().map_or_else(
+            || query_image.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut query = QueryView::new(name.clone(), query_image);
+        query.bbox = self.query.region;
+        query.grid = Some(self.query.grid);
+        // The joint factorization's kept factors if it ran (their numbers label the hits'
+        // overlays), else the query's own kept factors.
+        query.factors = match &self.query.joint {
+            Some(j) => j
+                .kept
+                .iter()
+                .zip(&j.query_heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.clone()))
+                .collect(),
+            None => self
+                .query
+                .kept
+                .iter()
+                .zip(&self.query.heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.clone()))
+                .collect(),
+        };
+        let results = self
+            .hits
+            .iter()
+            .map(|h| {
+                let file = h.path.file_name().map_or_else(
+                    || h.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let mut r = ResultView::new(h.rank, file, h.path.as_path(), h.score);
+                r.details.push(("id".into(), h.id.to_string()));
+                r.details
+                    .push(("path".into(), h.path.display().to_string()));
+                if let Some(loc) = &h.location {
+                    r.grid = Some(loc.grid);
+                    r.bbox = loc.bbox;
+                    r.factors = loc
+                        .factor_maps
+                        .iter()
+                        .map(|(k, m)| FactorHeatmap::new(*k, m.clone()))
+                        .collect();
+                    r.average = Some(loc.heatmap.clone());
+                }
+                r
+            })
+            .collect();
+        let mut all = vec![("recipe".to_string(), recipe.describe())];
+        if let Some(b) = &self.query.region {
+            all.push((
+                "region".into(),
+                format!(
+                    "{:.0}, {:.0} – {:.0}, {:.0} ({})",
+                    b.x1, b.y1, b.x2, b.y2, self.query.box_mode
+                ),
+            ));
+            if self.query.fallback {
+                all.push((
+                    "region note".into(),
+                    "no factor passed the mass threshold; the one with the largest share was used"
+                        .into(),
+                ));
+            }
+        }
+        all.extend(settings);
+        let t = &self.timings;
+        all.push((
+            "time".into(),
+            format!(
+                "{:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
+                t.total_ms, t.features_ms, t.describe_ms, t.search_ms, t.localize_ms
+            ),
+        ));
+        SearchReport {
+            title: format!("deepfactor search: {name}"),
+            query,
+            results,
+            settings: all,
+        }
+    }
+}
