@@ -21,8 +21,9 @@
 //! Options: `--k K` (NMF rank, default 8), `--kinds a,b,...` (default all), `--map-at K`
 //! (add mAP@K columns, thesis eq. 5.8), `--whiten-on DIR` (also evaluate each kind whitened
 //! by a PCA whitening learned on the local vectors of another dataset's database images),
-//! `--whiten-power P` (default 0.5), `--whiten-dim D`, `--json` (one JSON object on stdout
-//! instead of the tables). Weights: `DEEPFACTOR_EFFICIENTNET_LITE0_WEIGHTS` or the file
+//! `--whiten-power P` (default 0.5), `--whiten-dim D`, `--refactorize` (ignore the factor
+//! cache, which is keyed by the activations and the describer's recipe but not by the NMF
+//! engine's code), `--json` (one JSON object on stdout instead of the tables). Weights: `DEEPFACTOR_EFFICIENTNET_LITE0_WEIGHTS` or the file
 //! `scripts/setup.sh` fetches.
 
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,7 @@ struct Options {
     whiten_on: Option<PathBuf>,
     whiten_power: f32,
     whiten_dim: Option<usize>,
+    refactorize: bool,
     json: bool,
 }
 
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Options> {
         whiten_on: None,
         whiten_power: DEFAULT_WHITEN_POWER,
         whiten_dim: None,
+        refactorize: false,
         json: false,
     };
     let mut gt = None;
@@ -96,10 +99,11 @@ fn parse_args() -> Result<Options> {
             "--whiten-power" => o.whiten_power = value()?.parse().context("--whiten-power")?,
             "--whiten-dim" => o.whiten_dim = Some(value()?.parse().context("--whiten-dim")?),
             "--json" => o.json = true,
+            "--refactorize" => o.refactorize = true,
             "-h" | "--help" => {
                 println!(
                     "usage: descriptor_map --gt DIR [--k K] [--kinds a,b] [--map-at K] \\\n    \
-                     [--whiten-on DIR] [--whiten-power P] [--whiten-dim D] [--json]"
+                     [--whiten-on DIR] [--whiten-power P] [--whiten-dim D] [--refactorize] [--json]"
                 );
                 std::process::exit(0);
             }
@@ -154,7 +158,11 @@ fn main() -> Result<()> {
     let needs_nmf = o.kinds.iter().any(|k| k.is_nmf());
     let nmf_describer = |kind| DescriptorConfig::new(kind).k(o.k).build();
     let factors = if needs_nmf {
-        Some(factorize(&set, &nmf_describer(DescriptorKind::NmfV)?)?)
+        Some(factorize(
+            &set,
+            &nmf_describer(DescriptorKind::NmfV)?,
+            o.refactorize,
+        )?)
     } else {
         None
     };
@@ -172,7 +180,11 @@ fn main() -> Result<()> {
     if let Some(dir) = &o.whiten_on {
         let train = load_set(dir, &backbone)?;
         let train_factors = if needs_nmf {
-            Some(factorize(&train, &nmf_describer(DescriptorKind::NmfV)?)?)
+            Some(factorize(
+                &train,
+                &nmf_describer(DescriptorKind::NmfV)?,
+                o.refactorize,
+            )?)
         } else {
             None
         };
@@ -249,13 +261,13 @@ fn load_set(dir: &Path, backbone: &Backbone) -> Result<Set> {
 
 /// The NMF factors of every database image and crop, from the factor cache beside the
 /// activation cache when it matches (same activations, rank, CroW setting and NMF parameters).
-fn factorize(set: &Set, d: &Describer) -> Result<Factors> {
+fn factorize(set: &Set, d: &Describer, fresh: bool) -> Result<Factors> {
     let key = blake3::hash(format!("{} k={:?} crow={}", d.spec(), d.k(), d.crow()).as_bytes());
     let mut name = set.cache.file_stem().unwrap_or_default().to_os_string();
     name.push(format!("-nmf-{}.factors", &key.to_hex()[..12]));
     let file = set.cache.with_file_name(name);
     let n = set.database.len();
-    if file.is_file() {
+    if file.is_file() && !fresh {
         let mut all = read_factors(&file)?;
         if all.len() == n + set.crops.len() {
             eprintln!("reading cached factors from {}", file.display());

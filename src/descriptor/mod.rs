@@ -408,7 +408,8 @@ impl Describer {
     }
 
     /// The kind's name followed by the parameters that change its values, e.g.
-    /// `gem(p=3)` or `nmf-vu(max_iter=200,tol=0)`: the recipe's `descriptor` field.
+    /// `gem(p=3)` or `nmf-vu(max_iter=200,tol=0,init=nndsvda)`: the recipe's `descriptor`
+    /// field.
     pub fn spec(&self) -> String {
         let c = &self.cfg;
         match c.kind {
@@ -543,16 +544,17 @@ impl Describer {
             None => ((0..k).collect(), Vec::new(), false),
         };
         let concepts = self.concepts(grid, &factors, &kept);
-        let mut sum = vec![0f32; self.output_dim(factors.v.cols())];
+        // Unit rows (all-zero concepts left out), whitened together when configured.
         let mut used = Vec::with_capacity(kept.len());
+        let mut units = Vec::with_capacity(kept.len() * concepts.cols());
         for (i, &j) in kept.iter().enumerate() {
-            if let Some(row) = self.local(concepts.row(i))? {
-                for (s, x) in sum.iter_mut().zip(row) {
-                    *s += x;
-                }
+            if let Some(u) = unit(concepts.row(i)) {
+                units.extend(u);
                 used.push(j);
             }
         }
+        let units = Matrix::from_vec(used.len(), concepts.cols(), units)?;
+        let sum = column_sums(&self.whiten_rows(units)?);
         let kept = if region.is_some() { kept } else { used };
         Ok(Description {
             vector: finish(sum, self.cfg.kind)?,
@@ -650,6 +652,14 @@ impl Describer {
         }
     }
 
+    /// Rows whitened (and re-normalised) when a whitening is set, unchanged otherwise.
+    fn whiten_rows(&self, rows: Matrix) -> Result<Matrix> {
+        match (&self.cfg.whitening, self.whiten_dim) {
+            (Some(w), Some(d)) => w.apply_rows(&rows, self.cfg.whiten_power, d),
+            _ => Ok(rows),
+        }
+    }
+
     /// The activations, CroW channel-weighted when that is on (for the pooled kinds other
     /// than CroW, which weighs inside its pooling).
     fn weighted<'a>(&self, a: &'a Matrix) -> std::borrow::Cow<'a, Matrix> {
@@ -681,17 +691,8 @@ impl Describer {
         if self.cfg.kind == DescriptorKind::Rmac {
             let a = self.weighted(a);
             let regions = pooling::rmac_vectors(&a, rows, cols, self.cfg.rmac_levels);
-            let mut sum = vec![0f32; self.output_dim(a.cols())];
-            for i in 0..regions.rows() {
-                // Regions are already unit (up to the authors' ε); whitening re-normalises.
-                let r = match (&self.cfg.whitening, self.whiten_dim) {
-                    (Some(w), Some(d)) => w.apply(regions.row(i), self.cfg.whiten_power, d)?,
-                    _ => regions.row(i).to_vec(),
-                };
-                for (s, x) in sum.iter_mut().zip(r) {
-                    *s += x;
-                }
-            }
+            // Regions are already unit (up to the authors' ε); whitening re-normalises.
+            let sum = column_sums(&self.whiten_rows(regions)?);
             return finish(sum, self.cfg.kind);
         }
         let v = self.pooled_raw(a);
@@ -711,6 +712,17 @@ fn unit(x: &[f32]) -> Option<Vec<f32>> {
         .sum::<f64>()
         .sqrt();
     (norm > 0.0).then(|| x.iter().map(|&v| (f64::from(v) / norm) as f32).collect())
+}
+
+/// The sum of the rows of `m`.
+fn column_sums(m: &Matrix) -> Vec<f32> {
+    let mut sum = vec![0f32; m.cols()];
+    for i in 0..m.rows() {
+        for (s, x) in sum.iter_mut().zip(m.row(i)) {
+            *s += x;
+        }
+    }
+    sum
 }
 
 /// L2-normalises a descriptor; an error when it is zero (no active feature).

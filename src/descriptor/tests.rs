@@ -77,6 +77,16 @@ fn covariance(x: &[Vec<f32>]) -> Vec<Vec<f64>> {
     c
 }
 
+/// Asserts that `c` is the identity matrix within `tol`.
+fn assert_identity(c: &[Vec<f64>], tol: f64, what: &str) {
+    for (i, row) in c.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let want = if i == j { 1.0 } else { 0.0 };
+            assert!((v - want).abs() < tol, "{what}: cov[{i}][{j}] = {v}");
+        }
+    }
+}
+
 #[test]
 fn kinds_parse_and_print() {
     for k in DescriptorKind::ALL {
@@ -394,38 +404,21 @@ fn whitening_a_known_covariance_gives_identity() {
     let white: Vec<Vec<f32>> = (0..x.rows())
         .map(|i| w.project(x.row(i), 0.5, 4).unwrap())
         .collect();
-    let c = covariance(&white);
-    for i in 0..4 {
-        for j in 0..4 {
-            let want = if i == j { 1.0 } else { 0.0 };
-            assert!((c[i][j] - want).abs() < 1e-3, "cov[{i}][{j}] = {}", c[i][j]);
-        }
-    }
+    assert_identity(&covariance(&white), 1e-3, "training");
     // ... and fresh samples of the same distribution nearly so.
     let fresh = gaussian_samples(20_000, &mean, &l, 8);
     let white: Vec<Vec<f32>> = (0..fresh.rows())
         .map(|i| w.project(fresh.row(i), 0.5, 4).unwrap())
         .collect();
-    let c = covariance(&white);
-    for i in 0..4 {
-        for j in 0..4 {
-            let want = if i == j { 1.0 } else { 0.0 };
-            assert!(
-                (c[i][j] - want).abs() < 0.05,
-                "fresh cov[{i}][{j}] = {}",
-                c[i][j]
-            );
-        }
-    }
+    assert_identity(&covariance(&white), 0.05, "fresh");
     // With many samples Ledoit–Wolf barely shrinks and the result is still white.
     let lw = Whitening::learner("synthetic", 20_000).learn(&x).unwrap();
     assert!(lw.shrinkage() < 0.01, "{}", lw.shrinkage());
     let white: Vec<Vec<f32>> = (0..x.rows())
         .map(|i| lw.project(x.row(i), 0.5, 4).unwrap())
         .collect();
-    let c = covariance(&white);
-    for i in 0..4 {
-        assert!((c[i][i] - 1.0).abs() < 0.02, "{}", c[i][i]);
+    for (i, row) in covariance(&white).iter().enumerate() {
+        assert!((row[i] - 1.0).abs() < 0.02, "{}", row[i]);
     }
     // Power 0 only rotates: the norm of the centred vector is kept when no axis is cut.
     let y = w.project(x.row(0), 0.0, 4).unwrap();
@@ -437,6 +430,18 @@ fn whitening_a_known_covariance_gives_identity() {
     assert!((norm(&a) - 1.0).abs() < 1e-6);
     assert!((a[0] - p[0] / norm(&p)).abs() < 1e-6);
     assert!(w.apply(x.row(1), 0.5, 5).is_err());
+    // apply_rows is apply on each row.
+    let some = Matrix::from_vec(3, 4, x.as_slice()[..12].to_vec()).unwrap();
+    for dim in [2, 4] {
+        let rows = w.apply_rows(&some, 0.25, dim).unwrap();
+        for i in 0..3 {
+            let one = w.apply(some.row(i), 0.25, dim).unwrap();
+            for (a, b) in rows.row(i).iter().zip(&one) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+    assert!(w.apply_rows(&some, 0.5, 0).is_err());
     assert!(w.apply(&[1.0, 2.0], 0.5, 2).is_err());
 }
 
@@ -499,12 +504,7 @@ fn whitening_with_fewer_vectors_than_dimensions() {
     let white: Vec<Vec<f32>> = (0..6)
         .map(|i| plain.project(x.row(i), 0.5, 5).unwrap())
         .collect();
-    let c = covariance(&white);
-    for i in 0..5 {
-        for j in 0..5 {
-            assert!((c[i][j] - if i == j { 1.0 } else { 0.0 }).abs() < 1e-3);
-        }
-    }
+    assert_identity(&covariance(&white), 1e-3, "few vectors");
     // A describer caps at what the whitening has.
     let w = Arc::new(w);
     assert!(DescriptorConfig::new(DescriptorKind::Mac)

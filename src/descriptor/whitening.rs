@@ -372,6 +372,49 @@ impl Whitening {
         Ok(y)
     }
 
+    /// [`Whitening::apply`] on every row of `x` (`n × input_dim`) at once, as one matrix
+    /// product: row `i` of the result is `apply(x.row(i), power, dim)`.
+    pub fn apply_rows(&self, x: &Matrix, power: f32, dim: usize) -> Result<Matrix> {
+        if x.cols() != self.input_dim() {
+            return Err(Error::invalid(format!(
+                "whitening {} takes {}-dimensional vectors, got {}",
+                self.id,
+                self.input_dim(),
+                x.cols()
+            )));
+        }
+        if dim == 0 || dim > self.max_output_dim() {
+            return Err(Error::invalid(format!(
+                "whitening {} gives 1 to {} dimensions, {dim} were asked",
+                self.id,
+                self.max_output_dim()
+            )));
+        }
+        let mut centred = x.clone();
+        for i in 0..centred.rows() {
+            for (v, m) in centred.row_mut(i).iter_mut().zip(&self.mean) {
+                *v -= m;
+            }
+        }
+        let axes = self.components.view().rows_range(0, dim).t();
+        let mut y = crate::linalg::par_product(centred.view(), axes);
+        let scale: Vec<f32> = self.variances[..dim]
+            .iter()
+            .map(|v| 1.0 / v.powf(power))
+            .collect();
+        for i in 0..y.rows() {
+            let row = y.row_mut(i);
+            for (v, s) in row.iter_mut().zip(&scale) {
+                *v *= s;
+            }
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                row.iter_mut().for_each(|v| *v /= norm);
+            }
+        }
+        Ok(y)
+    }
+
     /// [`Whitening::apply`] without the final normalisation.
     pub fn project(&self, x: &[f32], power: f32, dim: usize) -> Result<Vec<f32>> {
         if x.len() != self.input_dim() {
