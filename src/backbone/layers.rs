@@ -112,6 +112,14 @@ impl Conv {
         };
         let y = if self.depthwise {
             depthwise_conv2d(&x, &self.weight, self.stride)?
+        } else if (kh, kw) == (1, 1) && self.stride == 1 && padding == 0 {
+            // A 1×1 convolution is a matrix product over the channels; done directly, it skips
+            // the unfolding copy a general convolution makes.
+            let (n, c, h, w) = x.dims4()?;
+            let o = self.weight.dim(0)?;
+            let wm = self.weight.reshape((o, c))?;
+            wm.broadcast_matmul(&x.reshape((n, c, h * w))?)?
+                .reshape((n, o, h, w))?
         } else {
             x.conv2d(&self.weight, padding, self.stride, 1, 1)?
         };
