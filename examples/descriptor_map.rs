@@ -16,6 +16,8 @@
 //! - *full*: the whole query image (its database descriptor);
 //! - *filter* (NMF kinds): the whole query image, keeping the factors whose heatmap has more
 //!   than 75% of its mass inside the box (`Describer::describe_region`);
+//! - *box pooling* (pooled kinds): the whole query image, pooled over the cells whose centres
+//!   lie inside the box (`Describer::describe_region`) — the pooled kinds' analogue of the filter;
 //! - *+ QE5*: average query expansion with the top 5 results, re-ranked.
 //!
 //! Options: `--k K` (NMF rank, default 8), `--kinds a,b,...` (default all), `--map-at K`
@@ -143,6 +145,10 @@ struct Row {
     filter: Option<f64>,
     filter_at: Option<f64>,
     filter_qe: Option<f64>,
+    /// Pooled kinds: the whole query image pooled over the cells inside the box.
+    boxpool: Option<f64>,
+    boxpool_at: Option<f64>,
+    boxpool_qe: Option<f64>,
     kept: Option<f64>,
     fallbacks: Option<usize>,
     recipe: Option<deepfactor::Recipe>,
@@ -420,6 +426,21 @@ fn score(
         };
         (describe(&set.database)?, describe(&set.crops)?, None)
     };
+    let boxpool: Option<Vec<Vec<f32>>> = if kind.is_nmf() {
+        None
+    } else {
+        let vs = set
+            .gt
+            .queries()
+            .par_iter()
+            .zip(&set.query_images)
+            .map(|(q, &img)| {
+                let bbox = q.bbox.context("query without a box")?;
+                Ok(d.describe_region(&set.database[img], &bbox)?.vector)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Some(vs)
+    };
     let full: Vec<Vec<f32>> = set.query_images.iter().map(|&i| db[i].clone()).collect();
     let map = |qs: &[Vec<f32>], qe: bool, protocol: Protocol| -> Result<f64> {
         let mut rankings = Rankings::new();
@@ -455,6 +476,11 @@ fn score(
         full_at: at(&full)?,
         ..Row::default()
     };
+    if let Some(vs) = boxpool {
+        row.boxpool = Some(map(&vs, false, Protocol::Classic)?);
+        row.boxpool_at = at(&vs)?;
+        row.boxpool_qe = Some(map(&vs, true, Protocol::Classic)?);
+    }
     if let Some(filter) = filter {
         let vs: Vec<Vec<f32>> = filter.iter().map(|f| f.vector.clone()).collect();
         row.filter = Some(map(&vs, false, Protocol::Classic)?);
@@ -498,6 +524,11 @@ fn print_tables(set: &Set, o: &Options, rows: &[Row]) {
         head.push(format!("{a}crop"));
     }
     head.push("mAP crop + QE5".into());
+    head.push("mAP box pooling".into());
+    if let Some(a) = &at {
+        head.push(format!("{a}box pooling"));
+    }
+    head.push("mAP box pooling + QE5".into());
     table(
         &head,
         rows.iter().filter(|r| r.filter.is_none()).map(|r| {
@@ -506,6 +537,11 @@ fn print_tables(set: &Set, o: &Options, rows: &[Row]) {
                 c.push(opt(r.crop_at));
             }
             c.push(f(r.crop_qe));
+            c.push(opt(r.boxpool));
+            if at.is_some() {
+                c.push(opt(r.boxpool_at));
+            }
+            c.push(opt(r.boxpool_qe));
             c
         }),
     );
@@ -564,7 +600,9 @@ fn print_json(set: &Set, o: &Options, rows: &[Row]) -> Result<()> {
                 "descriptor": r.name, "map_crop": r.crop, "map_full": r.full,
                 "map_crop_qe5": r.crop_qe, "map_at_crop": r.crop_at, "map_at_full": r.full_at,
                 "map_filter": r.filter, "map_at_filter": r.filter_at,
-                "map_filter_qe5": r.filter_qe, "mean_kept": r.kept, "fallbacks": r.fallbacks,
+                "map_filter_qe5": r.filter_qe,
+                "map_box_pooling": r.boxpool, "map_at_box_pooling": r.boxpool_at,
+                "map_box_pooling_qe5": r.boxpool_qe, "mean_kept": r.kept, "fallbacks": r.fallbacks,
                 "recipe": r.recipe,
             })
         })
