@@ -6,7 +6,9 @@
 //! a heatmap in every image. The factors whose query heatmap puts more than
 //! [`DEFAULT_MASS_THRESHOLD`] of its mass inside the query box are the region's concepts; in
 //! each retrieved image their heatmaps are averaged, the strongest cells kept
-//! ([`Binarize`]: Otsu's threshold by default, the thesis' fixed top 30% as an option), and the
+//! ([`Binarize`]: by default a level calibrated so that the query's own heatmap gives back the
+//! query's box — in a joint factorization an absolute level, since all images share one scale;
+//! the thesis' fixed top 30% and Otsu's threshold as options), and the
 //! box around the largest connected group of kept cells is the predicted region.
 //!
 //! **Stored** (fast, no network): each retrieved image's own NMF factors, stored in the index,
@@ -38,7 +40,15 @@ pub enum Binarize {
     /// Otsu's threshold: the value that best separates the heatmap's values into two classes
     /// (maximum between-class variance); parameter-free and adaptive to the region's size.
     Otsu,
+    /// Calibrated on the query: the fraction of the maximum that, applied to the query's own
+    /// averaged heatmap, gives the box closest (IoU) to the query's box; the same fraction is
+    /// then applied to every other image. Adapts to the region's size and to how peaked the
+    /// region's heatmaps are, with no parameter.
+    Calibrated,
 }
+
+/// Fractions of the maximum tried by [`Binarize::Calibrated`].
+const CALIBRATION_STEPS: usize = 19;
 
 /// Otsu's threshold over values in `[0, max]`, computed on a 256-bin histogram.
 fn otsu_threshold(values: &[f32], max: f32) -> f32 {
@@ -75,11 +85,12 @@ fn otsu_threshold(values: &[f32], max: f32) -> f32 {
 }
 
 impl Default for Binarize {
-    /// Otsu's threshold. The thesis keeps a fixed top 30% of cells
+    /// [`Binarize::Calibrated`]. The thesis keeps a fixed top 30% of cells
     /// (`TopFraction(DEFAULT_TOP_FRACTION)`), which overshoots regions much smaller than a
-    /// third of the image; both are measured in the closing figures of the query path.
+    /// third of the image and undershoots ones that fill it; the calibrated level follows the
+    /// region's size.
     fn default() -> Self {
-        Binarize::Otsu
+        Binarize::Calibrated
     }
 }
 
@@ -116,10 +127,15 @@ impl LocalizerBuilder {
         self
     }
 
-    /// Binarization of averaged heatmaps (default: Otsu's threshold).
+    /// Binarization of averaged heatmaps (default: [`Binarize::Calibrated`]).
     pub fn binarize(mut self, b: Binarize) -> Self {
         self.binarize = b;
         self
+    }
+
+    /// The binarization rule set.
+    pub fn binarize_rule(&self) -> Binarize {
+        self.binarize
     }
 
     /// Iterations of the joint factorization (default [`DEFAULT_MAX_ITER`]).
@@ -310,6 +326,8 @@ pub fn component_box(heatmap: &[f32], grid: &CellGrid, binarize: Binarize) -> Op
     let threshold = match binarize {
         Binarize::RelativeToMax(f) => f * max,
         Binarize::Otsu => otsu_threshold(heatmap, max),
+        // Resolved per query by `Localizer::resolve`; uncalibrated, half the maximum.
+        Binarize::Calibrated => 0.5 * max,
         Binarize::TopFraction(f) => {
             let mut sorted: Vec<f32> = heatmap.to_vec();
             sorted.sort_by(|a, b| b.total_cmp(a));
@@ -369,6 +387,23 @@ pub fn component_box(heatmap: &[f32], grid: &CellGrid, binarize: Binarize) -> Op
     Some(grid.cells_rect(r0, c0, r1, c1))
 }
 
+/// The fraction of the maximum (5%, 10%, …, 95%) whose box around the query's averaged
+/// `heatmap` best matches the query's `bbox`; ties go to the smaller fraction.
+pub fn calibrate(heatmap: &[f32], grid: &CellGrid, bbox: &BBox) -> Option<f32> {
+    let mut best: Option<(f32, f32)> = None;
+    for i in 1..=CALIBRATION_STEPS {
+        let f = i as f32 / (CALIBRATION_STEPS + 1) as f32;
+        let Some(b) = heatmap_box(heatmap, grid, Binarize::RelativeToMax(f)) else {
+            continue;
+        };
+        let iou = b.iou(bbox);
+        if best.is_none_or(|(_, s)| iou > s) {
+            best = Some((f, iou));
+        }
+    }
+    best.map(|(f, _)| f)
+}
+
 /// Scales each image's activations to unit root-mean-square, so that no image dominates a
 /// joint factorization by sheer activation magnitude.
 fn balanced(a: &Matrix) -> Matrix {
@@ -400,6 +435,20 @@ impl Localizer {
         &self.cfg
     }
 
+    /// The binarization to apply to the other images of a query whose own averaged heatmap
+    /// is `query_heatmap` and whose region is `bbox`: the configured rule, with
+    /// [`Binarize::Calibrated`] resolved to a fraction of the maximum (the thesis' top 30%
+    /// when no fraction yields a box).
+    pub fn resolve(&self, query_heatmap: &[f32], grid: &CellGrid, bbox: &BBox) -> Binarize {
+        match self.cfg.binarize {
+            Binarize::Calibrated => calibrate(query_heatmap, grid, bbox).map_or(
+                Binarize::TopFraction(DEFAULT_TOP_FRACTION),
+                Binarize::RelativeToMax,
+            ),
+            other => other,
+        }
+    }
+
     /// Localizes the query's region `bbox` (in the query image's pixels) in every target by a
     /// joint factorization of the query's and the targets' activations (same layer and
     /// channels).
@@ -426,12 +475,50 @@ impl Localizer {
         let (kept, fallback, mass_inside) =
             select_factors(&query_maps, &query.grid, bbox, self.cfg.mass_threshold);
         let weights = vec![1.0; kept.len()];
+        let query_avg = {
+            let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(uq, f)).collect();
+            average(&maps, &weights, query.grid.len())
+        };
+        let rule = self.resolve(&query_avg, &query.grid, bbox);
+        // In a joint factorization every image's heatmaps share one scale, so a calibrated
+        // threshold carries over as an absolute level: the sum of the kept heatmaps.
+        let raw_sum = |u: &Matrix| -> Vec<f32> {
+            (0..u.rows())
+                .map(|r| kept.iter().map(|&f| u.get(r, f).max(0.0)).sum())
+                .collect()
+        };
+        let max_of = |v: &[f32]| v.iter().copied().fold(0.0f32, f32::max);
+        let absolute = match (self.cfg.binarize, rule) {
+            (Binarize::Calibrated, Binarize::RelativeToMax(f)) => {
+                let qsum = raw_sum(uq);
+                calibrate(&qsum, &query.grid, bbox)
+                    .map(|g| g * max_of(&qsum))
+                    .or(Some(f * max_of(&qsum)))
+            }
+            _ => None,
+        };
         let locate = |u: &Matrix, grid: &CellGrid| -> Located {
             let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(u, f)).collect();
             let heatmap = average(&maps, &weights, grid.len());
             let factor_maps = kept.iter().copied().zip(maps).map(scaled).collect();
+            let bbox = match absolute {
+                Some(level) => {
+                    let sum = raw_sum(u);
+                    let m = max_of(&sum);
+                    if m > 0.0 {
+                        heatmap_box(
+                            &sum,
+                            grid,
+                            Binarize::RelativeToMax((level / m).clamp(1e-6, 1.0)),
+                        )
+                    } else {
+                        None
+                    }
+                }
+                None => heatmap_box(&heatmap, grid, rule),
+            };
             Located {
-                bbox: heatmap_box(&heatmap, grid, self.cfg.binarize),
+                bbox,
                 heatmap,
                 grid: *grid,
                 factor_maps,
@@ -463,13 +550,16 @@ impl Localizer {
 
     /// The fast variant: localizes in a target from its stored factors. `query_concepts` are
     /// the kept query concepts (factor number and vector of `C` channels); `target_v` the
-    /// target's concept vectors (`K × C`) and `target_heatmaps` its `K` heatmaps over `grid`.
+    /// target's concept vectors (`K × C`) and `target_heatmaps` its `K` heatmaps over `grid`;
+    /// `binarize` is the rule for the target ([`Localizer::resolve`] turns a calibrated rule
+    /// into one).
     pub fn from_stored(
         &self,
         query_concepts: &[(usize, Vec<f32>)],
         target_v: &[Vec<f32>],
         target_heatmaps: &[Vec<f32>],
         grid: &CellGrid,
+        binarize: Binarize,
     ) -> Result<Located> {
         if target_v.len() != target_heatmaps.len() {
             return Err(Error::invalid(
@@ -514,7 +604,7 @@ impl Localizer {
         let heatmap = average(&maps, &weights, grid.len());
         let factor_maps = labels.into_iter().zip(maps).map(scaled).collect();
         Ok(Located {
-            bbox: heatmap_box(&heatmap, grid, self.cfg.binarize),
+            bbox: heatmap_box(&heatmap, grid, binarize),
             heatmap,
             grid: *grid,
             factor_maps,
@@ -591,5 +681,41 @@ mod tests {
         assert_eq!((kept, fallback), (vec![0], true));
         let (kept, fallback, _) = select_factors(&maps[2..], &g, &b, 0.75);
         assert_eq!((kept, fallback), (vec![], true));
+    }
+
+    #[test]
+    fn calibration_gives_back_the_query_box() {
+        // A plateau (0.5) over a 4×6 block with a peak (1.0) in its middle 2×2: the box
+        // around the plateau is found at a level at or below one half, the peak's above.
+        let g = grid(8, 10);
+        let mut h = vec![0.0f32; g.len()];
+        for r in 2..6 {
+            for c in 2..8 {
+                h[r * 10 + c] = if (3..5).contains(&r) && (4..6).contains(&c) {
+                    1.0
+                } else {
+                    0.5
+                };
+            }
+        }
+        let plateau = BBox::new(20.0, 20.0, 80.0, 60.0).unwrap();
+        let f = calibrate(&h, &g, &plateau).unwrap();
+        assert!(f <= 0.5, "{f}");
+        let b = heatmap_box(&h, &g, Binarize::RelativeToMax(f)).unwrap();
+        assert!(b.iou(&plateau) > 0.8, "{b:?}");
+        let peak = BBox::new(40.0, 30.0, 60.0, 50.0).unwrap();
+        let f = calibrate(&h, &g, &peak).unwrap();
+        assert!(f > 0.5, "{f}");
+        // Resolution: a calibrated localizer turns into a fraction of the maximum; an
+        // all-zero heatmap falls back to the thesis' top 30%.
+        let loc = Localizer::builder().build().unwrap();
+        assert_eq!(
+            loc.resolve(&h, &g, &peak),
+            Binarize::RelativeToMax(calibrate(&h, &g, &peak).unwrap())
+        );
+        assert_eq!(
+            loc.resolve(&vec![0.0; g.len()], &g, &peak),
+            Binarize::TopFraction(DEFAULT_TOP_FRACTION)
+        );
     }
 }

@@ -170,7 +170,7 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A tiny Oxford-layout ground truth over the sample photos: three queries with one relevant
+/// A tiny Oxford-layout ground truth over the sample photos: four queries with one relevant
 /// photo each.
 fn tiny_ground_truth(dir: &Path) {
     let jpg = dir.join("jpg");
@@ -185,6 +185,7 @@ fn tiny_ground_truth(dir: &Path) {
     }
     let queries = [
         ("q_box", "box_in_scene 90 150 255 280", "box"),
+        ("q_box_rev", "box 0 0 324 223", "box_in_scene"),
         ("q_aloe", "aloe_left 0 0 480 416", "aloe_right"),
         (
             "q_moto",
@@ -199,6 +200,13 @@ fn tiny_ground_truth(dir: &Path) {
         let own = spec.split(' ').next().unwrap();
         std::fs::write(gt.join(format!("{q}_junk.txt")), format!("{own}\n")).unwrap();
     }
+    // Where each query's region lies in its relevant image: the cookie box fills box.jpg.
+    std::fs::write(gt.join("q_box_boxes.txt"), "box 0 0 324 223\n").unwrap();
+    std::fs::write(
+        gt.join("q_box_rev_boxes.txt"),
+        "box_in_scene 90 150 255 280\n",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -281,13 +289,22 @@ fn command_line_builds_searches_and_evaluates() {
             .arg(&index)
             .arg("--gt")
             .arg(tmp.path())
-            .args(["--weights", w, "--json"]),
+            .args(["--weights", w, "--json", "--localize"]),
     );
     let record: serde_json::Value = serde_json::from_str(&out).unwrap();
     let map = record["map"].as_f64().unwrap();
-    assert!(map > 50.0, "mAP {map} on three easy queries");
+    assert!(map > 50.0, "mAP {map} on four easy queries");
     assert_eq!(record["box_handling"], "filter");
-    assert_eq!(record["per_query"].as_object().unwrap().len(), 3);
+    assert_eq!(record["per_query"].as_object().unwrap().len(), 4);
+    // Localization scores are percentages: the cookie box is found in both images.
+    for key in ["localization_iou", "localization_iou_stored", "corloc"] {
+        let v = record[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {out}"));
+        assert!((0.0..=100.0).contains(&v), "{key} = {v}");
+    }
+    let iou = record["localization_iou"].as_f64().unwrap();
+    assert!(iou > 30.0, "localization IoU {iou}% on the cookie box pair");
 
     // Bad input: an unreadable query image gives an error naming it.
     let bad = tmp.path().join("not-an-image.jpg");

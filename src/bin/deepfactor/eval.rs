@@ -34,10 +34,10 @@ pub struct EvalArgs {
     /// have ground-truth boxes (joint NMF, and from the stored factors).
     #[arg(long)]
     localize: bool,
-    /// With --index: binarize localization heatmaps with the thesis' top 30% of cells instead
-    /// of Otsu's threshold.
-    #[arg(long)]
-    top30: bool,
+    /// With --index: binarize localization heatmaps: calibrated (default: the level at which the query's
+    /// own heatmap gives back its box), top30 (the thesis' fixed top 30% of cells) or otsu.
+    #[arg(long, default_value = "calibrated", value_name = "RULE")]
+    binarize: String,
     /// With --index: folder of the images (default: jpg/ beside the ground truth).
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
@@ -94,9 +94,10 @@ fn run_index(
     gt: &GroundTruth,
     protocol: Protocol,
 ) -> anyhow::Result<()> {
+    use crate::recipe_args::binarize_rule;
     use deepfactor::backbone::WeightSource;
     use deepfactor::eval::BoxHandling;
-    use deepfactor::localize::{Binarize, Localizer, DEFAULT_TOP_FRACTION};
+    use deepfactor::localize::Localizer;
     use deepfactor::query::benchmark::{run_benchmark, BenchmarkOptions};
     use deepfactor::query::{BoxMode, Expansion, Searcher, SearcherOptions};
     let (box_mode, handling) = match args.box_mode.as_str() {
@@ -105,10 +106,7 @@ fn run_index(
         "none" => (None, BoxHandling::Ignore),
         other => anyhow::bail!("--box {other:?}: expected filter, crop or none"),
     };
-    let mut loc = Localizer::builder();
-    if args.top30 {
-        loc = loc.binarize(Binarize::TopFraction(DEFAULT_TOP_FRACTION));
-    }
+    let loc = Localizer::builder().binarize(binarize_rule(&args.binarize)?);
     let weights = args
         .weights
         .clone()
@@ -143,7 +141,7 @@ fn run_index(
         std::fs::write(p, run.rankings.to_text())
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    let localization_iou = run.localization.as_ref().map(|l| l.mean_iou * 100.0);
+    let localization_iou = run.localization.as_ref().map(|l| l.mean_iou);
     let provenance = Provenance {
         recipe: Some(searcher.index().recipe().clone()),
         box_handling: Some(handling),
@@ -159,13 +157,19 @@ fn run_index(
             if let Some(l) = &run.localization_stored {
                 obj.insert(
                     "localization_iou_stored".into(),
-                    serde_json::json!(l.mean_iou * 100.0),
+                    serde_json::json!(l.mean_iou),
                 );
-                obj.insert("corloc_stored".into(), serde_json::json!(l.corloc * 100.0));
+                obj.insert("corloc_stored".into(), serde_json::json!(l.corloc));
             }
             if let Some(l) = &run.localization {
-                obj.insert("corloc".into(), serde_json::json!(l.corloc * 100.0));
+                obj.insert("corloc".into(), serde_json::json!(l.corloc));
                 obj.insert("localized_boxes".into(), serde_json::json!(l.boxes.len()));
+                let per_box: Vec<_> = l
+                    .boxes
+                    .iter()
+                    .map(|b| serde_json::json!({"query": b.query, "image": b.image, "iou": b.iou}))
+                    .collect();
+                obj.insert("per_box_iou".into(), serde_json::json!(per_box));
             }
             obj.insert("mean_kept_factors".into(), serde_json::json!(run.mean_kept));
             obj.insert("region_fallbacks".into(), serde_json::json!(run.fallbacks));
@@ -181,16 +185,16 @@ fn run_index(
         if let Some(l) = &run.localization {
             println!(
                 "localization (joint NMF): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",
-                l.mean_iou * 100.0,
-                l.corloc * 100.0,
+                l.mean_iou,
+                l.corloc,
                 l.boxes.len()
             );
         }
         if let Some(l) = &run.localization_stored {
             println!(
                 "localization (stored factors): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",
-                l.mean_iou * 100.0,
-                l.corloc * 100.0,
+                l.mean_iou,
+                l.corloc,
                 l.boxes.len()
             );
         }

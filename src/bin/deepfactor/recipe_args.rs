@@ -130,3 +130,14 @@ pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
         other => anyhow::bail!("unknown device {other:?}: expected cpu, cuda or cuda:N"),
     }
 }
+
+/// The localization binarization rule named on the command line.
+pub fn binarize_rule(name: &str) -> anyhow::Result<deepfactor::localize::Binarize> {
+    use deepfactor::localize::{Binarize, DEFAULT_TOP_FRACTION};
+    match name {
+        "top30" => Ok(Binarize::TopFraction(DEFAULT_TOP_FRACTION)),
+        "otsu" => Ok(Binarize::Otsu),
+        "calibrated" => Ok(Binarize::Calibrated),
+        other => anyhow::bail!("--binarize {other:?}: expected calibrated, top30 or otsu"),
+    }
+}

@@ -1,11 +1,11 @@
 //! `deepfactor search`: query an index with an image or a region of it; print the hits, and
 //! optionally localize the region in them and write a visual report.
 
-use crate::recipe_args::device;
+use crate::recipe_args::{binarize_rule, device};
 use anyhow::Context;
 use clap::Args;
 use deepfactor::backbone::WeightSource;
-use deepfactor::localize::{Binarize, Localizer};
+use deepfactor::localize::Localizer;
 use deepfactor::query::{BoxMode, Expansion, Localize, Query, Searcher, SearcherOptions};
 use deepfactor::BBox;
 use std::path::PathBuf;
@@ -39,10 +39,10 @@ pub struct SearchArgs {
     /// How many hits to localize.
     #[arg(long, default_value_t = 10, value_name = "N")]
     localize_top: usize,
-    /// Binarize localization heatmaps with the thesis' fixed top 30% of cells instead of
-    /// Otsu's threshold.
-    #[arg(long)]
-    top30: bool,
+    /// Binarize localization heatmaps: calibrated (default: the level at which the query's own
+    /// heatmap gives back its box), top30 (the thesis' fixed top 30% of cells) or otsu.
+    #[arg(long, default_value = "calibrated", value_name = "RULE")]
+    binarize: String,
     /// Drop hits scoring below this.
     #[arg(long)]
     min_score: Option<f32>,
@@ -76,12 +76,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         .weights
         .clone()
         .map_or(WeightSource::Default, WeightSource::File);
-    let mut loc = Localizer::builder();
-    if a.top30 {
-        loc = loc.binarize(Binarize::TopFraction(
-            deepfactor::localize::DEFAULT_TOP_FRACTION,
-        ));
-    }
+    let loc = Localizer::builder().binarize(binarize_rule(&a.binarize)?);
     let options = SearcherOptions::default()
         .weights(weights)
         .device(device(&a.device)?)
