@@ -182,7 +182,9 @@ pub struct Localizer {
 /// Where the region was found in one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Located {
-    /// Predicted box in the image's pixels; `None` when the averaged heatmap is all zero.
+    /// Predicted box in the image's pixels; `None` when the averaged heatmap is all zero or,
+    /// with a calibrated threshold in a joint factorization, when the region's concepts
+    /// nowhere reach the level they have inside the query's box (the region is not there).
     pub bbox: Option<BBox>,
     /// The averaged heatmap of the kept factors, one value per cell (row-major over `grid`),
     /// scaled so its maximum is 1.
@@ -505,7 +507,7 @@ impl Localizer {
                 Some(level) => {
                     let sum = raw_sum(u);
                     let m = max_of(&sum);
-                    if m > 0.0 {
+                    if m > 0.0 && m >= level {
                         heatmap_box(
                             &sum,
                             grid,
