@@ -182,9 +182,7 @@ pub struct Localizer {
 /// Where the region was found in one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Located {
-    /// Predicted box in the image's pixels; `None` when the averaged heatmap is all zero or,
-    /// with a calibrated threshold in a joint factorization, when the region's concepts
-    /// nowhere reach the level they have inside the query's box (the region is not there).
+    /// Predicted box in the image's pixels; `None` when the averaged heatmap is all zero.
     pub bbox: Option<BBox>,
     /// The averaged heatmap of the kept factors, one value per cell (row-major over `grid`),
     /// scaled so its maximum is 1.
@@ -195,6 +193,11 @@ pub struct Located {
     /// query factor it stands for (joint: the kept factor; stored: the kept query factor it
     /// was matched to).
     pub factor_maps: Vec<(usize, Vec<f32>)>,
+    /// Joint localization with a calibrated threshold: the peak of the region's heatmaps here
+    /// relative to their peak in the query (1 for the query itself; a small fraction where
+    /// the region is probably not there). `None` otherwise.
+    #[serde(default)]
+    pub strength: Option<f32>,
 }
 
 /// Result of a joint localization.
@@ -493,9 +496,9 @@ impl Localizer {
         let absolute = match (self.cfg.binarize, rule) {
             (Binarize::Calibrated, Binarize::RelativeToMax(f)) => {
                 let qsum = raw_sum(uq);
-                calibrate(&qsum, &query.grid, bbox)
-                    .map(|g| g * max_of(&qsum))
-                    .or(Some(f * max_of(&qsum)))
+                let g = calibrate(&qsum, &query.grid, bbox).unwrap_or(f);
+                let peak = max_of(&qsum);
+                Some((g * peak, g, peak))
             }
             _ => None,
         };
@@ -503,27 +506,29 @@ impl Localizer {
             let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(u, f)).collect();
             let heatmap = average(&maps, &weights, grid.len());
             let factor_maps = kept.iter().copied().zip(maps).map(scaled).collect();
-            let bbox = match absolute {
-                Some(level) => {
+            let (bbox, strength) = match absolute {
+                Some((level, frac, peak)) => {
                     let sum = raw_sum(u);
                     let m = max_of(&sum);
-                    if m > 0.0 && m >= level {
-                        heatmap_box(
-                            &sum,
-                            grid,
-                            Binarize::RelativeToMax((level / m).clamp(1e-6, 1.0)),
-                        )
+                    // Where the region is at least as strong as in the query's box, the same
+                    // absolute level; where it is weaker, the same fraction of its maximum.
+                    let f = if m >= level { level / m } else { frac };
+                    let strength = if peak > 0.0 { Some(m / peak) } else { None };
+                    let bbox = if m > 0.0 {
+                        heatmap_box(&sum, grid, Binarize::RelativeToMax(f.clamp(1e-6, 1.0)))
                     } else {
                         None
-                    }
+                    };
+                    (bbox, strength)
                 }
-                None => heatmap_box(&heatmap, grid, rule),
+                None => (heatmap_box(&heatmap, grid, rule), None),
             };
             Located {
                 bbox,
                 heatmap,
                 grid: *grid,
                 factor_maps,
+                strength,
             }
         };
         let query_located = locate(uq, &query.grid);
@@ -610,6 +615,7 @@ impl Localizer {
             heatmap,
             grid: *grid,
             factor_maps,
+            strength: None,
         })
     }
 }

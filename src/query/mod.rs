@@ -708,6 +708,10 @@ impl SearchResults {
                 r.details
                     .push(("path".into(), h.path.display().to_string()));
                 if let Some(loc) = &h.location {
+                    if let Some(st) = loc.strength {
+                        r.details
+                            .push(("region strength".into(), format!("{st:.2} of the query's")));
+                    }
                     r.grid = Some(loc.grid);
                     r.bbox = loc.bbox;
                     r.factors = loc

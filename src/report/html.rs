@@ -225,8 +225,6 @@ pub(super) fn render(report: &SearchReport, o: &ReportOptions) -> Result<String>
                     "<div class=\"meta\">predicted box {}</div>",
                     e(&describe_box(b))
                 );
-            } else if !r.factors.is_empty() {
-                h.push_str("<div class=\"meta\">region not found here</div>");
             }
             if !r.factors.is_empty() {
                 h.push_str("<div class=\"meta\">");

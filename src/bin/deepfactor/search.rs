@@ -148,17 +148,23 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             "note: no factor of the query lies mostly inside the box; the closest one was used"
         );
     }
-    println!("rank  score   box (x1,y1,x2,y2)       path");
+    println!("rank  score   box (x1,y1,x2,y2)       strength  path");
     for h in &results.hits {
         let b = h.location.as_ref().and_then(|l| l.bbox).map_or_else(
             || "-".to_string(),
             |b| format!("{:.0},{:.0},{:.0},{:.0}", b.x1, b.y1, b.x2, b.y2),
         );
+        let strength = h
+            .location
+            .as_ref()
+            .and_then(|l| l.strength)
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"));
         println!(
-            "{:>4}  {:.4}  {:<22}  {}",
+            "{:>4}  {:.4}  {:<22}  {:>8}  {}",
             h.rank,
             h.score,
             b,
+            strength,
             h.path.display()
         );
     }
