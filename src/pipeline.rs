@@ -1,5 +1,5 @@
 //! The pipeline: a backbone and a describer together, turning image files into descriptors
-//! (and the factors an index keeps). It is the [`Extractor`](crate::index::Extractor) that
+//! (and the factors an index keeps). It is the [`Extractor`] that
 //! builds indexes, and what describes queries.
 
 use crate::backbone::{
