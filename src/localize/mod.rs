@@ -275,6 +275,13 @@ fn average(heatmaps: &[Vec<f32>], weights: &[f32], cells: usize) -> Vec<f32> {
     out
 }
 
+/// The average of the `kept` columns of `u` (heatmaps over `u.rows()` cells), each first
+/// scaled to a maximum of 1, scaled to a maximum of 1: a region's heatmap from its factors.
+pub fn kept_average(u: &Matrix, kept: &[usize]) -> Vec<f32> {
+    let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(u, f)).collect();
+    average(&maps, &vec![1.0; maps.len()], u.rows())
+}
+
 /// Sub-cells per cell side when a heatmap is upsampled before binarization.
 pub const UPSAMPLE: usize = 4;
 
@@ -480,11 +487,6 @@ impl Localizer {
         let (kept, fallback, mass_inside) =
             select_factors(&query_maps, &query.grid, bbox, self.cfg.mass_threshold);
         let weights = vec![1.0; kept.len()];
-        let query_avg = {
-            let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(uq, f)).collect();
-            average(&maps, &weights, query.grid.len())
-        };
-        let rule = self.resolve(&query_avg, &query.grid, bbox);
         // In a joint factorization every image's heatmaps share one scale, so a calibrated
         // threshold carries over as an absolute level: the sum of the kept heatmaps.
         let raw_sum = |u: &Matrix| -> Vec<f32> {
@@ -493,14 +495,18 @@ impl Localizer {
                 .collect()
         };
         let max_of = |v: &[f32]| v.iter().copied().fold(0.0f32, f32::max);
-        let absolute = match (self.cfg.binarize, rule) {
-            (Binarize::Calibrated, Binarize::RelativeToMax(f)) => {
-                let qsum = raw_sum(uq);
-                let g = calibrate(&qsum, &query.grid, bbox).unwrap_or(f);
-                let peak = max_of(&qsum);
-                Some((g * peak, g, peak))
-            }
-            _ => None,
+        let absolute = if self.cfg.binarize == Binarize::Calibrated {
+            let qsum = raw_sum(uq);
+            let peak = max_of(&qsum);
+            calibrate(&qsum, &query.grid, bbox).map(|g| (g * peak, g, peak))
+        } else {
+            None
+        };
+        // Without a calibrated level (another rule, or an all-zero query heatmap, as in
+        // `resolve`), the rule applies to each image's averaged heatmap.
+        let rule = match self.cfg.binarize {
+            Binarize::Calibrated => Binarize::TopFraction(DEFAULT_TOP_FRACTION),
+            other => other,
         };
         let locate = |u: &Matrix, grid: &CellGrid| -> Located {
             let maps: Vec<Vec<f32>> = kept.iter().map(|&f| column(u, f)).collect();

@@ -606,17 +606,11 @@ impl Searcher {
                 };
                 let concepts: Vec<(usize, Vec<f32>)> =
                     kept.iter().map(|&k| (k, f.v.row(k).to_vec())).collect();
-                let rule = {
-                    let mut avg = vec![0f32; acts.grid.len()];
-                    for &k in &kept {
-                        let col: Vec<f32> = (0..f.u.rows()).map(|r| f.u.get(r, k)).collect();
-                        let m = col.iter().copied().fold(0.0f32, f32::max);
-                        if m > 0.0 {
-                            avg.iter_mut().zip(&col).for_each(|(a, v)| *a += v / m);
-                        }
-                    }
-                    self.localizer.resolve(&avg, &acts.grid, &region)
-                };
+                let rule = self.localizer.resolve(
+                    &crate::localize::kept_average(&f.u, &kept),
+                    &acts.grid,
+                    &region,
+                );
                 for hit in out.iter_mut().take(n) {
                     let Some(sf) = self.index.factors(hit.id)? else {
                         continue;
