@@ -218,24 +218,7 @@ pub(crate) fn par_gemm(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
                 kernel::gemm(o, n, lhs.rows_range(b * ROW_TASK, rows), rhs, false)
             });
     } else if k >= 2 * REDUCTION_TASK {
-        let chunks = k.div_ceil(REDUCTION_TASK);
-        let partials: Vec<Vec<f32>> = (0..chunks)
-            .into_par_iter()
-            .map(|c| {
-                let t0 = c * REDUCTION_TASK;
-                let len = REDUCTION_TASK.min(k - t0);
-                let mut part = vec![0.0f32; m * n];
-                kernel::gemm(
-                    &mut part,
-                    n,
-                    lhs.t().rows_range(t0, len).t(),
-                    rhs.rows_range(t0, len),
-                    false,
-                );
-                part
-            })
-            .collect();
-        sum_in_order(out, &partials);
+        gemm_reduction_chunks(out, lhs, rhs);
     } else if n >= 2 * COL_TASK {
         let blocks: Vec<Vec<f32>> = (0..n.div_ceil(COL_TASK))
             .into_par_iter()
@@ -263,10 +246,16 @@ pub(crate) fn par_gemm(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
 /// parallel and are summed in order: for short-and-wide outputs over a long reduction (`UᵀA`),
 /// where splitting rows would make every task read all of `R`.
 pub(crate) fn par_gemm_split_k(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if k < 2 * REDUCTION_TASK {
+    if lhs.cols < 2 * REDUCTION_TASK {
         return par_gemm(out, lhs, rhs);
     }
+    gemm_reduction_chunks(out, lhs, rhs);
+}
+
+/// `out = L · R` as partial products over chunks of [`REDUCTION_TASK`] of the reduction,
+/// computed in parallel and summed in order (so the result does not depend on the threads).
+fn gemm_reduction_chunks(out: &mut [f32], lhs: View<'_>, rhs: View<'_>) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     let chunks = k.div_ceil(REDUCTION_TASK);
     let partials: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
