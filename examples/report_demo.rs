@@ -21,6 +21,7 @@
 
 use anyhow::{bail, Context, Result};
 use deepfactor::backbone::preprocess::{input_dims, load_rgb, DEFAULT_INPUT_SIZE};
+use deepfactor::localize::{component_box, Binarize, DEFAULT_TOP_FRACTION};
 use deepfactor::report::{FactorHeatmap, QueryView, ResultView, SearchReport};
 use deepfactor::{BBox, CellGrid};
 use image::RgbImage;
@@ -264,53 +265,8 @@ fn average(factors: &[Vec<f32>]) -> Vec<f32> {
     avg
 }
 
-/// The box around the largest 4-connected blob of the cells in the top 30% of `heat`.
+/// The box around the largest 4-connected blob of the cells in the top 30% of `heat` (the
+/// thesis' rule, on the cells themselves).
 fn localize(g: &CellGrid, heat: &[f32]) -> Option<BBox> {
-    let mut sorted = heat.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let keep = ((heat.len() as f32 * 0.3).ceil() as usize).clamp(1, heat.len());
-    let threshold = sorted[keep - 1];
-    let on: Vec<bool> = heat.iter().map(|v| *v >= threshold && *v > 0.0).collect();
-    let mut seen = vec![false; heat.len()];
-    let mut best: Option<(usize, [usize; 4])> = None;
-    for start in 0..heat.len() {
-        if !on[start] || seen[start] {
-            continue;
-        }
-        let (mut size, mut bb) = (0, [usize::MAX, usize::MAX, 0, 0]);
-        let mut stack = vec![start];
-        seen[start] = true;
-        while let Some(i) = stack.pop() {
-            let (r, c) = (i / g.cols, i % g.cols);
-            size += 1;
-            bb = [
-                bb[0].min(r),
-                bb[1].min(c),
-                bb[2].max(r + 1),
-                bb[3].max(c + 1),
-            ];
-            let mut push = |j: usize| {
-                if on[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            };
-            if r > 0 {
-                push(i - g.cols);
-            }
-            if r + 1 < g.rows {
-                push(i + g.cols);
-            }
-            if c > 0 {
-                push(i - 1);
-            }
-            if c + 1 < g.cols {
-                push(i + 1);
-            }
-        }
-        if best.is_none_or(|(s, _)| size > s) {
-            best = Some((size, bb));
-        }
-    }
-    best.map(|(_, [r0, c0, r1, c1])| g.cells_rect(r0, c0, r1, c1))
+    component_box(heat, g, Binarize::TopFraction(DEFAULT_TOP_FRACTION))
 }
