@@ -519,13 +519,7 @@ pub(crate) fn check_matrix(a: &Matrix, what: &str) -> Result<Stats> {
             }
             Err(i) => {
                 let x = a.as_slice()[i];
-                let kind = if x.is_nan() {
-                    "NaN".to_string()
-                } else if x.is_infinite() {
-                    format!("{x}")
-                } else {
-                    format!("negative ({x})")
-                };
+                let kind = bad_value(x);
                 return Err(Error::Numeric(format!(
                     "{what}: entry ({}, {}) is {kind}; NMF needs finite non-negative values",
                     i / c,
@@ -639,4 +633,15 @@ fn energy_order(u: &Matrix, v: &Matrix) -> (Matrix, Matrix) {
         v2.row_mut(new).copy_from_slice(v.row(old));
     }
     (u2, v2)
+}
+
+/// What is wrong with an entry NMF refuses: `NaN`, an infinity, or a negative value.
+pub(crate) fn bad_value(x: f32) -> String {
+    if x.is_nan() {
+        "NaN".to_string()
+    } else if x.is_infinite() {
+        format!("{x}")
+    } else {
+        format!("negative ({x})")
+    }
 }

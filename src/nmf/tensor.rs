@@ -372,13 +372,7 @@ fn as_batch(a: &Tensor, what: &str) -> Result<(Tensor, bool)> {
             .position(|x| !(x.is_finite() && *x >= 0.0))
             .unwrap_or(0);
         let x = host[i];
-        let kind = if x.is_nan() {
-            "NaN".to_string()
-        } else if x.is_infinite() {
-            format!("{x}")
-        } else {
-            format!("negative ({x})")
-        };
+        let kind = super::bad_value(x);
         return Err(Error::Numeric(format!(
             "{what}: entry [{}, {}, {}] is {kind}; NMF needs finite non-negative values",
             i / (p * c),
