@@ -11,6 +11,7 @@ pub mod descriptor;
 pub mod error;
 pub mod eval;
 pub mod geometry;
+pub mod heatmap;
 pub mod index;
 pub mod linalg;
 pub mod localize;

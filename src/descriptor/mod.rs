@@ -40,7 +40,8 @@
 //! - **Region of interest** ([`Describer::describe_region`]): for the NMF kinds, only the
 //!   factors whose heatmap puts more than the threshold (default 75%) of its mass on cells
 //!   whose centres lie inside the box are used (for V+U, the rows of the image's `V′` —
-//!   formed over all factors — of those factors). When none passes, the factor with the largest share is used and
+//!   formed over all factors — of those factors). When none passes, the factor with the
+//!   largest share is used (the edge rule of [`crate::heatmap::filter_factors`]) and
 //!   [`Description::fallback`] says so. For the pooled kinds, the pooling runs over the cells
 //!   whose centres lie inside the box (the nearest cells when none does, with `fallback`
 //!   set). The alternative used by most published numbers — cropping the image to the box
@@ -64,10 +65,10 @@ pub mod pooling;
 pub mod whitening;
 
 pub use crop::{crop_image, extract_crop};
-pub use factors::{FactorFilter, DEFAULT_BOX_THRESHOLD};
 pub use whitening::{Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER};
 
 use crate::backbone::{Activations, Backbone};
+use crate::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
 use crate::nmf::{Factorization, Init, Nmf};
 use crate::{BBox, CellGrid, Error, Matrix, Recipe, Result};
 use std::fmt;
@@ -197,7 +198,7 @@ impl DescriptorConfig {
             rmac_levels: DEFAULT_RMAC_LEVELS,
             max_iter: DEFAULT_MAX_ITER,
             tol: DEFAULT_TOL,
-            box_threshold: DEFAULT_BOX_THRESHOLD,
+            box_threshold: DEFAULT_MASS_THRESHOLD,
             whitening: None,
             whiten_power: DEFAULT_WHITEN_POWER,
             whiten_dim: None,
@@ -242,7 +243,7 @@ impl DescriptorConfig {
     }
 
     /// Share of a heatmap's mass that must lie inside a query box (default
-    /// [`DEFAULT_BOX_THRESHOLD`]); NMF kinds only.
+    /// [`DEFAULT_MASS_THRESHOLD`]); NMF kinds only.
     pub fn box_threshold(mut self, t: f32) -> Self {
         self.box_threshold = t;
         self
@@ -538,7 +539,8 @@ impl Describer {
         }
         let (kept, mass_inside, fallback) = match region {
             Some(b) => {
-                let f = factors::filter_factors(&factors.u, grid, b, self.cfg.box_threshold);
+                let maps = Heatmap::columns(&factors.u, *grid)?;
+                let f = filter_factors(&maps, b, self.cfg.box_threshold);
                 (f.kept, f.mass_inside, f.fallback)
             }
             None => ((0..k).collect(), Vec::new(), false),

@@ -3,7 +3,8 @@
 use crate::common;
 use deepfactor::backbone::preprocess::load_rgb;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
-use deepfactor::localize::{Binarize, Localizer};
+use deepfactor::heatmap::Binarize;
+use deepfactor::localize::Localizer;
 use deepfactor::BBox;
 use image::{imageops, RgbImage};
 

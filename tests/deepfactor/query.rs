@@ -95,7 +95,7 @@ fn region_search_localizes_and_reports() {
     assert!(!filter.query.kept.is_empty() && !filter.query.heatmaps.is_empty());
     for h in &filter.hits {
         let loc = h.location.as_ref().expect("every hit localized");
-        assert_eq!(loc.heatmap.len(), loc.grid.len());
+        assert_eq!(loc.heatmap.values().len(), loc.heatmap.grid().len());
     }
     // Localized in the query photo itself, the region comes back where it was asked.
     let own = filter
