@@ -20,8 +20,9 @@
 //! rules, applied to these fake heatmaps); scores fall with rank.
 
 use anyhow::{bail, Context, Result};
-use deepfactor::backbone::preprocess::{input_dims, load_rgb, DEFAULT_INPUT_SIZE};
+use deepfactor::backbone::preprocess::{input_dims, DEFAULT_INPUT_SIZE};
 use deepfactor::heatmap::{Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
+use deepfactor::images::load_rgb;
 use deepfactor::localize::DEFAULT_TOP_FRACTION;
 use deepfactor::report::{FactorHeatmap, QueryView, ResultView, SearchReport};
 use deepfactor::{BBox, CellGrid};

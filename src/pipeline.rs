@@ -2,11 +2,10 @@
 //! (and the factors an index keeps). It is the [`Extractor`] that
 //! builds indexes, and what describes queries.
 
-use crate::backbone::{
-    Activations, Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource,
-};
+use crate::backbone::{Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource};
 use crate::descriptor::{Describer, Description, DescriptorConfig, DescriptorKind, Whitening};
 use crate::index::{Extracted, Extractor, StoredFactors};
+use crate::Activations;
 use crate::{Error, Recipe, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -100,7 +99,7 @@ impl Pipeline {
         Ok((acts, d))
     }
 
-    fn extracted(&self, acts: &Activations) -> Result<Extracted> {
+    fn extracted(&self, acts: &Activations, path: &Path) -> Result<Extracted> {
         let d = self.describer.describe(acts)?;
         let factors = match (&d.factors, self.store_factors) {
             (Some(f), true) => Some(StoredFactors::quantize(
@@ -116,6 +115,7 @@ impl Pipeline {
             width: acts.grid.image_width,
             height: acts.grid.image_height,
             factors,
+            warning: crate::images::truncation(path)?,
         })
     }
 }
@@ -195,7 +195,7 @@ impl Extractor for Pipeline {
         acts.into_par_iter()
             .zip(paths.par_iter())
             .map(|(a, p)| {
-                a.and_then(|a| self.extracted(&a)).map_err(|e| match e {
+                a.and_then(|a| self.extracted(&a, p)).map_err(|e| match e {
                     e @ (Error::Image { .. } | Error::Io { .. }) => e,
                     other => Error::image(p, other.to_string()),
                 })

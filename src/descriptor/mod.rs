@@ -7,7 +7,7 @@
 //! a query box.
 //!
 //! ```
-//! use deepfactor::backbone::Activations;
+//! use deepfactor::Activations;
 //! use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 //! use deepfactor::{BBox, CellGrid, Matrix};
 //! # fn main() -> deepfactor::Result<()> {
@@ -67,9 +67,10 @@ pub mod whitening;
 pub use crop::{crop_image, extract_crop};
 pub use whitening::{Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER};
 
-use crate::backbone::{Activations, Backbone};
+use crate::backbone::Backbone;
 use crate::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
 use crate::nmf::{Factorization, Init, Nmf};
+use crate::Activations;
 use crate::{BBox, CellGrid, Error, Matrix, Recipe, Result};
 use std::fmt;
 use std::str::FromStr;

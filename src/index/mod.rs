@@ -94,7 +94,6 @@ pub use segment::{ImageMeta, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS};
 pub use update::{
     add_files, content_hash, update_from_folder, Extracted, Extractor, Failure, FileStamp,
     UpdateOptions, UpdateProgress, UpdateReport, DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_EVERY,
-    DEFAULT_EXTENSIONS,
 };
 pub use writer::{CommitReport, IndexWriter, NewImage, MAX_DELETED_FRACTION, UNIT_NORM_TOLERANCE};
 

@@ -16,9 +16,9 @@
 //! concept of the retrieved image with the highest cosine similarity; the matched heatmaps,
 //! weighted by that similarity, are averaged and binarized as above.
 
-use crate::backbone::Activations;
 use crate::heatmap::{filter_factors, Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
 use crate::nmf::{Init, Nmf};
+use crate::Activations;
 use crate::{BBox, CellGrid, Error, Matrix, Result};
 use serde::{Deserialize, Serialize};
 

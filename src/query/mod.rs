@@ -19,12 +19,13 @@
 
 pub mod benchmark;
 
-use crate::backbone::{preprocess, Activations, WeightSource};
+use crate::backbone::WeightSource;
 use crate::descriptor::{crop_image, Description};
 use crate::heatmap::Heatmap;
 use crate::index::{Index, SearchMode, SearchOptions};
 use crate::localize::{kept_average, JointLocalization, Localizer, Located};
 use crate::pipeline::Pipeline;
+use crate::Activations;
 use crate::{BBox, Error, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -454,7 +455,7 @@ impl Searcher {
                 let QueryImage::Path(path) = &q.image else {
                     return Err(Error::invalid("a crop query needs the image file"));
                 };
-                let img = preprocess::load_rgb(path)?;
+                let img = crate::images::load_rgb(path)?;
                 let cut = crop_image(&img, &b).map_err(|e| match e {
                     Error::InvalidArgument(r) => Error::image(path, r),
                     other => other,

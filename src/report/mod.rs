@@ -11,7 +11,7 @@
 //!   labelled with the embedded bitmap font of [`font`] (no system fonts needed).
 //!
 //! Coordinates: boxes are in pixels of the original image (after EXIF orientation, as
-//! [`crate::backbone::preprocess::load_rgb`] decodes it); heatmaps are at feature-map
+//! [`crate::images::load_rgb`] decodes it); heatmaps are at feature-map
 //! resolution, one value per cell of a [`CellGrid`] whose image size must equal the image's.
 //! The renderer upsamples them ([`Heatmap::upsample`]) to whatever size it draws.
 //!
@@ -54,8 +54,8 @@ mod sheet;
 
 pub use html::{base64_encode, escape_html};
 
-use crate::backbone::preprocess::load_rgb;
 use crate::heatmap::Heatmap;
+use crate::images::load_rgb;
 use crate::{BBox, CellGrid, Error, Result};
 use image::{imageops::FilterType, Rgb, RgbImage};
 use std::borrow::Cow;

@@ -3,9 +3,10 @@
 //! scikit-learn, and a small real retrieval with EfficientNet-Lite0.
 
 use crate::common;
-use deepfactor::backbone::{Activations, BackboneBuilder, BackboneKind, WeightSource};
+use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::descriptor::{crow, extract_crop, DescriptorConfig, DescriptorKind, Whitening};
 use deepfactor::eval::GroundTruth;
+use deepfactor::Activations;
 use deepfactor::{BBox, CellGrid, Matrix};
 use serde_json::Value;
 

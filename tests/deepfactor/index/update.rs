@@ -49,6 +49,7 @@ impl Histogram {
             width: w,
             height: h,
             factors: Some(StoredFactors::quantize(&v, &u, 2, 2)?),
+            warning: None,
         })
     }
 }
