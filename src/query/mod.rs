@@ -423,9 +423,7 @@ impl Searcher {
     /// Opens the index in `dir` and rebuilds its pipeline from its recipe.
     pub fn open(dir: impl AsRef<Path>, options: SearcherOptions) -> Result<Self> {
         let index = Index::open(dir.as_ref())?;
-        let whitening = crate::pipeline::load_index_whitening(&index)?;
-        let pipeline =
-            Pipeline::from_recipe(index.recipe(), options.weights, options.device, whitening)?;
+        let pipeline = Pipeline::for_index(&index, options.weights, options.device)?;
         let localizer = options.localizer.build()?;
         Searcher::new(index, pipeline, localizer)
     }
