@@ -43,6 +43,8 @@ pub mod linalg;
 pub mod localize;
 pub mod nmf;
 pub mod pipeline;
+#[cfg(feature = "python")]
+mod python;
 pub mod query;
 mod recipe;
 pub mod report;

@@ -1,0 +1,134 @@
+//! `deepfactor.nmf` and its joint and fixed-factor twins.
+
+use super::arrays::{matrix, matrix_array};
+use super::errors::{invalid, OrRaise};
+use crate::nmf::{Init, Nmf};
+use numpy::PyArray2;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+/// The configured NMF.
+fn configure(k: usize, init: &str, seed: u64, max_iter: usize, tol: f64) -> PyResult<Nmf> {
+    let init = match init {
+        "nndsvda" => Init::Nndsvda,
+        "nndsvd" => Init::Nndsvd,
+        "random" => Init::Random { seed },
+        other => {
+            return Err(invalid(format!(
+                "init {other:?}: expected \"nndsvda\", \"nndsvd\" or \"random\""
+            )))
+        }
+    };
+    Nmf::new(k)
+        .init(init)
+        .max_iter(max_iter)
+        .tol(tol)
+        .build()
+        .or_raise()
+}
+
+/// nmf(A, k, init="nndsvda", max_iter=200, tol=0.0, seed=0) -> (U, V)
+///
+/// Non-negative matrix factorization ``A ≈ U·V`` by Lee–Seung multiplicative updates (the
+/// Frobenius loss, as scikit-learn's ``NMF(solver="mu")``). ``A`` is a 2-D float32 array
+/// (rows × columns, finite, non-negative), ``U`` is rows × k, ``V`` is k × columns, both
+/// float32. ``init`` is ``"nndsvda"``, ``"nndsvd"`` or ``"random"`` (seeded by ``seed``);
+/// ``tol=0`` runs all ``max_iter`` iterations. The GIL is released while it runs.
+#[pyfunction]
+#[pyo3(signature = (a, k, init = "nndsvda", max_iter = 200, tol = 0.0, seed = 0))]
+fn nmf<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    k: usize,
+    init: &str,
+    max_iter: usize,
+    tol: f64,
+    seed: u64,
+) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+    let a = matrix(a, "A")?;
+    let nmf = configure(k, init, seed, max_iter, tol)?;
+    let f = py.detach(|| nmf.fit(&a)).or_raise()?;
+    Ok((matrix_array(py, f.u)?, matrix_array(py, f.v)?))
+}
+
+/// nmf_joint(arrays, k, init="nndsvda", max_iter=200, tol=0.0, seed=0) -> (list[U], V)
+///
+/// One factorization of several matrices stacked by rows (all with the same number of
+/// columns): shared concepts ``V`` (k × columns) and each matrix's own ``U`` (its rows × k),
+/// in the order given. This is how deepfactor co-localizes a region across images.
+#[pyfunction]
+#[pyo3(signature = (arrays, k, init = "nndsvda", max_iter = 200, tol = 0.0, seed = 0))]
+fn nmf_joint<'py>(
+    py: Python<'py>,
+    arrays: &Bound<'py, PyAny>,
+    k: usize,
+    init: &str,
+    max_iter: usize,
+    tol: f64,
+    seed: u64,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyArray2<f32>>)> {
+    let mats = arrays
+        .try_iter()
+        .map_err(|_| invalid("arrays must be a sequence of 2-D float32 arrays"))?
+        .enumerate()
+        .map(|(i, a)| matrix(&a?, &format!("arrays[{i}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let nmf = configure(k, init, seed, max_iter, tol)?;
+    let refs: Vec<_> = mats.iter().collect();
+    let j = py.detach(|| nmf.fit_joint(&refs)).or_raise()?;
+    let us = j
+        .u_per_image
+        .into_iter()
+        .map(|u| matrix_array(py, u))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((PyList::new(py, us)?, matrix_array(py, j.factorization.v)?))
+}
+
+/// nmf_transform(A, V, max_iter=200, tol=0.0) -> U
+///
+/// ``U`` for fixed concepts ``V`` (k × columns): projects ``A`` onto stored concept vectors,
+/// as scikit-learn's ``NMF.transform`` (``U`` starts at ``sqrt(mean(A)/k)``, only ``U`` is
+/// updated).
+#[pyfunction]
+#[pyo3(signature = (a, v, max_iter = 200, tol = 0.0))]
+fn nmf_transform<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    v: &Bound<'py, PyAny>,
+    max_iter: usize,
+    tol: f64,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let a = matrix(a, "A")?;
+    let v = matrix(v, "V")?;
+    let nmf = configure(v.rows().max(1), "nndsvda", 0, max_iter, tol)?;
+    let f = py.detach(|| nmf.transform(&a, &v)).or_raise()?;
+    matrix_array(py, f.u)
+}
+
+/// nmf_fit_v(A, U, max_iter=200, tol=0.0) -> V
+///
+/// ``V`` for fixed heatmaps ``U`` (rows × k), the mirror image of :func:`nmf_transform`.
+#[pyfunction]
+#[pyo3(signature = (a, u, max_iter = 200, tol = 0.0))]
+fn nmf_fit_v<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    u: &Bound<'py, PyAny>,
+    max_iter: usize,
+    tol: f64,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let a = matrix(a, "A")?;
+    let u = matrix(u, "U")?;
+    let nmf = configure(u.cols().max(1), "nndsvda", 0, max_iter, tol)?;
+    let f = py.detach(|| nmf.fit_v(&a, &u)).or_raise()?;
+    matrix_array(py, f.v)
+}
+
+/// Adds the NMF functions to the module.
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(nmf, m)?)?;
+    m.add_function(wrap_pyfunction!(nmf_joint, m)?)?;
+    m.add_function(wrap_pyfunction!(nmf_transform, m)?)?;
+    m.add_function(wrap_pyfunction!(nmf_fit_v, m)?)?;
+    Ok(())
+}
