@@ -10,6 +10,15 @@ use numpy::{PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 
+/// A shape as Python writes it: `(3,)`, `(20, 10)`.
+fn shape(dims: &[usize]) -> String {
+    let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
+    match parts.len() {
+        1 => format!("({},)", parts[0]),
+        _ => format!("({})", parts.join(", ")),
+    }
+}
+
 /// `obj` as a numpy array of element type `T` and `ndim` dimensions, or a `ValueError`
 /// saying what `what` must be and what it got.
 fn checked<'a, 'py, T: numpy::Element>(
@@ -29,10 +38,10 @@ fn checked<'a, 'py, T: numpy::Element>(
     };
     if !arr.dtype().is_equiv_to(&want) || arr.ndim() != ndim {
         return Err(invalid(format!(
-            "{what} must be a {ndim}-D {} array ({shape_hint}), got {} of shape {:?}",
+            "{what} must be a {ndim}-D {} array ({shape_hint}), got {} of shape {}",
             want.str()?,
             arr.dtype().str()?,
-            arr.shape()
+            shape(arr.shape())
         )));
     }
     Ok(arr)
@@ -137,13 +146,14 @@ pub(super) fn image_input(obj: &Bound<'_, PyAny>) -> PyResult<ImageInput> {
         )));
     };
     let arr = checked::<u8>(&pixels, 3, "an image array", "height × width × 3")?;
-    let shape = arr.shape().to_vec();
-    if shape[2] != 3 {
+    let dims = arr.shape().to_vec();
+    if dims[2] != 3 {
         return Err(invalid(format!(
-            "an image array must be height × width × 3 (RGB), got shape {shape:?}"
+            "an image array must be height × width × 3 (RGB), got shape {}",
+            shape(&dims)
         )));
     }
-    let (h, w) = (shape[0], shape[1]);
+    let (h, w) = (dims[0], dims[1]);
     let max = crate::images::MAX_IMAGE_SIDE as usize;
     if h == 0 || w == 0 || h > max || w > max {
         return Err(invalid(format!(

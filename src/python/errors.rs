@@ -3,7 +3,6 @@
 //! missing file also `FileNotFoundError`, so both `except deepfactor.Error` and the
 //! built-in classes catch them. The message is the library's, unchanged.
 
-use crate::Error;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -11,7 +10,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 pyo3::create_exception!(
     deepfactor,
-    DeepfactorError,
+    Error,
     PyException,
     "Base class of every error deepfactor raises; the message names the file and the problem."
 );
@@ -29,7 +28,7 @@ fn subclass<'py>(
     let ns = PyDict::new(py);
     ns.set_item("__doc__", doc)?;
     ns.set_item("__module__", "deepfactor")?;
-    let bases = PyTuple::new(py, [py.get_type::<DeepfactorError>(), base])?;
+    let bases = PyTuple::new(py, [py.get_type::<Error>(), base])?;
     let t = py
         .import("builtins")?
         .getattr("type")?
@@ -52,7 +51,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<PyFileNotFoundError>(),
         "A file or folder that does not exist.",
     )?;
-    m.add("Error", py.get_type::<DeepfactorError>())?;
+    m.add("Error", py.get_type::<Error>())?;
     m.add("InvalidArgument", &invalid)?;
     m.add("FileNotFound", &not_found)?;
     let _ = INVALID.set(py, invalid.unbind());
@@ -61,27 +60,27 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// The class for `e`.
-fn class_of<'py>(py: Python<'py>, e: &Error) -> Bound<'py, PyType> {
+fn class_of<'py>(py: Python<'py>, e: &crate::Error) -> Bound<'py, PyType> {
     let lock = match e {
-        Error::InvalidArgument(_) | Error::Numeric(_) => &INVALID,
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => &NOT_FOUND,
-        _ => return py.get_type::<DeepfactorError>(),
+        crate::Error::InvalidArgument(_) | crate::Error::Numeric(_) => &INVALID,
+        crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => &NOT_FOUND,
+        _ => return py.get_type::<Error>(),
     };
     match lock.get(py) {
         Some(t) => t.bind(py).clone(),
         // Only before the module finished initialising.
-        None => py.get_type::<DeepfactorError>(),
+        None => py.get_type::<Error>(),
     }
 }
 
 /// A library error as a Python exception with the same message.
-pub(super) fn to_py(e: Error) -> PyErr {
+pub(super) fn to_py(e: crate::Error) -> PyErr {
     Python::attach(|py| PyErr::from_type(class_of(py, &e), e.to_string()))
 }
 
 /// A bad-argument exception (`deepfactor.InvalidArgument`, a `ValueError`).
 pub(super) fn invalid(msg: impl Into<String>) -> PyErr {
-    to_py(Error::invalid(msg))
+    to_py(crate::Error::invalid(msg))
 }
 
 /// `Result` → `PyResult`, mapping the error with [`to_py`].

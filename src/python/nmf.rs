@@ -7,6 +7,9 @@ use numpy::PyArray2;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+/// A float32 matrix handed to Python.
+type Array<'py> = Bound<'py, PyArray2<f32>>;
+
 /// The configured NMF.
 fn configure(k: usize, init: &str, seed: u64, max_iter: usize, tol: f64) -> PyResult<Nmf> {
     let init = match init {
@@ -44,7 +47,7 @@ fn nmf<'py>(
     max_iter: usize,
     tol: f64,
     seed: u64,
-) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<(Array<'py>, Array<'py>)> {
     let a = matrix(a, "A")?;
     let nmf = configure(k, init, seed, max_iter, tol)?;
     let f = py.detach(|| nmf.fit(&a)).or_raise()?;
@@ -66,7 +69,7 @@ fn nmf_joint<'py>(
     max_iter: usize,
     tol: f64,
     seed: u64,
-) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<(Bound<'py, PyList>, Array<'py>)> {
     let mats = arrays
         .try_iter()
         .map_err(|_| invalid("arrays must be a sequence of 2-D float32 arrays"))?
@@ -97,7 +100,7 @@ fn nmf_transform<'py>(
     v: &Bound<'py, PyAny>,
     max_iter: usize,
     tol: f64,
-) -> PyResult<Bound<'py, PyArray2<f32>>> {
+) -> PyResult<Array<'py>> {
     let a = matrix(a, "A")?;
     let v = matrix(v, "V")?;
     let nmf = configure(v.rows().max(1), "nndsvda", 0, max_iter, tol)?;
@@ -116,7 +119,7 @@ fn nmf_fit_v<'py>(
     u: &Bound<'py, PyAny>,
     max_iter: usize,
     tol: f64,
-) -> PyResult<Bound<'py, PyArray2<f32>>> {
+) -> PyResult<Array<'py>> {
     let a = matrix(a, "A")?;
     let u = matrix(u, "U")?;
     let nmf = configure(u.cols().max(1), "nndsvda", 0, max_iter, tol)?;

@@ -121,7 +121,7 @@ def test_runs_in_threads_with_the_gil_released():
         ([[1.0, 2.0], [3.0, 4.0]], "must be a numpy array"),
         (np.array([[1.0, -2.0], [3.0, 4.0]], np.float32), "negative"),
         (np.array([[1.0, np.nan], [3.0, 4.0]], np.float32), "NaN"),
-        (np.zeros((0, 3), np.float32), ""),
+        (np.zeros((0, 3), np.float32), "empty|0×3|rows"),
     ],
 )
 def test_bad_input_raises_value_error(a, message):
