@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --example reference_outputs -- nmf MATRIX.json K INIT MAX_ITER TOL OUT_DIR
 //! cargo run --example reference_outputs -- features IMAGE OUT.npy
+//! cargo run --release --example reference_outputs -- time-nmf ROWS COLS K MAX_ITER CALLS
 //! ```
 //!
 //! `nmf` reads a matrix `{"rows", "cols", "data"}` (the `"a"` member of a JSON object holding
@@ -11,7 +12,9 @@
 //! `K`, initialisation `INIT` (`nndsvda`, `nndsvd`, `random:SEED`), `MAX_ITER` iterations and
 //! tolerance `TOL`, and writes `OUT_DIR/u.npy` and `OUT_DIR/v.npy`. `features` writes the
 //! default backbone's (EfficientNet-Lite0, `head`, 512 px) activations of `IMAGE` as a
-//! rows × columns × channels array.
+//! rows × columns × channels array. `time-nmf` factorizes a seeded random `ROWS × COLS`
+//! matrix `CALLS` times and prints the median seconds per call, the baseline that
+//! `examples/python/overhead.py` compares `deepfactor.nmf` with.
 
 use anyhow::{bail, Context, Result};
 use deepfactor::backbone::{BackboneBuilder, BackboneKind};
@@ -96,11 +99,45 @@ fn features(args: &[String]) -> Result<()> {
     write_npy(Path::new(out), &shape, acts.data.as_slice())
 }
 
+fn time_nmf(args: &[String]) -> Result<()> {
+    let [rows, cols, k, max_iter, calls] = args else {
+        bail!("usage: time-nmf ROWS COLS K MAX_ITER CALLS");
+    };
+    let (rows, cols): (usize, usize) = (rows.parse()?, cols.parse()?);
+    // A fixed, non-negative pseudo-random matrix (a linear congruential stream).
+    let mut state = 12345u64;
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    let a = deepfactor::linalg::Matrix::from_vec(rows, cols, data)?;
+    let nmf = Nmf::new(k.parse()?)
+        .max_iter(max_iter.parse()?)
+        .tol(0.0)
+        .build()?;
+    let mut times: Vec<f64> = (0..calls.parse::<usize>()?.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let f = nmf.fit(&a);
+            let s = t.elapsed().as_secs_f64();
+            f.map(|_| s)
+        })
+        .collect::<deepfactor::Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    println!("{}", times[times.len() / 2]);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
         Some((cmd, rest)) if cmd == "nmf" => nmf(rest),
         Some((cmd, rest)) if cmd == "features" => features(rest),
-        _ => bail!("usage: reference_outputs nmf … | features …"),
+        Some((cmd, rest)) if cmd == "time-nmf" => time_nmf(rest),
+        _ => bail!("usage: reference_outputs nmf … | features … | time-nmf …"),
     }
 }

@@ -15,6 +15,7 @@ if [ ! -x "$env/bin/python" ]; then
     python3 -m venv "$env"
 fi
 py="$env/bin/python"
+export PATH="$PWD/$env/bin:$PATH"   # maturin, for the build without isolation
 "$py" -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" numpy pytest pillow
 "$py" -m pip install -q --disable-pip-version-check scikit-learn \
     || echo "test: scikit-learn could not be installed; the comparison with it will skip" >&2

@@ -63,7 +63,9 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn class_of<'py>(py: Python<'py>, e: &crate::Error) -> Bound<'py, PyType> {
     let lock = match e {
         crate::Error::InvalidArgument(_) | crate::Error::Numeric(_) => &INVALID,
-        crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => &NOT_FOUND,
+        crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            &NOT_FOUND
+        }
         _ => return py.get_type::<Error>(),
     };
     match lock.get(py) {
