@@ -87,6 +87,39 @@ fn nmf_joint<'py>(
     Ok((PyList::new(py, us)?, matrix_array(py, j.factorization.v)?))
 }
 
+/// Which factor a fixed-factor fit holds fixed.
+#[derive(Clone, Copy, PartialEq)]
+enum Fixed {
+    /// `V` fixed, `U` fitted ([`Nmf::transform`]).
+    V,
+    /// `U` fixed, `V` fitted ([`Nmf::fit_v`]).
+    U,
+}
+
+/// The factor fitted for `a` with the other one, `fixed`, held.
+fn fit_fixed<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    fixed: &Bound<'py, PyAny>,
+    which: Fixed,
+    max_iter: usize,
+    tol: f64,
+) -> PyResult<Array<'py>> {
+    let a = matrix(a, "A")?;
+    let (k, f) = match which {
+        Fixed::V => matrix(fixed, "V").map(|v| (v.rows(), v))?,
+        Fixed::U => matrix(fixed, "U").map(|u| (u.cols(), u))?,
+    };
+    let nmf = configure(k.max(1), "nndsvda", 0, max_iter, tol)?;
+    let fitted = py
+        .detach(|| match which {
+            Fixed::V => nmf.transform(&a, &f).map(|r| r.u),
+            Fixed::U => nmf.fit_v(&a, &f).map(|r| r.v),
+        })
+        .or_raise()?;
+    matrix_array(py, fitted)
+}
+
 /// nmf_transform(A, V, max_iter=200, tol=0.0) -> U
 ///
 /// ``U`` for fixed concepts ``V`` (k × columns): projects ``A`` onto stored concept vectors,
@@ -101,11 +134,7 @@ fn nmf_transform<'py>(
     max_iter: usize,
     tol: f64,
 ) -> PyResult<Array<'py>> {
-    let a = matrix(a, "A")?;
-    let v = matrix(v, "V")?;
-    let nmf = configure(v.rows().max(1), "nndsvda", 0, max_iter, tol)?;
-    let f = py.detach(|| nmf.transform(&a, &v)).or_raise()?;
-    matrix_array(py, f.u)
+    fit_fixed(py, a, v, Fixed::V, max_iter, tol)
 }
 
 /// nmf_fit_v(A, U, max_iter=200, tol=0.0) -> V
@@ -120,11 +149,7 @@ fn nmf_fit_v<'py>(
     max_iter: usize,
     tol: f64,
 ) -> PyResult<Array<'py>> {
-    let a = matrix(a, "A")?;
-    let u = matrix(u, "U")?;
-    let nmf = configure(u.cols().max(1), "nndsvda", 0, max_iter, tol)?;
-    let f = py.detach(|| nmf.fit_v(&a, &u)).or_raise()?;
-    matrix_array(py, f.v)
+    fit_fixed(py, a, u, Fixed::U, max_iter, tol)
 }
 
 /// Adds the NMF functions to the module.
