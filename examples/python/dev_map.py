@@ -82,11 +82,14 @@ def cli_map(cli, index_dir, data, box_mode, qe):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared" / "data" / "instance-dev")
+    ap.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared" / "data" / "instance-dev",
+                    help="the instance development set (default ../shared/data/instance-dev)")
     ap.add_argument("--index", type=pathlib.Path, default=ROOT / "target" / "dev_map" / "instance-dev.dfi")
     ap.add_argument("--cli", type=pathlib.Path, default=ROOT / "target" / "release" / "deepfactor")
     ap.add_argument("--weights", type=pathlib.Path, default=None)
     ap.add_argument("--no-cli", action="store_true", help="only the Python numbers")
+    ap.add_argument("--columns", default=",".join(c[0] for c in COLUMNS),
+                    help="comma-separated columns to run (default: all five)")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: no such data set (see ../shared/data/README.md)")
@@ -106,7 +109,10 @@ def main():
 
     # %% 3. Every setting from Python, scored with the classic protocol.
     rows = []
+    wanted = [c.strip() for c in args.columns.split(",")]
     for label, box_mode, qe in COLUMNS:
+        if label not in wanted:
+            continue
         t = time.time()
         rankings = rankings_from_python(index, gt, images, box_mode, qe)
         # As `deepfactor eval --index`: ranked images the ground truth does not list are
