@@ -125,8 +125,8 @@ def main():
             cli = cli_map(args.cli, args.index, args.data, box_mode, qe)
             cli_s = time.time() - t
         rows.append((label, record["map"], cli))
-        print(f"{label:>14}: Python {record['map']:.2f} ({py_s:.0f} s)"
-              + (f"   CLI {cli:.2f} ({cli_s:.0f} s)" if cli is not None else ""), flush=True)
+        print(f"{label:>14}: Python {record['map']!r} ({py_s:.0f} s)"
+              + (f"   CLI {cli!r} ({cli_s:.0f} s)" if cli is not None else ""), flush=True)
 
     # %% 4. The row, and the check.
     print("\n| NMF V+U | " + " | ".join(label for label, _, _ in rows) + " |")
