@@ -16,6 +16,7 @@ pub mod linalg;
 pub mod localize;
 pub mod nmf;
 pub mod pipeline;
+pub mod probe;
 pub mod query;
 pub mod recipe;
 pub mod report;
