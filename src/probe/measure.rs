@@ -345,6 +345,8 @@ pub struct Measurement {
     pub curves: Vec<Curve>,
     /// Wall-clock seconds of the whole measurement.
     pub seconds: f64,
+    /// CPU seconds the process used meanwhile (all threads; `None` off Linux).
+    pub cpu_seconds: Option<f64>,
     /// Seconds spent per probe (summed over its curves).
     pub probe_seconds: Vec<(Probe, f64)>,
 }
@@ -403,6 +405,7 @@ pub fn measure(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Measurement> {
     let start = Instant::now();
+    let cpu_start = super::train::process_cpu_seconds();
     let arch = net.arch();
     let mut batches = Vec::new();
     for &kind in &config.batch_kinds {
@@ -542,6 +545,9 @@ pub fn measure(
         base_accuracy,
         curves,
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: super::train::process_cpu_seconds()
+            .zip(cpu_start)
+            .map(|(b, a)| b - a),
         probe_seconds,
     })
 }

@@ -83,7 +83,7 @@ pub use study::{
     StudyRecord, DEFAULT_PS,
 };
 pub use train::{
-    evaluate, label_tensor, pixels, train, AdamSettings, Checkpoint, EpochProgress, EpochRecord,
-    StepObserver, TrainConfig, TrainingRecord, TrainingSet, DEFAULT_BATCH_SIZE,
-    DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS, DEFAULT_SUBSET_SEED,
+    evaluate, label_tensor, pixels, process_cpu_seconds, train, AdamSettings, Checkpoint,
+    EpochProgress, EpochRecord, StepObserver, TrainConfig, TrainingRecord, TrainingSet,
+    DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS, DEFAULT_SUBSET_SEED,
 };

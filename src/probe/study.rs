@@ -82,8 +82,12 @@ pub struct NetworkRecord {
     pub curves: Vec<CurveSummary>,
     /// Seconds of training.
     pub train_seconds: f64,
+    /// CPU seconds of training (all threads).
+    pub train_cpu_seconds: Option<f64>,
     /// Seconds of probing (all probes).
     pub measure_seconds: f64,
+    /// CPU seconds of probing (all threads).
+    pub measure_cpu_seconds: Option<f64>,
     /// Seconds per probe, summed over its jobs (CPU-thread seconds).
     pub probe_seconds: BTreeMap<String, f64>,
     /// The checkpoint.
@@ -138,7 +142,9 @@ impl NetworkRecord {
                 .collect(),
             curves: m.curves.iter().map(CurveSummary::from).collect(),
             train_seconds: t.seconds,
+            train_cpu_seconds: t.cpu_seconds,
             measure_seconds: m.seconds,
+            measure_cpu_seconds: m.cpu_seconds,
             probe_seconds: m
                 .probe_seconds
                 .iter()
@@ -261,9 +267,9 @@ pub struct StudyConfig {
     pub track_every: usize,
     /// Early stopping: smoothing radius in epochs.
     pub smoothing_epochs: f64,
-    /// Early stopping: epoch limit of the tracked runs (they stop when every label is fitted,
-    /// or here).
-    pub track_max_epochs: usize,
+    /// Early stopping: epochs of the tracked runs (they go on after every label is fitted, so
+    /// that the curves show what follows).
+    pub track_epochs: usize,
 }
 
 /// The study's record (`--json` of `probe study`, and `study.json`).
@@ -291,6 +297,9 @@ pub struct StudyRecord {
     pub probe_seconds_mean: BTreeMap<String, f64>,
     /// Wall-clock seconds of the whole study (work done in this run; cached steps count 0).
     pub seconds: f64,
+    /// CPU seconds the study process used (all threads); on a shared machine, this over the
+    /// number of cores estimates the wall-clock time alone.
+    pub cpu_seconds: Option<f64>,
     /// Software and version.
     pub software: String,
 }
@@ -356,6 +365,7 @@ pub fn run_study(
     observer: &mut dyn StudyObserver,
 ) -> Result<StudyRecord> {
     let start = std::time::Instant::now();
+    let cpu_start = super::train::process_cpu_seconds();
     if config.ps.is_empty() || config.seeds.is_empty() {
         return Err(Error::invalid("a study needs at least one p and one seed"));
     }
@@ -409,7 +419,8 @@ pub fn run_study(
         let mut cfg = config.train.clone();
         cfg.p = 0.0;
         cfg.seed = run as u64;
-        cfg.max_epochs = config.track_max_epochs;
+        cfg.max_epochs = config.track_epochs;
+        cfg.stop_when_fitted = false;
         let mut track = TrackConfig::new(&config.probe, config.track_every, cfg.arch)?;
         track.smoothing_epochs = config.smoothing_epochs;
         let dir = out.join("early-stop");
@@ -453,12 +464,15 @@ pub fn run_study(
         });
         reports.push(report);
     }
-    let record = summarize(
+    let mut record = summarize(
         config,
         networks,
         early_stopping,
         start.elapsed().as_secs_f64(),
     );
+    record.cpu_seconds = super::train::process_cpu_seconds()
+        .zip(cpu_start)
+        .map(|(b, a)| b - a);
     write_json(&out.join("study.json"), &record)?;
     observer.stage("plotting");
     write_study_plots(&record, &reports, &out.join("plots"))?;
@@ -529,6 +543,7 @@ pub fn summarize(
         train_seconds_by_p,
         probe_seconds_mean,
         seconds,
+        cpu_seconds: None,
         software: format!("deepfactor {}", env!("CARGO_PKG_VERSION")),
         networks,
     }

@@ -174,7 +174,7 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Track the early-stopping curves every N optimizer steps (NMF and random-ablation AuC on
-    /// single-class batches, test loss).
+    /// single-class batches, test loss); tracked runs train all --max-epochs.
     #[arg(long, value_name = "N")]
     track_every: Option<usize>,
     /// Smoothing radius of the tracked curves, in epochs.
@@ -229,9 +229,10 @@ struct StudyArgs {
     /// Early stopping: smoothing radius in epochs.
     #[arg(long, default_value_t = DEFAULT_SMOOTHING_EPOCHS)]
     smoothing_epochs: f64,
-    /// Early stopping: epoch limit of the tracked runs.
-    #[arg(long, default_value_t = DEFAULT_MAX_EPOCHS)]
-    track_max_epochs: usize,
+    /// Early stopping: epochs of each tracked run (it does not stop when every label is
+    /// fitted).
+    #[arg(long, default_value_t = 20)]
+    track_epochs: usize,
     /// Print the study's JSON record instead of tables.
     #[arg(long)]
     json: bool,
@@ -322,8 +323,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let mut bars = Bars::new();
     let mut records = Vec::new();
     let mut early: Vec<(String, EarlyStopReport)> = Vec::new();
-    for cfg in combos(&a.net)? {
+    for mut cfg in combos(&a.net)? {
         if let Some(every) = a.track_every {
+            cfg.stop_when_fitted = false;
             bars.stage(&format!("training {} with tracking", cfg.stem()));
             let mut track = TrackConfig::new(&a.probe.config(cfg.arch), every, cfg.arch)?;
             track.smoothing_epochs = a.smoothing_epochs;
@@ -544,7 +546,7 @@ fn run_study_cmd(a: StudyArgs) -> anyhow::Result<()> {
         early_stopping_runs: a.early_stopping_runs,
         track_every,
         smoothing_epochs: a.smoothing_epochs,
-        track_max_epochs: a.track_max_epochs,
+        track_epochs: a.track_epochs,
     };
     let mut bars = Bars::new();
     let record = run_study(&data, &config, &a.out, &dev, &mut bars)?;
