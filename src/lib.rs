@@ -9,6 +9,7 @@
 mod activations;
 pub mod backbone;
 pub mod descriptor;
+mod durable;
 pub mod error;
 pub mod eval;
 pub mod geometry;

@@ -405,6 +405,20 @@ pub struct Description {
     pub fallback: bool,
 }
 
+impl Description {
+    /// The kept factors' heatmaps over [`Description::grid`], each scaled to a maximum of 1
+    /// (NMF kinds; empty for the pooled kinds).
+    pub fn kept_heatmaps(&self) -> Result<Vec<Heatmap>> {
+        let Some(f) = &self.factors else {
+            return Ok(Vec::new());
+        };
+        self.kept
+            .iter()
+            .map(|&k| Heatmap::from_column(&f.u, k, self.grid).map(Heatmap::unit_max))
+            .collect()
+    }
+}
+
 /// Turns activations into descriptors; made by [`DescriptorConfig::build`]. Shareable across
 /// threads.
 #[derive(Debug, Clone)]
