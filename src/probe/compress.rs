@@ -4,6 +4,7 @@
 use super::labels::{rng, stream};
 use crate::nmf::{Compressor, KMeans, Nmf, Pca, RandomAblation};
 use crate::{Error, Matrix, Result};
+use candle_core::Tensor;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,15 @@ impl Default for CompressionSettings {
     }
 }
 
+/// Whether `method` at rank `k` gives back a `rows × cols` matrix exactly (see [`compress`]).
+pub fn is_exact(method: Method, k: usize, rows: usize, cols: usize) -> bool {
+    match method {
+        Method::Nmf | Method::Pca => k >= rows.min(cols),
+        Method::Kmeans => k >= rows,
+        Method::Random => k >= cols,
+    }
+}
+
 /// What a probe feeds forward in place of `a` (`P × C`) at rank `k`; `seed` drives k-means
 /// seeding and the units random ablation keeps.
 ///
@@ -163,12 +173,7 @@ pub fn compress(
         return Err(Error::invalid("a probe's rank K must be at least 1"));
     }
     let (p, c) = a.shape();
-    let exact = match probe.method {
-        Method::Nmf | Method::Pca => k >= p.min(c),
-        Method::Kmeans => k >= p,
-        Method::Random => k >= c,
-    };
-    let approx = if exact {
+    let approx = if is_exact(probe.method, k, p, c) {
         a.clone()
     } else {
         match probe.method {
@@ -215,4 +220,30 @@ pub fn compress(
         .map(|(x, y)| x - y)
         .collect();
     Matrix::from_vec(p, c, data)
+}
+
+/// NMF of a `P × C` tensor on its own device ([`Nmf::fit_tensor`]; the CUDA path of the
+/// probes): the rank-`k` reconstruction, or the residual `a − U·V`. Exact at
+/// `k ≥ min(P, C)`, as [`compress`].
+pub fn compress_nmf_tensor(
+    a: &Tensor,
+    k: usize,
+    residual: bool,
+    settings: &CompressionSettings,
+) -> Result<Tensor> {
+    if k == 0 {
+        return Err(Error::invalid("a probe's rank K must be at least 1"));
+    }
+    let (p, c) = a.dims2()?;
+    let approx = if k >= p.min(c) {
+        a.clone()
+    } else {
+        let f = Nmf::new(k)
+            .max_iter(settings.nmf_max_iter)
+            .tol(settings.nmf_tol)
+            .build()?
+            .fit_tensor(a)?;
+        f.u.matmul(&f.v)?
+    };
+    Ok(if residual { (a - approx)? } else { approx })
 }

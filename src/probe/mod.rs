@@ -56,7 +56,7 @@ mod plot;
 mod study;
 mod train;
 
-pub use compress::{compress, CompressionSettings, Method, Probe};
+pub use compress::{compress, compress_nmf_tensor, is_exact, CompressionSettings, Method, Probe};
 pub use data::{
     read_idx_images, read_idx_labels, FashionMnist, Images, LabeledImages, CLASSES, CLASS_NAMES,
     DEFAULT_DATA_DIR, MAX_IDX_BYTES, PIXEL_MEAN, PIXEL_STD,
@@ -68,12 +68,12 @@ pub use early_stop::{
 pub use labels::{balanced_subset, randomize_labels, RandomizedLabels};
 pub use measure::{
     accuracy, auc, coarse_k_grid, compressed_accuracy, default_k_grid, measure, probe_batches,
-    BatchKind, Curve, LayerSet, Measurement, ProbeBatch, ProbeConfig, DEFAULT_PROBE_BATCHES,
-    DEFAULT_PROBE_BATCH_SIZE, DEFAULT_PROBE_SEED,
+    BatchKind, Compression, Curve, LayerSet, Measurement, ProbeBatch, ProbeConfig,
+    DEFAULT_PROBE_BATCHES, DEFAULT_PROBE_BATCH_SIZE, DEFAULT_PROBE_SEED,
 };
 pub use net::{
-    activation_matrix, activation_tensor, Arch, HookResult, LayerInfo, Net, CNN_CONVS, FC_WIDTHS,
-    INPUT_DIM, INPUT_SIDE,
+    activation_matrix, activation_rows, activation_tensor, rows_to_activation, Arch, HookResult,
+    LayerInfo, Net, CNN_CONVS, FC_WIDTHS, INPUT_DIM, INPUT_SIDE,
 };
 pub use optim::FusedAdamW;
 pub use plot::{write_panels, Panel, Series};

@@ -391,46 +391,36 @@ impl Net {
     }
 }
 
-/// A layer's activations as a matrix with one column per unit or channel: `B × W` for FC,
+/// A layer's activations as a rows × units tensor on their device: `B × W` for FC,
 /// `(B·H·W) × C` for conv (rows sample-major, then row-major over the map).
-pub fn activation_matrix(a: &Tensor) -> Result<Matrix> {
-    let a = match a.rank() {
-        2 => a.clone(),
+pub fn activation_rows(a: &Tensor) -> Result<Tensor> {
+    match a.rank() {
+        2 => Ok(a.clone()),
         4 => {
             let (b, c, h, w) = a.dims4()?;
-            a.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?
+            Ok(a.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?)
         }
-        r => {
-            return Err(Error::invalid(format!(
-                "activations of rank {r}: expected 2 (FC) or 4 (conv)"
-            )))
-        }
-    };
-    let (rows, cols) = a.dims2()?;
-    let data = a
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Matrix::from_vec(rows, cols, data)
+        r => Err(Error::invalid(format!(
+            "activations of rank {r}: expected 2 (FC) or 4 (conv)"
+        ))),
+    }
 }
 
-/// The inverse of [`activation_matrix`]: `m` back in the shape of `like`, on its device.
-pub fn activation_tensor(m: &Matrix, like: &Tensor) -> Result<Tensor> {
-    let dev = like.device();
+/// The inverse of [`activation_rows`]: `rows` back in the shape of `like`.
+pub fn rows_to_activation(rows: &Tensor, like: &Tensor) -> Result<Tensor> {
     match like.rank() {
-        2 => Ok(Tensor::from_vec(m.as_slice().to_vec(), m.shape(), dev)?),
+        2 => Ok(rows.reshape(like.dims())?),
         4 => {
             let (b, c, h, w) = like.dims4()?;
-            if m.shape() != (b * h * w, c) {
+            if rows.dims() != [b * h * w, c] {
                 return Err(Error::invalid(format!(
-                    "a {}×{} matrix does not fit {:?} activations",
-                    m.rows(),
-                    m.cols(),
+                    "{:?} rows do not fit {:?} activations",
+                    rows.dims(),
                     like.dims()
                 )));
             }
-            Ok(Tensor::from_vec(m.as_slice().to_vec(), (b, h, w, c), dev)?
+            Ok(rows
+                .reshape((b, h, w, c))?
                 .permute((0, 3, 1, 2))?
                 .contiguous()?)
         }
@@ -438,4 +428,23 @@ pub fn activation_tensor(m: &Matrix, like: &Tensor) -> Result<Tensor> {
             "activations of rank {r}: expected 2 (FC) or 4 (conv)"
         ))),
     }
+}
+
+/// A layer's activations as a matrix on the host ([`activation_rows`] copied to a
+/// [`Matrix`]).
+pub fn activation_matrix(a: &Tensor) -> Result<Matrix> {
+    let rows = activation_rows(a)?;
+    let (r, c) = rows.dims2()?;
+    let data = rows
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Matrix::from_vec(r, c, data)
+}
+
+/// The inverse of [`activation_matrix`]: `m` back in the shape of `like`, on its device.
+pub fn activation_tensor(m: &Matrix, like: &Tensor) -> Result<Tensor> {
+    let rows = Tensor::from_vec(m.as_slice().to_vec(), m.shape(), like.device())?;
+    rows_to_activation(&rows, like)
 }

@@ -17,9 +17,16 @@ use std::sync::Mutex;
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 15;
 
+/// A parameter with its first and second moments.
+struct Slot {
+    var: Var,
+    m: Mutex<Vec<f32>>,
+    v: Mutex<Vec<f32>>,
+}
+
 /// Fused Adam(W) on the CPU.
 pub struct FusedAdamW {
-    vars: Vec<(Var, Mutex<Vec<f32>>, Mutex<Vec<f32>>)>,
+    vars: Vec<Slot>,
     step_t: usize,
     params: ParamsAdamW,
 }
@@ -108,9 +115,13 @@ impl Optimizer for FusedAdamW {
         let vars = vars
             .into_iter()
             .filter(|v| v.dtype().is_float())
-            .map(|v| {
-                let n = v.elem_count();
-                (v, Mutex::new(vec![0f32; n]), Mutex::new(vec![0f32; n]))
+            .map(|var| {
+                let n = var.elem_count();
+                Slot {
+                    var,
+                    m: Mutex::new(vec![0f32; n]),
+                    v: Mutex::new(vec![0f32; n]),
+                }
             })
             .collect();
         Ok(FusedAdamW {
@@ -124,7 +135,7 @@ impl Optimizer for FusedAdamW {
         self.step_t += 1;
         let p = &self.params;
         let t = self.step_t as i32;
-        for (var, m, v) in &self.vars {
+        for Slot { var, m, v } in &self.vars {
             let Some(g) = grads.get(var) else { continue };
             let g: Tensor = g.contiguous()?;
             let update = Update {

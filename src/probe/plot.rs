@@ -190,7 +190,7 @@ pub struct Series {
     pub label: String,
     /// Points `(x, y)`; non-finite ones are skipped.
     pub points: Vec<(f64, f64)>,
-    /// Index into [`COLORS`] (wraps around).
+    /// Colour: an index into the plots' palette (Okabe–Ito, wrapping around).
     pub color: usize,
     /// Join the points with a line.
     pub line: bool,

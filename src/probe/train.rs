@@ -352,10 +352,9 @@ pub fn train(
     let mut epoch = 0;
     while epoch < cfg.max_epochs {
         epoch += 1;
-        let lr = if cfg.lr_decay_every > 0 {
-            o.lr * cfg.lr_decay.powi(((epoch - 1) / cfg.lr_decay_every) as i32)
-        } else {
-            o.lr
+        let lr = match (epoch - 1).checked_div(cfg.lr_decay_every) {
+            Some(q) => o.lr * cfg.lr_decay.powi(q as i32),
+            None => o.lr,
         };
         opt.set_learning_rate(lr);
         let mut order: Vec<u32> = (0..n as u32).collect();
@@ -376,7 +375,7 @@ pub fn train(
             loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
             correct += count_correct(&logits.detach(), &y)?;
             if let Some((every, obs)) = observer.as_mut() {
-                if *every > 0 && steps % *every == 0 {
+                if *every > 0 && steps.is_multiple_of(*every) {
                     let at = epoch as f64 - 1.0 + (b + 1) as f64 / batches_per_epoch as f64;
                     obs(&net, steps, at)?;
                 }

@@ -5,9 +5,9 @@ use candle_core::{Device, Tensor};
 use deepfactor::probe::{
     auc, balanced_subset, compressed_accuracy, first_local_max, pearson, probe_batches,
     randomize_labels, read_idx_images, read_idx_labels, separation, smooth, train, Arch, BatchKind,
-    Checkpoint, CompressionSettings, FashionMnist, Images, LabeledImages, LayerSet, Method, Net,
-    Panel, Probe, ProbeConfig, Series, TrainConfig, CLASSES, DEFAULT_DATA_DIR, FC_WIDTHS,
-    INPUT_DIM,
+    Checkpoint, Compression, CompressionSettings, FashionMnist, Images, LabeledImages, LayerSet,
+    Method, Net, Panel, Probe, ProbeConfig, Series, TrainConfig, CLASSES, DEFAULT_DATA_DIR,
+    FC_WIDTHS, INPUT_DIM,
 };
 use std::collections::HashMap;
 use std::io::Write;
@@ -240,14 +240,15 @@ fn label_randomization_rate_and_never_the_true_label() {
         let r = randomize_labels(&truth, p, 3).unwrap();
         let rate = r.replaced_fraction();
         assert!((rate - p).abs() < 0.01, "p {p}: replaced {rate}");
-        for i in 0..truth.len() {
-            if r.replaced[i] {
-                assert_ne!(
-                    r.labels[i], truth[i],
-                    "p {p}: item {i} got its true label back"
-                );
+        for (i, (t, (l, replaced))) in truth
+            .iter()
+            .zip(r.labels.iter().zip(&r.replaced))
+            .enumerate()
+        {
+            if *replaced {
+                assert_ne!(l, t, "p {p}: item {i} got its true label back");
             } else {
-                assert_eq!(r.labels[i], truth[i]);
+                assert_eq!(l, t);
             }
         }
         assert_eq!(
@@ -439,33 +440,30 @@ fn planted_low_nonnegative_rank_gives_full_accuracy_from_that_k_on() {
     );
     let all: Vec<usize> = (0..4).collect();
     let s = CompressionSettings::default();
+    let at = |probe, k| Compression {
+        probe,
+        k,
+        settings: &s,
+        seed: 0,
+    };
     for probe in [Probe::of(Method::Nmf), Probe::of(Method::Pca)] {
-        let below = compressed_accuracy(&net, &x, &y, &all, probe, types - 1, &s, 0).unwrap();
+        let below = compressed_accuracy(&net, &x, &y, &all, &at(probe, types - 1)).unwrap();
         assert!(
             below < 1.0,
             "{probe}: K = {} already gives {below}",
             types - 1
         );
         for k in [types, types + 1, 10, 50, 128, 2048] {
-            let a = compressed_accuracy(&net, &x, &y, &all, probe, k, &s, 0).unwrap();
+            let a = compressed_accuracy(&net, &x, &y, &all, &at(probe, k)).unwrap();
             assert_eq!(a, 1.0, "{probe} at K = {k}");
         }
     }
     // K-means is exact once every row is its own centroid.
-    let km = compressed_accuracy(&net, &x, &y, &all, Probe::of(Method::Kmeans), 50, &s, 0);
+    let km = compressed_accuracy(&net, &x, &y, &all, &at(Probe::of(Method::Kmeans), 50));
     assert_eq!(km.unwrap(), 1.0);
     // Feeding the residual of an exact compression forward leaves nothing to classify by.
-    let r = compressed_accuracy(
-        &net,
-        &x,
-        &y,
-        &all,
-        Probe::residual(Method::Nmf),
-        types,
-        &s,
-        0,
-    )
-    .unwrap();
+    let r = compressed_accuracy(&net, &x, &y, &all, &at(Probe::residual(Method::Nmf), types));
+    let r = r.unwrap();
     assert!(r < 0.5, "residual at the planted rank: {r}");
 }
 
@@ -499,7 +497,13 @@ fn compression_at_full_width_gives_back_the_exact_accuracy() {
             probes.push(Probe::of(Method::Kmeans)); // 12 rows ≤ K
         }
         for probe in probes {
-            let a = compressed_accuracy(&net, &x, &y, &idx, probe, width, &s, 0).unwrap();
+            let c = Compression {
+                probe,
+                k: width,
+                settings: &s,
+                seed: 0,
+            };
+            let a = compressed_accuracy(&net, &x, &y, &idx, &c).unwrap();
             assert_eq!(a, exact, "{arch} {probe}");
         }
         // And a real compression changes the logits.
@@ -836,4 +840,41 @@ fn cli_study_end_to_end_on_a_tiny_data_set() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/train-images-idx3-ubyte.gz"));
+}
+
+#[test]
+fn nmf_on_tensors_follows_the_slice_engine() {
+    // The GPU path of the NMF probe, run here on the CPU, against the CPU engine.
+    let dev = Device::Cpu;
+    let net = Net::init(Arch::Fc, 1, &dev).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (20, INPUT_DIM), &dev).unwrap();
+    let mut acts = None;
+    net.forward_with(&x, &mut |i, a| {
+        if i == 1 {
+            acts = Some(a.clone());
+        }
+        Ok(None)
+    })
+    .unwrap();
+    let a = acts.unwrap();
+    let m = deepfactor::probe::activation_matrix(&a).unwrap();
+    let s = CompressionSettings::default();
+    for k in [1, 3, 8, 20] {
+        let t = deepfactor::probe::compress_nmf_tensor(&a, k, false, &s).unwrap();
+        let c = deepfactor::probe::compress(&m, k, Probe::of(Method::Nmf), &s, 0).unwrap();
+        let t = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let num: f64 = t
+            .iter()
+            .zip(c.as_slice())
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum();
+        let rel = num.sqrt() / m.frobenius_norm();
+        assert!(rel < 1e-3, "K = {k}: relative difference {rel}");
+        // The residual is what the reconstruction leaves.
+        let r = deepfactor::probe::compress_nmf_tensor(&a, k, true, &s).unwrap();
+        let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ((x, y), z) in r.iter().zip(&t).zip(m.as_slice()) {
+            assert!((x + y - z).abs() < 1e-4);
+        }
+    }
 }

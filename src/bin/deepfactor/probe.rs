@@ -483,11 +483,10 @@ fn print_network(r: &NetworkRecord) {
     println!(
         "  AuC ({}; probe batches' own accuracy {})",
         r.layers,
-        r.base_accuracy
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        joined(
+            r.base_accuracy.iter().map(|(k, v)| format!("{k} {v:.3}")),
+            ", "
+        )
     );
     println!(
         "  {:<14} {:>13} {:>13}",
@@ -620,11 +619,7 @@ fn print_study(r: &StudyRecord, out: &Path) {
                 s.eta_squared,
                 s.r_with_p,
                 s.falls_with_p,
-                s.mean_by_p
-                    .iter()
-                    .map(|v| format!("{v:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                joined(s.mean_by_p.iter().map(|v| format!("{v:.4}")), " ")
             );
         }
     }
@@ -658,23 +653,30 @@ fn print_study(r: &StudyRecord, out: &Path) {
     }
     println!(
         "\nTime: training per network by p: {}; probing {:.1} s per network; per probe (thread-seconds): {}",
-        r.config
-            .ps
-            .iter()
-            .zip(&r.train_seconds_by_p)
-            .map(|(p, s)| format!("p={p} {s:.0} s"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        joined(
+            r.config
+                .ps
+                .iter()
+                .zip(&r.train_seconds_by_p)
+                .map(|(p, s)| format!("p={p} {s:.0} s")),
+            ", "
+        ),
         r.measure_seconds_mean,
-        r.probe_seconds_mean
-            .iter()
-            .map(|(k, s)| format!("{k} {s:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        joined(
+            r.probe_seconds_mean
+                .iter()
+                .map(|(k, s)| format!("{k} {s:.1}")),
+            ", "
+        )
     );
     println!(
         "Records: {}/study.json; plots: {}/plots/",
         out.display(),
         out.display()
     );
+}
+
+/// The items separated by `sep`.
+fn joined(items: impl Iterator<Item = String>, sep: &str) -> String {
+    items.collect::<Vec<_>>().join(sep)
 }
