@@ -758,7 +758,7 @@ fn cli_study_end_to_end_on_a_tiny_data_set() {
             "2",
             "--early-stopping-runs",
             "1",
-            "--track-max-epochs",
+            "--track-epochs",
             "2",
             "--track-every",
             "2",
