@@ -17,7 +17,9 @@
 //! # Ok(()) }
 //! ```
 
-pub mod benchmark;
+mod benchmark;
+
+pub use benchmark::{image_file, run_benchmark, BenchmarkOptions, BenchmarkRun};
 
 use crate::backbone::WeightSource;
 use crate::descriptor::{extract_crop, Description};

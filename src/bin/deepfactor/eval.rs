@@ -101,7 +101,7 @@ fn run_index(
     use deepfactor::backbone::WeightSource;
     use deepfactor::eval::BoxHandling;
     use deepfactor::localize::Localizer;
-    use deepfactor::query::benchmark::{run_benchmark, BenchmarkOptions};
+    use deepfactor::query::{run_benchmark, BenchmarkOptions};
     use deepfactor::query::{BoxMode, Expansion, Searcher, SearcherOptions};
     let (box_mode, handling) = match args.box_mode.as_str() {
         "filter" => (Some(BoxMode::Filter), BoxHandling::Filter),
