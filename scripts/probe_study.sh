@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# The memorization-probe study of the closing note (issue 13), reduced to run on a 2-core CPU:
-# the FC net on a class-balanced 5,000-image subset of Fashion-MNIST, p ∈ {0, 0.2, …, 1},
-# 2 seeds, every probe, 3 early-stopping runs of 20 epochs; with PROBE_CNN=1 also the conv net
-# on p ∈ {0, 1}. Output (checkpoints, JSON records, PNG plots, the printed tables) goes to $OUT
-# (default target/probe-study); an interrupted run resumes where it stopped. Extra arguments
-# go to the FC study (e.g. --seeds 3).
+# The memorization-probe study of the closing note (issue 13), reduced to run on a shared
+# 2-core CPU: the FC net on a class-balanced 5,000-image subset of Fashion-MNIST,
+# p ∈ {0, 0.2, …, 1}, 2 seeds, every probe on single- and multi-class batches, and 3
+# early-stopping runs on p = 0 (12 epochs, tracked twice per epoch on the K grid
+# 1, 2, 4, 8, 16, width). It runs in two passes so that a cut-off run still leaves a complete
+# picture: seed 0 of every level and the early-stopping runs first, then seed 1 (the second
+# pass reuses everything the first wrote). With PROBE_CNN=1 also the conv net on p ∈ {0, 1}.
+# Output (checkpoints, JSON records, PNG plots, the printed tables) goes to $OUT (default
+# target/probe-study); an interrupted run resumes where it stopped. Extra arguments go to both
+# FC passes (e.g. --train-subset 10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/probe-study}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+SEEDS=${SEEDS:-2}
 
-./scripts/setup.sh
+[ -n "${SKIP_SETUP:-}" ] || ./scripts/setup.sh
 cargo build --release --quiet --bin deepfactor
 BIN=target/release/deepfactor
 mkdir -p "$OUT"
 
-echo "== FC net: 6 levels × 2 seeds, probes, early stopping → $OUT/fc"
-nice -n 10 "$BIN" probe study --arch fc --data "$DATA" --out "$OUT/fc" \
-    --p 0,0.2,0.4,0.6,0.8,1 --seeds 2 --train-subset 5000 \
-    --early-stopping-runs 3 --track-epochs 20 "$@" | tee "$OUT/fc.txt"
+fc_study() {
+    nice -n 10 "$BIN" probe study --arch fc --data "$DATA" --out "$OUT/fc" \
+        --p 0,0.2,0.4,0.6,0.8,1 --train-subset 5000 \
+        --early-stopping-runs 3 --track-epochs 12 --track-every 20 \
+        --track-k 1,2,4,8,16,2048 "$@"
+}
+
+echo "== FC net, pass 1: seed 0 of every level, early stopping → $OUT/fc"
+fc_study --seeds 1 "$@" | tee "$OUT/fc-seed0.txt"
+if [ "$SEEDS" -gt 1 ]; then
+    echo "== FC net, pass 2: $SEEDS seeds → $OUT/fc"
+    fc_study --seeds "$SEEDS" "$@" | tee "$OUT/fc.txt"
+fi
 
 if [ "${PROBE_CNN:-0}" = 1 ]; then
     echo "== conv net: p ∈ {0, 1}, 1 seed → $OUT/cnn"

@@ -270,6 +270,10 @@ pub struct StudyConfig {
     /// Early stopping: epochs of the tracked runs (they go on after every label is fitted, so
     /// that the curves show what follows).
     pub track_epochs: usize,
+    /// Early stopping: the K grid of the tracked probes (`None`: the probes' grid when they
+    /// set one, else [`super::measure::coarse_k_grid`]).
+    #[serde(default)]
+    pub track_k_grid: Option<Vec<usize>>,
 }
 
 /// The study's record (`--json` of `probe study`, and `study.json`).
@@ -423,6 +427,9 @@ pub fn run_study(
         cfg.stop_when_fitted = false;
         let mut track = TrackConfig::new(&config.probe, config.track_every, cfg.arch)?;
         track.smoothing_epochs = config.smoothing_epochs;
+        if let Some(ks) = &config.track_k_grid {
+            track.probe.k_grid = Some(ks.clone());
+        }
         let dir = out.join("early-stop");
         let rpath = dir.join(format!("{}.early-stop.json", cfg.stem()));
         let cached = read_json::<EarlyStopReport>(&rpath)

@@ -233,6 +233,10 @@ struct StudyArgs {
     /// fitted).
     #[arg(long, default_value_t = 20)]
     track_epochs: usize,
+    /// Early stopping: K grid of the tracked probes, comma-separated (default: --k, else
+    /// 1, 2, 4, … and the width).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    track_k: Option<Vec<usize>>,
     /// Print the study's JSON record instead of tables.
     #[arg(long)]
     json: bool,
@@ -546,6 +550,7 @@ fn run_study_cmd(a: StudyArgs) -> anyhow::Result<()> {
         track_every,
         smoothing_epochs: a.smoothing_epochs,
         track_epochs: a.track_epochs,
+        track_k_grid: a.track_k.clone(),
     };
     let mut bars = Bars::new();
     let record = run_study(&data, &config, &a.out, &dev, &mut bars)?;
