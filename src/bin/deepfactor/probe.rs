@@ -44,9 +44,13 @@ struct NetArgs {
     /// Label-randomization levels, comma-separated.
     #[arg(long = "p", value_delimiter = ',', default_values_t = DEFAULT_PS.to_vec())]
     ps: Vec<f64>,
-    /// Number of seeds (0, 1, …, N−1) per level.
+    /// Number of seeds per level (--first-seed, and on).
     #[arg(long, default_value_t = 1)]
     seeds: u64,
+    /// First seed (the seeds are S, S+1, …, S+N−1): to spread a grid over processes that
+    /// share an --out folder.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    first_seed: u64,
     /// Train on a class-balanced subset of this many training images.
     #[arg(long, value_name = "N")]
     train_subset: Option<usize>,
@@ -77,6 +81,10 @@ struct NetArgs {
 }
 
 impl NetArgs {
+    fn seed_range(&self) -> std::ops::Range<u64> {
+        self.first_seed..self.first_seed.saturating_add(self.seeds)
+    }
+
     fn config(&self) -> TrainConfig {
         let mut c = TrainConfig::new(self.arch);
         c.train_subset = self.train_subset;
@@ -310,7 +318,7 @@ fn combos(net: &NetArgs) -> anyhow::Result<Vec<TrainConfig>> {
     }
     let mut v = Vec::new();
     for &p in &net.ps {
-        for seed in 0..net.seeds {
+        for seed in net.seed_range() {
             let mut c = net.config();
             c.p = p;
             c.seed = seed;
@@ -545,7 +553,7 @@ fn run_study_cmd(a: StudyArgs) -> anyhow::Result<()> {
         probe: a.probe.config(train.arch),
         train,
         ps: a.net.ps.clone(),
-        seeds: (0..a.net.seeds).collect(),
+        seeds: a.net.seed_range().collect(),
         early_stopping_runs: a.early_stopping_runs,
         track_every,
         smoothing_epochs: a.smoothing_epochs,
