@@ -246,6 +246,33 @@ pub fn auc(ks: &[usize], accuracy: &[f64], width: usize) -> Result<f64> {
     Ok(area / width as f64)
 }
 
+/// Where a probe's AuC ends: the first `K` of `grid` from which its compression is exact on
+/// every layer of the set for batches of `rows` samples ([`is_exact`]; for a residual probe,
+/// the same `K` as its compression), else the grid's last `K`. Past it the curve is the
+/// network's own accuracy whatever the network, so the AuC stops there and is divided by it:
+/// with batches of 50, NMF and PCA are exact on an FC layer from `K = 50` on, and an area over
+/// `1…2048` divided by 2048 would put every network within 0.001 of 1.
+pub fn auc_span(probe: Probe, grid: &[usize], rows: usize, layers: &[LayerInfo]) -> usize {
+    grid.iter()
+        .copied()
+        .find(|&k| {
+            layers
+                .iter()
+                .all(|l| is_exact(probe.method, k, rows * l.spatial, l.width))
+        })
+        .or_else(|| grid.last().copied())
+        .unwrap_or(1)
+}
+
+/// The AuC of a curve over `grid` up to `span` (a `K` of the grid), divided by `span`.
+fn auc_to(grid: &[usize], accuracy: &[f64], span: usize) -> Result<f64> {
+    let end = grid
+        .iter()
+        .position(|&k| k == span)
+        .map_or(grid.len(), |i| i + 1);
+    auc(&grid[..end], &accuracy[..end.min(accuracy.len())], span)
+}
+
 /// What to measure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeConfig {
@@ -322,15 +349,19 @@ pub struct Curve {
     pub layers: String,
     /// The batch kind.
     pub batch_kind: BatchKind,
-    /// The width normalizing the AuC.
+    /// The set's width (its widest layer): the grid's default end.
     pub width: usize,
+    /// Where the AuC ends and what divides it ([`auc_span`]).
+    #[serde(default)]
+    pub span: usize,
     /// The K grid.
     pub k: Vec<usize>,
     /// Accuracy at each K, mean over the batches.
     pub accuracy: Vec<f64>,
     /// Accuracy at each K per batch (`[batch][k]`).
     pub batch_accuracy: Vec<Vec<f64>>,
-    /// AuC of the mean curve (equal to the mean of the batches' AuCs).
+    /// AuC of the mean curve over `1…span`, divided by `span` (equal to the mean of the
+    /// batches' AuCs).
     pub auc: f64,
     /// AuC per batch (per class, in class order, for single-class batches).
     pub batch_auc: Vec<f64>,
@@ -356,6 +387,28 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Recomputes every curve's span and AuC from its accuracies ([`auc_span`]): for
+    /// measurements stored before the AuC ended at the span.
+    pub fn rescore(&mut self, arch: Arch) -> Result<()> {
+        for c in &mut self.curves {
+            let set = self
+                .config
+                .layer_sets
+                .iter()
+                .find(|s| s.name == c.layers)
+                .ok_or_else(|| Error::invalid(format!("no layer set {}", c.layers)))?;
+            let infos: Vec<LayerInfo> = set.resolve(arch)?.into_iter().map(|(_, l)| l).collect();
+            c.span = auc_span(c.probe, &c.k, self.config.batch_size, &infos);
+            c.auc = auc_to(&c.k, &c.accuracy, c.span)?;
+            c.batch_auc = c
+                .batch_accuracy
+                .iter()
+                .map(|r| auc_to(&c.k, r, c.span))
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+
     /// The curve of `probe` on `layers` and `kind`, if measured.
     pub fn curve(&self, probe: Probe, layers: &str, kind: BatchKind) -> Option<&Curve> {
         self.curves
@@ -551,17 +604,19 @@ pub fn measure(
                             / batch_accuracy.len().max(1) as f64
                     })
                     .collect();
+                let span = auc_span(probe, grid, config.batch_size, &infos[si]);
                 let batch_auc = batch_accuracy
                     .iter()
-                    .map(|r| auc(grid, r, width))
+                    .map(|r| auc_to(grid, r, span))
                     .collect::<Result<Vec<_>>>()?;
                 curves.push(Curve {
                     probe,
                     layers: set.name.clone(),
                     batch_kind: kind,
                     width,
+                    span,
                     k: grid.clone(),
-                    auc: auc(grid, &accuracy, width)?,
+                    auc: auc_to(grid, &accuracy, span)?,
                     accuracy,
                     batch_accuracy,
                     batch_auc,

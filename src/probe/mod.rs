@@ -18,7 +18,8 @@
 //!    replaced, one layer after another during the forward pass, by a rank-`K` compression
 //!    (NMF, PCA, k-means, random ablation; [`compress`]) or its residual, for every `K` of a
 //!    grid; the accuracy on the batch's training labels gives a curve per probe, and its
-//!    area ([`auc`], trapezoids divided by the layer width) one number.
+//!    area ([`auc`], trapezoids up to the `K` where the compression becomes exact, divided by
+//!    that `K`) one number.
 //! 5. **Study** ([`run_study`]) — the grid over `p` and seeds, Pearson r of AuC with the test
 //!    error per method, how well each method separates the `p` levels ([`Separation`]),
 //!    early stopping ([`train_tracked`]: the first peak of the NMF AuC while training on
@@ -37,13 +38,18 @@
 //!
 //! # What a K means
 //! For a layer set, one `K` applies to every layer in it (capped at each layer's width for
-//! random ablation); the AuC is divided by the widest layer's width. Where the best rank-`K`
-//! compression is exact — NMF and PCA at `K ≥ min(rows, width)`, k-means at `K ≥ rows`,
-//! random ablation at `K ≥ width` — the activations pass unchanged, so `K = width` gives back
-//! the network's own accuracy. With batches of 50 an FC layer's matrix has rank ≤ 50, so NMF
-//! and PCA curves of the wide layers reach full accuracy by `K = 50` and their AuC lies close
-//! to 1; comparisons between methods use scale-free statistics ([`Separation::eta_squared`],
-//! Pearson r).
+//! random ablation). Where the best rank-`K` compression is exact — NMF and PCA at
+//! `K ≥ min(rows, width)`, k-means at `K ≥ rows`, random ablation at `K ≥ width` — the
+//! activations pass unchanged, so `K = width` gives back the network's own accuracy. The AuC
+//! of a curve ends at the first `K` of the grid where its compression is exact on every layer
+//! of the set ([`auc_span`]) and is divided by that `K`: past it every network shows its own
+//! accuracy (1 for a fitted network on its training labels), which would only add the same
+//! constant to every AuC. With probe batches of 50 an FC layer's matrix has rank ≤ 50, so the
+//! NMF, PCA and k-means AuCs of the FC net span `K = 1…60` of the default grid, random
+//! ablation's `1…2048`. The thesis' Pearson r and the separation statistics
+//! ([`Separation::eta_squared`]) do not depend on this choice (it is an affine map of the
+//! AuC over the whole width when every network is fitted).
+//!
 
 mod compress;
 mod data;
@@ -67,8 +73,8 @@ pub use early_stop::{
 };
 pub use labels::{balanced_subset, randomize_labels, RandomizedLabels};
 pub use measure::{
-    accuracy, auc, coarse_k_grid, compressed_accuracy, default_k_grid, measure, probe_batches,
-    BatchKind, Compression, Curve, LayerSet, Measurement, ProbeBatch, ProbeConfig,
+    accuracy, auc, auc_span, coarse_k_grid, compressed_accuracy, default_k_grid, measure,
+    probe_batches, BatchKind, Compression, Curve, LayerSet, Measurement, ProbeBatch, ProbeConfig,
     DEFAULT_PROBE_BATCHES, DEFAULT_PROBE_BATCH_SIZE, DEFAULT_PROBE_SEED,
 };
 pub use net::{

@@ -393,8 +393,14 @@ pub fn run_study(
                     && s.record.train_seconds == ck.record.seconds
             });
             let record = match cached {
-                Some(s) => {
+                Some(mut s) => {
                     observer.stage(&format!("reusing {}", mpath.display()));
+                    if s.measurement.curves.iter().any(|c| c.span == 0) {
+                        // Stored before the AuC ended at the span: score it again.
+                        s.measurement.rescore(cfg.arch)?;
+                        s.record = NetworkRecord::new(&ck.path, &ck.record, &s.measurement);
+                        write_json(&mpath, &s)?;
+                    }
                     s.record
                 }
                 None => {

@@ -666,6 +666,17 @@ fn measure_gives_curves_for_every_probe_and_is_repeatable() {
     for c in &m.curves {
         assert_eq!(c.k, vec![1, 2, 4, 8, 2048]);
         assert_eq!(c.width, 2048);
+        // Batches of 6 rows: NMF, PCA and k-means are exact from K = 6 on, so their AuC ends at
+        // the first grid K past it; random ablation only at the full width.
+        let span = if c.probe.method == Method::Random {
+            2048
+        } else {
+            8
+        };
+        assert_eq!(c.span, span, "{}", c.probe);
+        let end = c.k.iter().position(|&k| k == span).unwrap() + 1;
+        let want = auc(&c.k[..end], &c.accuracy[..end], span).unwrap();
+        assert!((c.auc - want).abs() < 1e-12, "{}", c.probe);
         assert!((0.0..=1.0).contains(&c.auc), "{c:?}");
         let rows = if c.batch_kind == BatchKind::SingleClass {
             10
@@ -688,6 +699,15 @@ fn measure_gives_curves_for_every_probe_and_is_repeatable() {
     }
     let again = deepfactor::probe::measure(&net, &data.train, &cfg, &|_, _| {}).unwrap();
     assert_eq!(again.curves, m.curves);
+    // A measurement stored without spans is scored again to the same numbers.
+    let mut old = m.clone();
+    for c in &mut old.curves {
+        c.span = 0;
+        c.auc = -1.0;
+        c.batch_auc.iter_mut().for_each(|a| *a = -1.0);
+    }
+    old.rescore(Arch::Fc).unwrap();
+    assert_eq!(old.curves, m.curves);
 }
 
 // ---------------------------------------------------------------------------------------------
