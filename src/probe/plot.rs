@@ -291,7 +291,10 @@ fn draw_panel<'a>(area: &DrawingArea<FontBackend<'a>, Shift>, panel: &Panel) -> 
     let (y0, y1) = if panel.y_range.is_some() {
         (y0, y1)
     } else {
-        pad(y0, y1)
+        let (a, b) = pad(y0, y1);
+        // Headroom for the legend, so that it never covers data.
+        let legend = panel.series.iter().any(|s| !s.label.is_empty()) || !panel.vlines.is_empty();
+        (a, if legend { b + (b - a) * 0.3 } else { b })
     };
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 20).into_font())
@@ -300,6 +303,7 @@ fn draw_panel<'a>(area: &DrawingArea<FontBackend<'a>, Shift>, panel: &Panel) -> 
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)?;
     let log_x = panel.log_x;
+    let (xd, yd) = (tick_decimals(x1 - x0), tick_decimals(y1 - y0));
     let xfmt = move |v: &f64| {
         if log_x {
             let k = 10f64.powf(*v);
@@ -309,7 +313,7 @@ fn draw_panel<'a>(area: &DrawingArea<FontBackend<'a>, Shift>, panel: &Panel) -> 
                 format!("{k:.1}")
             }
         } else {
-            format!("{v:.2}")
+            format!("{v:.xd$}")
         }
     };
     chart
@@ -319,7 +323,7 @@ fn draw_panel<'a>(area: &DrawingArea<FontBackend<'a>, Shift>, panel: &Panel) -> 
         .x_labels(6)
         .y_labels(6)
         .x_label_formatter(&xfmt)
-        .y_label_formatter(&|v| format!("{v:.2}"))
+        .y_label_formatter(&|v| format!("{v:.yd$}"))
         .label_style(("sans-serif", 10).into_font())
         .axis_desc_style(("sans-serif", 10).into_font())
         .light_line_style(RGBColor(235, 235, 235))
@@ -379,8 +383,63 @@ fn draw_panel<'a>(area: &DrawingArea<FontBackend<'a>, Shift>, panel: &Panel) -> 
             .label_font(("sans-serif", 10).into_font())
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(200, 200, 200))
-            .position(SeriesLabelPosition::LowerRight)
+            .position(emptiest_corner(panel, (x0, x1), (y0, y1), &tx))
             .draw()?;
     }
     Ok(())
+}
+
+/// Decimals that tell apart ticks spread over `span` (about six ticks).
+fn tick_decimals(span: f64) -> usize {
+    if !(span.is_finite() && span > 0.0) {
+        return 2;
+    }
+    ((-(span / 6.0).log10()).ceil().max(0.0) as usize).clamp(1, 6)
+}
+
+/// The corner of the chart with the fewest data points near it, for the legend.
+fn emptiest_corner(
+    panel: &Panel,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    tx: &dyn Fn(f64) -> f64,
+) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::LowerLeft, false, false),
+        (SeriesLabelPosition::UpperLeft, false, true),
+    ];
+    // The points in chart coordinates, lines sampled between their points too.
+    let mut pts: Vec<(f64, f64)> = Vec::new();
+    for s in &panel.series {
+        let p: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (tx(x), y)).collect();
+        pts.extend(&p);
+        if s.line {
+            for w in p.windows(2) {
+                pts.extend((1..10).map(|i| {
+                    let t = i as f64 / 10.0;
+                    (
+                        w[0].0 + t * (w[1].0 - w[0].0),
+                        w[0].1 + t * (w[1].1 - w[0].1),
+                    )
+                }));
+            }
+        }
+    }
+    let near = |right: bool, upper: bool| {
+        pts.iter()
+            .filter(|(x, y)| {
+                let fx = (x - x0) / (x1 - x0);
+                let fy = (y - y0) / (y1 - y0);
+                let inx = if right { fx > 0.65 } else { fx < 0.35 };
+                let iny = if upper { fy > 0.8 } else { fy < 0.2 };
+                inx && iny
+            })
+            .count()
+    };
+    corners
+        .into_iter()
+        .min_by_key(|&(_, r, u)| near(r, u))
+        .map_or(SeriesLabelPosition::LowerRight, |(p, _, _)| p)
 }
