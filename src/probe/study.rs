@@ -735,7 +735,7 @@ pub fn write_study_plots(
             .collect();
         write_panels(
             &dir.join("early-stopping.png"),
-            "Early stopping (p = 0): curves scaled to [0, 1]",
+            "Early stopping (p = 0): each curve scaled to its range after epoch 1",
             &panels,
             panels.len().min(3),
         )?;
@@ -746,17 +746,31 @@ pub fn write_study_plots(
 /// One early-stopping run as a panel: the three curves min–max scaled, raw (faint) and
 /// smoothed, with the three stopping points.
 pub fn early_stop_panel(title: &str, r: &EarlyStopReport) -> Panel {
-    let scale = |v: &[f64]| -> Vec<f64> {
-        let (lo, hi) = v
+    let epochs: Vec<f64> = r.points.iter().map(|p| p.epoch).collect();
+    // Each curve is scaled to the range its raw values take after the first epoch (the
+    // untrained start would squeeze the rest against one edge); earlier values are clamped.
+    let settled: Vec<bool> = {
+        let any = epochs.iter().any(|&e| e >= 1.0);
+        epochs.iter().map(|&e| !any || e >= 1.0).collect()
+    };
+    let scale = |v: &[f64], range_of: &[f64]| -> Vec<f64> {
+        let (lo, hi) = range_of
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            .zip(&settled)
+            .filter(|(_, s)| **s)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (x, _)| {
                 (a.min(*x), b.max(*x))
             });
         v.iter()
-            .map(|x| if hi > lo { (x - lo) / (hi - lo) } else { 0.5 })
+            .map(|x| {
+                if hi > lo {
+                    ((x - lo) / (hi - lo)).clamp(-0.02, 1.02)
+                } else {
+                    0.5
+                }
+            })
             .collect()
     };
-    let epochs: Vec<f64> = r.points.iter().map(|p| p.epoch).collect();
     let raw = |f: fn(&super::early_stop::TrackPoint) -> f64| -> Vec<f64> {
         r.points.iter().map(f).collect()
     };
@@ -770,10 +784,8 @@ pub fn early_stop_panel(title: &str, r: &EarlyStopReport) -> Panel {
     .enumerate()
     {
         // Raw and smoothed on one scale (that of the raw values).
-        let mut both = raw_v.clone();
-        both.extend_from_slice(smooth_v);
-        let s = scale(&both);
-        let (a, b) = s.split_at(raw_v.len());
+        let a = scale(&raw_v, &raw_v);
+        let b = scale(smooth_v, &raw_v);
         series.push(Series {
             label: String::new(),
             points: epochs.iter().copied().zip(a.iter().copied()).collect(),
