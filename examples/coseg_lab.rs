@@ -53,7 +53,12 @@ fn write_class(path: &Path, items: &[Acts]) -> Result<()> {
         ] {
             w.write_all(&v.to_le_bytes())?;
         }
-        let h: Vec<f16> = a.data.as_slice().iter().map(|&x| f16::from_f32(x)).collect();
+        let h: Vec<f16> = a
+            .data
+            .as_slice()
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
         w.write_all(bytemuck::cast_slice(&h))?;
     }
     w.flush()?;
@@ -105,24 +110,38 @@ fn read_class(path: &Path) -> Result<Vec<Acts>> {
     Ok(out)
 }
 
-fn extract(root: &Path) -> Result<()> {
+fn extract(root: &Path, size: u32, layers: &[&str]) -> Result<()> {
     let gt = CosegGroundTruth::load(root)?;
     let backbone = BackboneBuilder::new(BackboneKind::EfficientNetLite0)
         .layer("head")
-        .input_size(512)
+        .input_size(size)
         .build()?;
+    // Layers at another input size are cached as "<layer>@<size>".
+    let names: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            if size == 512 {
+                l.to_string()
+            } else {
+                format!("{l}@{size}")
+            }
+        })
+        .collect();
     let t0 = Instant::now();
     for class in &gt.classes {
-        let done = LAYERS
-            .iter()
-            .all(|l| cache_dir().join(l).join(format!("{}.bin", class.name)).is_file());
+        let done = names.iter().all(|l| {
+            cache_dir()
+                .join(l)
+                .join(format!("{}.bin", class.name))
+                .is_file()
+        });
         if done {
             continue;
         }
-        let mut per_layer: Vec<Vec<Acts>> = LAYERS.iter().map(|_| Vec::new()).collect();
+        let mut per_layer: Vec<Vec<Acts>> = layers.iter().map(|_| Vec::new()).collect();
         for img in &class.images {
             let prepared = backbone.prepare_path(&img.image)?;
-            let outs = backbone.forward_layers(&prepared.tensor.unsqueeze(0)?, &LAYERS)?;
+            let outs = backbone.forward_layers(&prepared.tensor.unsqueeze(0)?, layers)?;
             for (li, t) in outs.into_iter().enumerate() {
                 let t = t.squeeze(0)?;
                 let (c, h, w) = t.dims3()?;
@@ -141,7 +160,9 @@ fn extract(root: &Path) -> Result<()> {
         }
         for (li, items) in per_layer.iter().enumerate() {
             write_class(
-                &cache_dir().join(LAYERS[li]).join(format!("{}.bin", class.name)),
+                &cache_dir()
+                    .join(&names[li])
+                    .join(format!("{}.bin", class.name)),
                 items,
             )?;
         }
@@ -157,6 +178,7 @@ fn extract(root: &Path) -> Result<()> {
 
 /// Ground truth of one image: mask and the box around its largest component.
 struct Truth {
+    image: PathBuf,
     mask: Mask,
     bbox: Option<BBox>,
 }
@@ -172,7 +194,11 @@ fn load_truth(root: &Path) -> Result<Vec<(String, Vec<Truth>)>> {
                 .map(|i| {
                     let mask = Mask::load(i.mask.as_ref().context("no mask")?)?;
                     let bbox = mask.largest_component().bbox();
-                    Ok(Truth { mask, bbox })
+                    Ok(Truth {
+                        image: i.image.clone(),
+                        mask,
+                        bbox,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok((c.name.clone(), truths))
@@ -213,6 +239,10 @@ struct Score {
     jaccard: f64,
     corloc: f64,
     precision: f64,
+    /// TP / truth area.
+    recall: f64,
+    /// TP / predicted area.
+    purity: f64,
 }
 
 fn score(pred: &Mask, truth: &Truth) -> Result<Score> {
@@ -229,6 +259,12 @@ fn score(pred: &Mask, truth: &Truth) -> Result<Score> {
         jaccard: j,
         corloc: if hit { 1.0 } else { 0.0 },
         precision: correct as f64 / n as f64,
+        recall: inter as f64 / truth.mask.area().max(1) as f64,
+        purity: if pred.area() > 0 {
+            inter as f64 / pred.area() as f64
+        } else {
+            0.0
+        },
     })
 }
 
@@ -238,6 +274,8 @@ fn mean(s: &[Score]) -> Score {
         jaccard: s.iter().map(|x| x.jaccard).sum::<f64>() / n,
         corloc: s.iter().map(|x| x.corloc).sum::<f64>() / n,
         precision: s.iter().map(|x| x.precision).sum::<f64>() / n,
+        recall: s.iter().map(|x| x.recall).sum::<f64>() / n,
+        purity: s.iter().map(|x| x.purity).sum::<f64>() / n,
     }
 }
 
@@ -268,7 +306,11 @@ fn grid(root: &Path, layer: &str) -> Result<()> {
         let mats: Vec<&Matrix> = acts.iter().map(|a| &a.data).collect();
         for (ki, k) in [1usize, 2].into_iter().enumerate() {
             let t = Instant::now();
-            let nmf = Nmf::new(k).max_iter(200).tol(0.0).init(Init::Nndsvda).build()?;
+            let nmf = Nmf::new(k)
+                .max_iter(200)
+                .tol(0.0)
+                .init(Init::Nndsvda)
+                .build()?;
             let jf = nmf.fit_joint(&mats)?;
             let chosen = if k == 1 {
                 0
@@ -351,6 +393,804 @@ fn grid(root: &Path, layer: &str) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// Research: factorizations cached per (layer, class, K), methods evaluated over the classes.
+
+/// A class's joint factorization: per-image `U` (cells × K) and the shared `V` (K × C).
+struct Fact {
+    u: Vec<Matrix>,
+    v: Matrix,
+}
+
+fn fact_path(layer: &str, class: &str, k: usize) -> PathBuf {
+    cache_dir()
+        .join("nmf")
+        .join(layer)
+        .join(format!("{class}_k{k}.bin"))
+}
+
+fn write_matrix(w: &mut impl Write, m: &Matrix) -> Result<()> {
+    w.write_all(&(m.rows() as u64).to_le_bytes())?;
+    w.write_all(&(m.cols() as u64).to_le_bytes())?;
+    w.write_all(bytemuck::cast_slice(m.as_slice()))?;
+    Ok(())
+}
+
+fn read_matrix(r: &mut impl Read) -> Result<Matrix> {
+    let rows = read_u64(r)? as usize;
+    let cols = read_u64(r)? as usize;
+    let mut v = vec![0f32; rows * cols];
+    r.read_exact(bytemuck::cast_slice_mut(&mut v))?;
+    Ok(Matrix::from_vec(rows, cols, v)?)
+}
+
+fn factorize(layer: &str, class: &str, acts: Option<&[Acts]>, k: usize) -> Result<Fact> {
+    let path = fact_path(layer, class, k);
+    if let Ok(f) = std::fs::File::open(&path) {
+        let mut r = BufReader::new(f);
+        let n = read_u64(&mut r)? as usize;
+        let u = (0..n)
+            .map(|_| read_matrix(&mut r))
+            .collect::<Result<Vec<_>>>()?;
+        let v = read_matrix(&mut r)?;
+        return Ok(Fact { u, v });
+    }
+    let owned;
+    let acts = match acts {
+        Some(a) => a,
+        None => {
+            owned = read_class(&cache_dir().join(layer).join(format!("{class}.bin")))?;
+            &owned
+        }
+    };
+    let mats: Vec<&Matrix> = acts.iter().map(|a| &a.data).collect();
+    let nmf = Nmf::new(k)
+        .max_iter(200)
+        .tol(0.0)
+        .init(Init::Nndsvda)
+        .build()?;
+    let jf = nmf.fit_joint(&mats)?;
+    std::fs::create_dir_all(path.parent().context("no parent")?)?;
+    let mut w = BufWriter::new(std::fs::File::create(&path)?);
+    w.write_all(&(jf.u_per_image.len() as u64).to_le_bytes())?;
+    for u in &jf.u_per_image {
+        write_matrix(&mut w, u)?;
+    }
+    write_matrix(&mut w, &jf.factorization.v)?;
+    w.flush()?;
+    Ok(Fact {
+        u: jf.u_per_image,
+        v: jf.factorization.v,
+    })
+}
+
+/// Reads only the grids of a class's cache (names and sizes), skipping the data.
+fn read_grids(layer: &str, class: &str) -> Result<Vec<CellGrid>> {
+    Ok(
+        read_class(&cache_dir().join(layer).join(format!("{class}.bin")))?
+            .into_iter()
+            .map(|a| a.grid)
+            .collect(),
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Select {
+    /// Factor 0 (K = 1).
+    First,
+    /// The factor with the least absolute heatmap mass on the 1-cell border, over the set.
+    LeastBorder,
+    /// Every factor whose border ratio (share of its set mass on border cells over the
+    /// border's share of cells) is below the given value; at least the lowest one.
+    RatioBelow(f32),
+    /// Every factor whose border ratio is below α times the energy-weighted mean ratio.
+    Rel(f32),
+    /// Factors split in two groups by their border ratios (two-means, energy weighted); the
+    /// low group.
+    Split,
+    /// Oracle (analysis only): factors whose purity (mass inside the truth) is above p.
+    Oracle(f32),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum MapKind {
+    /// Σ over chosen factors of U_k·‖V_k‖₂.
+    Sum,
+    /// That sum over the same sum for all factors (fraction of the cell explained by the
+    /// chosen factors).
+    Share,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Thresh {
+    /// v / (set max) ≥ τ.
+    Set(f32),
+    /// v / (image max) ≥ τ.
+    Image(f32),
+    /// v ≥ τ (for share maps).
+    Abs(f32),
+    /// Otsu on the upsampled map of the image.
+    Otsu,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    k: usize,
+    select: Select,
+    map: MapKind,
+    thresh: Thresh,
+    /// Decide at cell level, then upsample the binary decisions (nearest cell).
+    cells: bool,
+    /// Guided filter (radius in cells, eps) of the upsampled map before the decision.
+    guided: Option<(f32, f32)>,
+}
+
+fn border_cells(grid: &CellGrid) -> impl Iterator<Item = usize> + '_ {
+    (0..grid.len()).filter(move |&i| {
+        let (r, c) = (i / grid.cols, i % grid.cols);
+        r == 0 || c == 0 || r + 1 == grid.rows || c + 1 == grid.cols
+    })
+}
+
+/// Per-factor border ratio over the set.
+fn border_ratios(grids: &[CellGrid], f: &Fact) -> Vec<f32> {
+    let k = f.v.rows();
+    let (mut bc, mut all_c) = (0usize, 0usize);
+    let mut bm = vec![0f64; k];
+    let mut tm = vec![0f64; k];
+    for (g, u) in grids.iter().zip(&f.u) {
+        bc += border_cells(g).count();
+        all_c += g.len();
+        for i in border_cells(g) {
+            for j in 0..k {
+                bm[j] += f64::from(u.get(i, j));
+            }
+        }
+        for i in 0..g.len() {
+            for j in 0..k {
+                tm[j] += f64::from(u.get(i, j));
+            }
+        }
+    }
+    let share = bc as f64 / all_c as f64;
+    (0..k)
+        .map(|j| {
+            if tm[j] > 0.0 {
+                (bm[j] / tm[j] / share) as f32
+            } else {
+                f32::INFINITY
+            }
+        })
+        .collect()
+}
+
+fn energies(f: &Fact) -> Vec<f64> {
+    let k = f.v.rows();
+    (0..k)
+        .map(|j| {
+            let vn = f64::from(f.v.row(j).iter().map(|x| x * x).sum::<f32>().sqrt());
+            let s: f64 =
+                f.u.iter()
+                    .map(|u| (0..u.rows()).map(|i| f64::from(u.get(i, j))).sum::<f64>())
+                    .sum();
+            s * vn
+        })
+        .collect()
+}
+
+fn purities(f: &Fact, fr: &[Vec<f32>]) -> Vec<f32> {
+    let k = f.v.rows();
+    (0..k)
+        .map(|j| {
+            let (mut inm, mut tot) = (0f64, 0f64);
+            for (u, frc) in f.u.iter().zip(fr) {
+                for i in 0..u.rows() {
+                    let v = f64::from(u.get(i, j));
+                    inm += v * f64::from(frc[i]);
+                    tot += v;
+                }
+            }
+            (inm / tot.max(1e-12)) as f32
+        })
+        .collect()
+}
+
+fn chosen(grids: &[CellGrid], f: &Fact, sel: Select, purity: &[f32]) -> Vec<usize> {
+    let k = f.v.rows();
+    let lowest = |r: &[f32]| (0..k).min_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap_or(0);
+    match sel {
+        Select::Oracle(p) => {
+            let mut out: Vec<usize> = (0..k).filter(|&j| purity[j] > p).collect();
+            if out.is_empty() {
+                out.push(
+                    (0..k)
+                        .max_by(|&a, &b| purity[a].total_cmp(&purity[b]))
+                        .unwrap_or(0),
+                );
+            }
+            out
+        }
+        Select::Rel(alpha) => {
+            let r = border_ratios(grids, f);
+            let e = energies(f);
+            let mean = (0..k).map(|j| e[j] * f64::from(r[j])).sum::<f64>() / e.iter().sum::<f64>();
+            let mut out: Vec<usize> = (0..k)
+                .filter(|&j| f64::from(r[j]) < f64::from(alpha) * mean)
+                .collect();
+            if out.is_empty() {
+                out.push(lowest(&r));
+            }
+            out
+        }
+        Select::Split => {
+            let r = border_ratios(grids, f);
+            let e = energies(f);
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| r[a].total_cmp(&r[b]));
+            // Best cut of the sorted ratios into low / high (weighted within-group variance).
+            let (mut best, mut best_cost) = (1usize, f64::INFINITY);
+            for cut in 1..k {
+                let cost = |idx: &[usize]| {
+                    let w: f64 = idx.iter().map(|&j| e[j]).sum();
+                    let m: f64 = idx.iter().map(|&j| e[j] * f64::from(r[j])).sum::<f64>() / w;
+                    idx.iter()
+                        .map(|&j| e[j] * (f64::from(r[j]) - m).powi(2))
+                        .sum::<f64>()
+                };
+                let c = cost(&order[..cut]) + cost(&order[cut..]);
+                if c < best_cost {
+                    best_cost = c;
+                    best = cut;
+                }
+            }
+            if k == 1 {
+                return vec![0];
+            }
+            order[..best].to_vec()
+        }
+        Select::First => vec![0],
+        Select::LeastBorder => {
+            let bm: Vec<f64> = (0..k)
+                .map(|j| {
+                    grids
+                        .iter()
+                        .zip(&f.u)
+                        .map(|(g, u)| border_cells(g).map(|i| f64::from(u.get(i, j))).sum::<f64>())
+                        .sum()
+                })
+                .collect();
+            vec![(0..k).min_by(|&a, &b| bm[a].total_cmp(&bm[b])).unwrap_or(0)]
+        }
+        Select::RatioBelow(t) => {
+            let r = border_ratios(grids, f);
+            let mut out: Vec<usize> = (0..k).filter(|&j| r[j] < t).collect();
+            if out.is_empty() {
+                out.push((0..k).min_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap_or(0));
+            }
+            out
+        }
+    }
+}
+
+fn otsu(values: &[f32]) -> f32 {
+    const BINS: usize = 256;
+    let max = values.iter().copied().fold(0f32, f32::max);
+    if max <= 0.0 {
+        return f32::INFINITY;
+    }
+    let mut hist = [0usize; BINS];
+    for &v in values {
+        let b = ((v.max(0.0) / max) * (BINS - 1) as f32).round() as usize;
+        hist[b.min(BINS - 1)] += 1;
+    }
+    let total = values.len() as f64;
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
+    let (mut w0, mut sum0, mut best, mut best_var) = (0f64, 0f64, 0usize, -1f64);
+    for (t, &c) in hist.iter().enumerate() {
+        w0 += c as f64;
+        sum0 += t as f64 * c as f64;
+        let w1 = total - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let (m0, m1) = (sum0 / w0, (sum_all - sum0) / w1);
+        let var = w0 * w1 * (m0 - m1) * (m0 - m1);
+        if var > best_var {
+            best_var = var;
+            best = t;
+        }
+    }
+    (best as f32 + 0.5) / (BINS - 1) as f32 * max
+}
+
+fn nearest(grid: &CellGrid, values: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let r = ((y as f64 + 0.5) * grid.rows as f64 / h as f64) as usize;
+        for x in 0..w {
+            let c = ((x as f64 + 0.5) * grid.cols as f64 / w as f64) as usize;
+            out.push(values[r.min(grid.rows - 1) * grid.cols + c.min(grid.cols - 1)]);
+        }
+    }
+    out
+}
+
+/// Box mean over a (2r+1)² window, clipped at the edges (integral image).
+fn box_mean(x: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let mut ii = vec![0f64; (w + 1) * (h + 1)];
+    for y in 0..h {
+        let mut row = 0f64;
+        for xx in 0..w {
+            row += f64::from(x[y * w + xx]);
+            ii[(y + 1) * (w + 1) + xx + 1] = ii[y * (w + 1) + xx + 1] + row;
+        }
+    }
+    let mut out = vec![0f32; w * h];
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+        for xx in 0..w {
+            let (x0, x1) = (xx.saturating_sub(r), (xx + r + 1).min(w));
+            let s = ii[y1 * (w + 1) + x1] - ii[y0 * (w + 1) + x1] - ii[y1 * (w + 1) + x0]
+                + ii[y0 * (w + 1) + x0];
+            out[y * w + xx] = (s / ((y1 - y0) * (x1 - x0)) as f64) as f32;
+        }
+    }
+    out
+}
+
+/// He et al.'s guided filter with a colour guide (`rgb` in [0,1], planar) of `p`.
+fn guided_filter(
+    rgb: &[Vec<f32>; 3],
+    p: &[f32],
+    w: usize,
+    h: usize,
+    r: usize,
+    eps: f32,
+) -> Vec<f32> {
+    let n = w * h;
+    let mi: Vec<Vec<f32>> = rgb.iter().map(|c| box_mean(c, w, h, r)).collect();
+    let mp = box_mean(p, w, h, r);
+    let mip: Vec<Vec<f32>> = rgb
+        .iter()
+        .map(|c| {
+            box_mean(
+                &c.iter().zip(p).map(|(a, b)| a * b).collect::<Vec<_>>(),
+                w,
+                h,
+                r,
+            )
+        })
+        .collect();
+    let pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)];
+    let mii: Vec<Vec<f32>> = pairs
+        .iter()
+        .map(|&(a, b)| {
+            box_mean(
+                &rgb[a]
+                    .iter()
+                    .zip(&rgb[b])
+                    .map(|(x, y)| x * y)
+                    .collect::<Vec<_>>(),
+                w,
+                h,
+                r,
+            )
+        })
+        .collect();
+    let mut a = [vec![0f32; n], vec![0f32; n], vec![0f32; n]];
+    let mut b = vec![0f32; n];
+    for i in 0..n {
+        let cov = [0, 1, 2].map(|c| mip[c][i] - mi[c][i] * mp[i]);
+        let v = |pi: usize| {
+            let (x, y) = pairs[pi];
+            mii[pi][i] - mi[x][i] * mi[y][i]
+        };
+        let (s00, s01, s02, s11, s12, s22) = (v(0) + eps, v(1), v(2), v(3) + eps, v(4), v(5) + eps);
+        // Inverse of the symmetric 3×3 matrix.
+        let i00 = s11 * s22 - s12 * s12;
+        let i01 = s02 * s12 - s01 * s22;
+        let i02 = s01 * s12 - s02 * s11;
+        let i11 = s00 * s22 - s02 * s02;
+        let i12 = s01 * s02 - s00 * s12;
+        let i22 = s00 * s11 - s01 * s01;
+        let det = s00 * i00 + s01 * i01 + s02 * i02;
+        let ak = [
+            (i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) / det,
+            (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) / det,
+            (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) / det,
+        ];
+        for c in 0..3 {
+            a[c][i] = ak[c];
+        }
+        b[i] = mp[i] - ak[0] * mi[0][i] - ak[1] * mi[1][i] - ak[2] * mi[2][i];
+    }
+    let ma: Vec<Vec<f32>> = a.iter().map(|x| box_mean(x, w, h, r)).collect();
+    let mb = box_mean(&b, w, h, r);
+    (0..n)
+        .map(|i| ma[0][i] * rgb[0][i] + ma[1][i] * rgb[1][i] + ma[2][i] * rgb[2][i] + mb[i])
+        .collect()
+}
+
+fn load_planar(path: &Path) -> Result<[Vec<f32>; 3]> {
+    let img = image::open(path)?.to_rgb8();
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    for p in img.pixels() {
+        for c in 0..3 {
+            out[c].push(f32::from(p.0[c]) / 255.0);
+        }
+    }
+    Ok(out)
+}
+
+/// Per-image predicted masks of one class.
+fn predict(
+    grids: &[CellGrid],
+    f: &Fact,
+    cfg: &Config,
+    purity: &[f32],
+    images: &[PathBuf],
+) -> Result<Vec<Mask>> {
+    let k = f.v.rows();
+    let sel = chosen(grids, f, cfg.select, purity);
+    let vn: Vec<f32> = (0..k)
+        .map(|j| f.v.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+        .collect();
+    let maps: Vec<Vec<f32>> = grids
+        .iter()
+        .zip(&f.u)
+        .map(|(g, u)| {
+            (0..g.len())
+                .map(|i| {
+                    let fg: f32 = sel.iter().map(|&j| u.get(i, j) * vn[j]).sum();
+                    match cfg.map {
+                        MapKind::Sum => fg,
+                        MapKind::Share => {
+                            let all: f32 = (0..k).map(|j| u.get(i, j) * vn[j]).sum();
+                            if all > 0.0 {
+                                fg / all
+                            } else {
+                                0.0
+                            }
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let set_max = maps.iter().flatten().copied().fold(0f32, f32::max);
+    grids
+        .par_iter()
+        .zip(&maps)
+        .zip(images)
+        .map(|((g, m), path)| {
+            let (w, h) = (g.image_width as usize, g.image_height as usize);
+            let decide = |vals: &[f32]| -> Vec<bool> {
+                let level = match cfg.thresh {
+                    Thresh::Set(t) => t * set_max,
+                    Thresh::Image(t) => t * vals.iter().copied().fold(0f32, f32::max),
+                    Thresh::Abs(t) => t,
+                    Thresh::Otsu => otsu(vals),
+                };
+                vals.iter().map(|&v| v > 0.0 && v >= level).collect()
+            };
+            let bits = if cfg.cells {
+                let on: Vec<f32> = decide(m)
+                    .into_iter()
+                    .map(|b| f32::from(u8::from(b)))
+                    .collect();
+                nearest(g, &on, w, h).into_iter().map(|v| v > 0.5).collect()
+            } else if let Some((rc, eps)) = cfg.guided {
+                let mut up = upsample(g, m, w, h);
+                let mx = match cfg.map {
+                    MapKind::Share => 1.0,
+                    MapKind::Sum => up.iter().copied().fold(0f32, f32::max).max(1e-12),
+                };
+                up.iter_mut().for_each(|v| *v /= mx);
+                let cell = (w as f32 / g.cols as f32).max(h as f32 / g.rows as f32);
+                let r = (rc * cell).round().max(1.0) as usize;
+                let rgb = load_planar(path)?;
+                decide(&guided_filter(&rgb, &up, w, h, r, eps))
+            } else {
+                decide(&upsample(g, m, w, h))
+            };
+            Ok(Mask::new(w, h, bits)?)
+        })
+        .collect()
+}
+
+/// Classes used to choose settings; the others are held out.
+fn is_dev(i: usize) -> bool {
+    i % 2 == 0
+}
+
+fn sweep(root: &Path, layer: &str, configs: &[(String, Config)], per_class: bool) -> Result<()> {
+    let truth = load_truth(root)?;
+    let mut grids = Vec::new();
+    for (c, _) in &truth {
+        grids.push(read_grids(layer, c)?);
+    }
+    let mut ks: Vec<usize> = configs.iter().map(|(_, c)| c.k.max(1)).collect();
+    ks.sort();
+    ks.dedup();
+    let mut facts: Vec<Vec<(usize, Fact)>> = Vec::new();
+    for (c, _) in &truth {
+        let mut fs = Vec::new();
+        for &k in &ks {
+            let t = Instant::now();
+            let cached = fact_path(layer, c, k).is_file();
+            fs.push((k, factorize(layer, c, None, k)?));
+            if !cached {
+                eprintln!("{c} K={k}: {:.1} s", t.elapsed().as_secs_f64());
+            }
+        }
+        facts.push(fs);
+    }
+    println!("| method | dev J | dev CorLoc | held-out J | held-out CorLoc | all J | all CorLoc | all P | recall | purity |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, cfg) in configs {
+        let mut per: Vec<Score> = Vec::new();
+        for (ci, (cname, truths)) in truth.iter().enumerate() {
+            let f = &facts[ci]
+                .iter()
+                .find(|(k, _)| *k == cfg.k.max(1))
+                .context("k")?
+                .1;
+            let fr: Vec<Vec<f32>> = grids[ci]
+                .iter()
+                .zip(truths)
+                .map(|(g, t)| cell_fractions(g, &t.mask))
+                .collect();
+            let masks = if cfg.k == 0 {
+                // Resolution ceiling: the truth's cell fractions as the map.
+                grids[ci]
+                    .iter()
+                    .zip(&fr)
+                    .map(|(g, m)| {
+                        let (w, h) = (g.image_width as usize, g.image_height as usize);
+                        Ok(Mask::new(
+                            w,
+                            h,
+                            upsample(g, m, w, h).iter().map(|&v| v >= 0.5).collect(),
+                        )?)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                let paths: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
+                predict(&grids[ci], f, cfg, &purities(f, &fr), &paths)?
+            };
+            let s: Vec<Score> = masks
+                .par_iter()
+                .zip(truths)
+                .map(|(m, t)| score(m, t))
+                .collect::<Result<_>>()?;
+            let m = mean(&s);
+            if per_class {
+                eprintln!(
+                    "  {name} {cname}: J {:.1} CorLoc {:.1} P {:.1}",
+                    100.0 * m.jaccard,
+                    100.0 * m.corloc,
+                    100.0 * m.precision
+                );
+            }
+            per.push(m);
+        }
+        let pick = |f: &dyn Fn(usize) -> bool| -> Score {
+            mean(
+                &per.iter()
+                    .enumerate()
+                    .filter(|(i, _)| f(*i))
+                    .map(|(_, s)| *s)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (d, h, a) = (pick(&is_dev), pick(&|i| !is_dev(i)), mean(&per));
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            100.0 * d.jaccard,
+            100.0 * d.corloc,
+            100.0 * h.jaccard,
+            100.0 * h.corloc,
+            100.0 * a.jaccard,
+            100.0 * a.corloc,
+            100.0 * a.precision,
+            100.0 * a.recall,
+            100.0 * a.purity
+        );
+    }
+    Ok(())
+}
+
+/// Fraction of each cell's pixels inside the mask.
+fn cell_fractions(g: &CellGrid, m: &Mask) -> Vec<f32> {
+    let mut inside = vec![0f32; g.len()];
+    let mut total = vec![0f32; g.len()];
+    for y in 0..m.height() {
+        let r = (y * g.rows / m.height()).min(g.rows - 1);
+        for x in 0..m.width() {
+            let c = (x * g.cols / m.width()).min(g.cols - 1);
+            total[r * g.cols + c] += 1.0;
+            if m.get(x, y) {
+                inside[r * g.cols + c] += 1.0;
+            }
+        }
+    }
+    inside
+        .iter()
+        .zip(&total)
+        .map(|(a, b)| if *b > 0.0 { a / b } else { 0.0 })
+        .collect()
+}
+
+/// Per class and factor: border ratio, share of energy, purity (mass inside the truth).
+fn diag(root: &Path, layer: &str, k: usize) -> Result<()> {
+    let truth = load_truth(root)?;
+    for (cname, truths) in &truth {
+        let grids = read_grids(layer, cname)?;
+        let f = factorize(layer, cname, None, k)?;
+        let fr: Vec<Vec<f32>> = grids
+            .iter()
+            .zip(truths)
+            .map(|(g, t)| cell_fractions(g, &t.mask))
+            .collect();
+        let prior: f64 = fr.iter().flatten().map(|&x| f64::from(x)).sum::<f64>()
+            / fr.iter().map(Vec::len).sum::<usize>() as f64;
+        let ratios = border_ratios(&grids, &f);
+        let vn: Vec<f32> = (0..k)
+            .map(|j| f.v.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+            .collect();
+        let mut line = format!("{cname:8} prior {:.2} |", prior);
+        for j in 0..k {
+            let (mut inm, mut tot) = (0f64, 0f64);
+            let mut present = 0usize;
+            let fmax =
+                f.u.iter()
+                    .map(|u| (0..u.rows()).map(|i| u.get(i, j)).fold(0f32, f32::max))
+                    .fold(0f32, f32::max);
+            for (u, frc) in f.u.iter().zip(&fr) {
+                let mut imax = 0f32;
+                for i in 0..u.rows() {
+                    let v = f64::from(u.get(i, j));
+                    inm += v * f64::from(frc[i]);
+                    tot += v;
+                    imax = imax.max(u.get(i, j));
+                }
+                if imax > 0.25 * fmax {
+                    present += 1;
+                }
+            }
+            let energy = tot * f64::from(vn[j]);
+            line += &format!(
+                " f{j}: br {:.2} pur {:.2} pres {:.2} e {:.0} |",
+                ratios[j],
+                inm / tot.max(1e-12),
+                present as f64 / f.u.len() as f64,
+                energy
+            );
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Writes a contact sheet of predictions for one class: red = predicted mask, green = truth
+/// boundary, yellow box = predicted box.
+fn show(root: &Path, layer: &str, class: &str, cfg: &Config, out: &Path) -> Result<()> {
+    let gt = CosegGroundTruth::load(root)?;
+    let c = gt.class(class).context("no such class")?;
+    let truth = load_truth(root)?;
+    let truths = &truth.iter().find(|(n, _)| n == class).context("class")?.1;
+    let grids = read_grids(layer, class)?;
+    let f = factorize(layer, class, None, cfg.k)?;
+    let fr: Vec<Vec<f32>> = grids
+        .iter()
+        .zip(truths)
+        .map(|(g, t)| cell_fractions(g, &t.mask))
+        .collect();
+    let paths: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
+    let masks = predict(&grids, &f, cfg, &purities(&f, &fr), &paths)?;
+    let n = c.images.len().min(24);
+    let side = 200u32;
+    let cols = 6u32;
+    let rows = (n as u32).div_ceil(cols);
+    let mut sheet = image::RgbImage::new(cols * side, rows * side);
+    for i in 0..n {
+        let img = image::open(&c.images[i].image)?.to_rgb8();
+        let (w, h) = img.dimensions();
+        let m = &masks[i];
+        let t = &truths[i].mask;
+        let mut vis = img.clone();
+        for y in 0..h {
+            for x in 0..w {
+                let p = vis.get_pixel_mut(x, y);
+                if m.get(x as usize, y as usize) {
+                    p.0 = [((p.0[0] as u32 + 255) / 2) as u8, p.0[1] / 2, p.0[2] / 2];
+                }
+                let on = t.get(x as usize, y as usize);
+                let edge = on
+                    && (x == 0
+                        || y == 0
+                        || !t.get(x as usize - 1, y as usize)
+                        || !t.get(x as usize, y as usize - 1)
+                        || !t.get(x as usize + 1, y as usize)
+                        || !t.get(x as usize, y as usize + 1));
+                if edge {
+                    p.0 = [0, 255, 0];
+                }
+            }
+        }
+        if let Some(b) = m.largest_component().bbox() {
+            for x in b.x1 as u32..(b.x2 as u32).min(w) {
+                for yy in [b.y1 as u32, (b.y2 as u32).saturating_sub(1)] {
+                    vis.put_pixel(x, yy.min(h - 1), image::Rgb([255, 255, 0]));
+                }
+            }
+            for y in b.y1 as u32..(b.y2 as u32).min(h) {
+                for xx in [b.x1 as u32, (b.x2 as u32).saturating_sub(1)] {
+                    vis.put_pixel(xx.min(w - 1), y, image::Rgb([255, 255, 0]));
+                }
+            }
+        }
+        let th = image::imageops::thumbnail(&vis, side, side);
+        let (tx, ty) = ((i as u32 % cols) * side, (i as u32 / cols) * side);
+        image::imageops::overlay(&mut sheet, &th, i64::from(tx), i64::from(ty));
+    }
+    sheet.save(out)?;
+    Ok(())
+}
+
+/// Parses "k2:border:sum:image0.2[:cells]" style method names.
+fn parse_config(s: &str) -> Result<Config> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() < 4 {
+        bail!("method {s:?}: expected kK:select:map:thresh[:cells]");
+    }
+    let k: usize = parts[0].trim_start_matches('k').parse()?;
+    let select = match parts[1] {
+        "first" => Select::First,
+        "border" => Select::LeastBorder,
+        r if r.starts_with("ratio") => Select::RatioBelow(r[5..].parse()?),
+        r if r.starts_with("rel") => Select::Rel(r[3..].parse()?),
+        r if r.starts_with("oracle") => Select::Oracle(r[6..].parse()?),
+        "split" => Select::Split,
+        o => bail!("select {o:?}"),
+    };
+    let map = match parts[2] {
+        "sum" => MapKind::Sum,
+        "share" => MapKind::Share,
+        o => bail!("map {o:?}"),
+    };
+    let t = parts[3];
+    let thresh = if t == "otsu" {
+        Thresh::Otsu
+    } else if let Some(x) = t.strip_prefix("set") {
+        Thresh::Set(x.parse()?)
+    } else if let Some(x) = t.strip_prefix("image") {
+        Thresh::Image(x.parse()?)
+    } else if let Some(x) = t.strip_prefix("abs") {
+        Thresh::Abs(x.parse()?)
+    } else {
+        bail!("thresh {t:?}")
+    };
+    Ok(Config {
+        k,
+        select,
+        map,
+        thresh,
+        cells: parts.get(4) == Some(&"cells"),
+        guided: match parts.get(4) {
+            Some(g) if g.starts_with("gf") => {
+                let v: Vec<&str> = g[2..].split(',').collect();
+                Some((v[0].parse()?, v[1].parse()?))
+            }
+            _ => None,
+        },
+    })
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("");
@@ -362,8 +1202,42 @@ fn main() -> Result<()> {
     };
     let layer = opt("--layer").unwrap_or_else(|| "head".into());
     match cmd {
-        "extract" => extract(&root),
+        "extract" => {
+            let size: u32 = opt("--size").unwrap_or_else(|| "512".into()).parse()?;
+            let layers = opt("--layers");
+            let layers: Vec<&str> = match &layers {
+                Some(l) => l.split(',').collect(),
+                None => LAYERS.to_vec(),
+            };
+            extract(&root, size, &layers)
+        }
         "grid" => grid(&root, &layer),
+        "show" => show(
+            &root,
+            &layer,
+            &opt("--class").context("--class")?,
+            &parse_config(&opt("--method").context("--method")?)?,
+            Path::new(&opt("--out").unwrap_or_else(|| "target/show.png".into())),
+        ),
+        "diag" => diag(
+            &root,
+            &layer,
+            opt("--k").unwrap_or_else(|| "4".into()).parse()?,
+        ),
+        "sweep" => {
+            let methods: Vec<(String, Config)> = args
+                .iter()
+                .skip(2)
+                .filter(|a| a.starts_with('k'))
+                .map(|a| Ok((a.clone(), parse_config(a)?)))
+                .collect::<Result<_>>()?;
+            sweep(
+                &root,
+                &layer,
+                &methods,
+                args.iter().any(|a| a == "--per-class"),
+            )
+        }
         _ => bail!("unknown command {cmd:?}"),
     }
 }
