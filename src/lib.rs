@@ -6,21 +6,25 @@
 //! decomposition into image descriptors, index files, region queries with localization, and
 //! co-segmentation. See `ARCHITECTURE.md` for a walk through the modules in pipeline order.
 
+mod activations;
 pub mod backbone;
 pub mod descriptor;
 pub mod error;
 pub mod eval;
 pub mod geometry;
+pub mod heatmap;
+pub mod images;
 pub mod index;
 pub mod linalg;
 pub mod localize;
 pub mod nmf;
 pub mod pipeline;
 pub mod query;
-pub mod recipe;
+mod recipe;
 pub mod report;
 
+pub use activations::Activations;
 pub use error::{Error, Result};
 pub use geometry::{BBox, CellGrid};
 pub use linalg::Matrix;
-pub use recipe::Recipe;
+pub use recipe::{BackboneSpec, DescriptorSpec, NmfSpec, Recipe, WhiteningRef};

@@ -2,11 +2,11 @@
 //! (and the factors an index keeps). It is the [`Extractor`] that
 //! builds indexes, and what describes queries.
 
-use crate::backbone::{
-    Activations, Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource,
-};
-use crate::descriptor::{Describer, Description, DescriptorConfig, DescriptorKind, Whitening};
+use crate::backbone::{Backbone, BackboneBuilder, BackboneKind, WeightSource};
+use crate::descriptor::{Describer, Description, DescriptorConfig, Whitening};
 use crate::index::{Extracted, Extractor, StoredFactors};
+use crate::Activations;
+use crate::{BackboneSpec, WhiteningRef};
 use crate::{Error, Recipe, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -43,17 +43,22 @@ impl Pipeline {
         device: Device,
         whitening: Option<Arc<Whitening>>,
     ) -> Result<Self> {
-        let kind = BackboneKind::from_name(&recipe.backbone)?;
-        let padding = match recipe.padding.as_str() {
-            "reflect" => Padding::Reflect,
-            _ => Padding::Zero,
+        let kind = match &recipe.backbone {
+            BackboneSpec::Builtin(kind) => *kind,
+            BackboneSpec::External(name) => {
+                return Err(Error::invalid(format!(
+                    "the recipe names backbone {name:?}, which deepfactor does not have ({}): \
+                     its descriptors were made by another extractor",
+                    BackboneKind::ALL.map(|k| k.name()).join(", ")
+                )))
+            }
         };
         let backbone = BackboneBuilder::new(kind)
             .weights(weights)
             .layer(recipe.layer.clone())
             .input_size(recipe.input_size)
             .max_side(recipe.max_side)
-            .padding(padding)
+            .padding(recipe.padding)
             .shift_negative(recipe.shift_negative)
             .device(device)
             .build()?;
@@ -67,7 +72,7 @@ impl Pipeline {
                 ),
             });
         }
-        let cfg = descriptor_config(recipe, whitening)?;
+        let cfg = DescriptorConfig::from_recipe(recipe, whitening)?;
         let pipeline = Pipeline::new(backbone, cfg.build()?);
         recipe.check_compatible(&pipeline.recipe)?;
         Ok(pipeline)
@@ -100,7 +105,7 @@ impl Pipeline {
         Ok((acts, d))
     }
 
-    fn extracted(&self, acts: &Activations) -> Result<Extracted> {
+    fn extracted(&self, acts: &Activations, path: &Path) -> Result<Extracted> {
         let d = self.describer.describe(acts)?;
         let factors = match (&d.factors, self.store_factors) {
             (Some(f), true) => Some(StoredFactors::quantize(
@@ -116,72 +121,9 @@ impl Pipeline {
             width: acts.grid.image_width,
             height: acts.grid.image_height,
             factors,
+            warning: crate::images::truncation(path)?,
         })
     }
-}
-
-/// `name(key=value,…)` → the name and its parameters.
-fn parse_spec(spec: &str) -> (String, Vec<(String, String)>) {
-    let (name, rest) = match spec.split_once('(') {
-        Some((n, r)) => (n, r.trim_end_matches(')')),
-        None => (spec, ""),
-    };
-    let params = rest
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    (name.trim().to_string(), params)
-}
-
-/// The descriptor settings a recipe records.
-fn descriptor_config(
-    recipe: &Recipe,
-    whitening: Option<Arc<Whitening>>,
-) -> Result<DescriptorConfig> {
-    let kind = DescriptorKind::from_recipe(recipe)?;
-    let (_, params) = parse_spec(&recipe.descriptor);
-    let bad = |k: &str, v: &str| {
-        Error::invalid(format!(
-            "recipe descriptor {:?}: bad {k}={v}",
-            recipe.descriptor
-        ))
-    };
-    let mut cfg = DescriptorConfig::new(kind).crow(recipe.crow);
-    if let Some(k) = recipe.k {
-        cfg = cfg.k(k);
-    }
-    for (k, v) in &params {
-        cfg = match k.as_str() {
-            "p" => cfg.gem_p(v.parse().map_err(|_| bad(k, v))?),
-            "L" => cfg.rmac_levels(v.parse().map_err(|_| bad(k, v))?),
-            "max_iter" => cfg.max_iter(v.parse().map_err(|_| bad(k, v))?),
-            "tol" => cfg.tol(v.parse().map_err(|_| bad(k, v))?),
-            _ => cfg,
-        };
-    }
-    match (&recipe.whitening, whitening) {
-        (Some(spec), Some(w)) => {
-            let (id, params) = parse_spec(spec);
-            if id != w.id() {
-                return Err(Error::invalid(format!(
-                    "the recipe needs whitening {id}, but {} was given",
-                    w.id()
-                )));
-            }
-            cfg = cfg.whitening(w).whiten_dim(recipe.dim);
-            if let Some((_, p)) = params.iter().find(|(k, _)| k == "power") {
-                cfg = cfg.whiten_power(p.parse().map_err(|_| bad("power", p))?);
-            }
-        }
-        (Some(spec), None) => {
-            return Err(Error::invalid(format!(
-                "the recipe needs whitening {spec}, which was not given"
-            )))
-        }
-        (None, _) => {}
-    }
-    Ok(cfg)
 }
 
 impl Extractor for Pipeline {
@@ -195,7 +137,7 @@ impl Extractor for Pipeline {
         acts.into_par_iter()
             .zip(paths.par_iter())
             .map(|(a, p)| {
-                a.and_then(|a| self.extracted(&a)).map_err(|e| match e {
+                a.and_then(|a| self.extracted(&a, p)).map_err(|e| match e {
                     e @ (Error::Image { .. } | Error::Io { .. }) => e,
                     other => Error::image(p, other.to_string()),
                 })
@@ -236,11 +178,10 @@ pub fn store_index_whitening(dir: &Path, whitening: &Whitening) -> Result<()> {
 /// The whitening an index's recipe names, read from beside the index; `None` when the recipe
 /// names none. A missing, damaged or different file is an error naming it.
 pub fn load_index_whitening(index: &crate::index::Index) -> Result<Option<Arc<Whitening>>> {
-    let Some(spec) = &index.recipe().whitening else {
+    let Some(WhiteningRef { id, .. }) = &index.recipe().whitening else {
         return Ok(None);
     };
-    let (id, _) = parse_spec(spec);
-    let path = whitening_file(index.dir(), &id);
+    let path = whitening_file(index.dir(), id);
     if !path.is_file() {
         return Err(Error::IndexFormat {
             path,
@@ -249,7 +190,7 @@ pub fn load_index_whitening(index: &crate::index::Index) -> Result<Option<Arc<Wh
         });
     }
     let w = Whitening::load(&path)?;
-    if w.id() != id {
+    if w.id() != id.as_str() {
         return Err(Error::IndexFormat {
             path,
             section: "whitening".into(),

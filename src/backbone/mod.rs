@@ -27,7 +27,7 @@ pub mod weights;
 pub use preprocess::{Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE};
 pub use weights::WeightSource;
 
-use crate::{CellGrid, Error, Matrix, Result};
+use crate::{Activations, CellGrid, Error, Matrix, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -241,15 +241,6 @@ pub enum Padding {
     /// Mirrored borders (VGG and ResNet; EfficientNet-Lite keeps TensorFlow "SAME" padding):
     /// removes the border artefacts of zero padding in heatmaps, as the thesis does for ResNet-50.
     Reflect,
-}
-
-/// Activations of one image at one layer.
-#[derive(Debug, Clone)]
-pub struct Activations {
-    /// The cells' grid over the original image.
-    pub grid: CellGrid,
-    /// `(rows·cols) × channels`, row-major over cells.
-    pub data: Matrix,
 }
 
 /// One ImageNet class with its probability.

@@ -5,8 +5,9 @@
 //! to whole pixels the way Pillow's `Image.crop` does (nearest integer, ties to even) and
 //! clipped to the image.
 
-use crate::backbone::preprocess::load_rgb;
-use crate::backbone::{Activations, Backbone};
+use crate::backbone::Backbone;
+use crate::images::load_rgb;
+use crate::Activations;
 use crate::{BBox, Error, Result};
 use image::RgbImage;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! # Oxford / Paris layout (also `../shared/data/instance-dev` and `semantic-dev`)
 //!
 //! ```text
-//! <dir>/jpg/<image>.jpg          the database (file stem = image name; .jpg/.jpeg/.png)
+//! <dir>/jpg/<image>.jpg          the database (file stem = image name; any image extension)
 //! <dir>/gt/<q>_query.txt         "<image> x1 y1 x2 y2": the query image and its region
 //! <dir>/gt/<q>_good.txt          one image name per line
 //! <dir>/gt/<q>_ok.txt            one image name per line
@@ -32,13 +32,11 @@
 //! image that is not in the database, and an image listed twice for one query (in the same
 //! list or in two of them).
 
+use crate::images::has_image_extension;
 use crate::{BBox, Error, Result};
 use serde_pickle::value::{HashableValue, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// Extensions (lower case) of database images in `jpg/`.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 
 /// The prefix of Oxford5k's query image names.
 pub const OXFORD_QUERY_PREFIX: &str = "oxc1_";
@@ -338,11 +336,7 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         if !p.is_file() {
             continue;
         }
-        let ext = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        if !ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
+        if !has_image_extension(&p) {
             continue;
         }
         let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else {
@@ -368,7 +362,7 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             None,
             format!(
                 "no images (.{}) in this folder",
-                IMAGE_EXTENSIONS.join(", .")
+                crate::images::IMAGE_EXTENSIONS.join(", .")
             ),
         ));
     }

@@ -130,6 +130,7 @@ impl IndexWriter {
     ) -> Result<IndexWriter> {
         let dir = dir.as_ref();
         options.validate()?;
+        recipe.validate()?;
         if recipe.dim == 0 || recipe.dim > MAX_DIM {
             return Err(Error::invalid(format!(
                 "recipe: descriptor dimension {} is outside 1..={MAX_DIM}",

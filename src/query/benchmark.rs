@@ -60,9 +60,15 @@ pub struct BenchmarkRun {
     pub mean_query_ms: f64,
 }
 
-/// Finds `<images>/<name>.<ext>` for the usual extensions.
+/// Finds `<images>/<name>.<ext>` for the [`crate::images::IMAGE_EXTENSIONS`], in lower or
+/// upper case.
 pub fn image_file(images: &Path, name: &str) -> Result<PathBuf> {
-    for ext in ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG"] {
+    let exts = crate::images::IMAGE_EXTENSIONS;
+    for ext in exts
+        .iter()
+        .map(|e| e.to_string())
+        .chain(exts.iter().map(|e| e.to_ascii_uppercase()))
+    {
         let p = images.join(format!("{name}.{ext}"));
         if p.is_file() {
             return Ok(p);

@@ -19,11 +19,13 @@
 
 pub mod benchmark;
 
-use crate::backbone::{preprocess, Activations, WeightSource};
+use crate::backbone::WeightSource;
 use crate::descriptor::{crop_image, Description};
+use crate::heatmap::Heatmap;
 use crate::index::{Index, SearchMode, SearchOptions};
-use crate::localize::{JointLocalization, Localizer, Located};
+use crate::localize::{kept_average, JointLocalization, Localizer, Located};
 use crate::pipeline::Pipeline;
+use crate::Activations;
 use crate::{BBox, Error, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -300,7 +302,7 @@ pub struct QuerySummary {
     pub mass_inside: Vec<f32>,
     /// The kept factors' heatmaps over `grid` (NMF kinds, filter mode or no region), each
     /// scaled to a maximum of 1.
-    pub heatmaps: Vec<Vec<f32>>,
+    pub heatmaps: Vec<Heatmap>,
     /// The joint localization's view of the query, when joint localization ran.
     pub joint: Option<JointLocalization>,
 }
@@ -453,7 +455,7 @@ impl Searcher {
                 let QueryImage::Path(path) = &q.image else {
                     return Err(Error::invalid("a crop query needs the image file"));
                 };
-                let img = preprocess::load_rgb(path)?;
+                let img = crate::images::load_rgb(path)?;
                 let cut = crop_image(&img, &b).map_err(|e| match e {
                     Error::InvalidArgument(r) => Error::image(path, r),
                     other => other,
@@ -547,15 +549,8 @@ impl Searcher {
             (Some(f), BoxMode::Filter, _) | (Some(f), _, None) => desc
                 .kept
                 .iter()
-                .map(|&k| {
-                    let mut h: Vec<f32> = (0..f.u.rows()).map(|r| f.u.get(r, k)).collect();
-                    let m = h.iter().copied().fold(0.0f32, f32::max);
-                    if m > 0.0 {
-                        h.iter_mut().for_each(|v| *v /= m);
-                    }
-                    h
-                })
-                .collect(),
+                .map(|&k| Heatmap::from_column(&f.u, k, acts.grid).map(Heatmap::unit_max))
+                .collect::<Result<Vec<_>>>()?,
             _ => Vec::new(),
         };
 
@@ -606,19 +601,15 @@ impl Searcher {
                 };
                 let concepts: Vec<(usize, Vec<f32>)> =
                     kept.iter().map(|&k| (k, f.v.row(k).to_vec())).collect();
-                let rule = self.localizer.resolve(
-                    &crate::localize::kept_average(&f.u, &kept),
-                    &acts.grid,
-                    &region,
-                );
+                let rule = self
+                    .localizer
+                    .resolve(&kept_average(&f.u, acts.grid, &kept)?, &region);
                 for hit in out.iter_mut().take(n) {
                     let Some(sf) = self.index.factors(hit.id)? else {
                         continue;
                     };
                     let target_v: Vec<Vec<f32>> =
                         (0..sf.k()).filter_map(|i| sf.concept(i)).collect();
-                    let target_h: Vec<Vec<f32>> =
-                        (0..sf.k()).filter_map(|i| sf.heatmap(i)).collect();
                     let doc = self.index.document(hit.id)?;
                     let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
                     let grid = crate::CellGrid {
@@ -627,9 +618,13 @@ impl Searcher {
                         image_width: w,
                         image_height: h,
                     };
+                    let target_h = (0..sf.k())
+                        .filter_map(|i| sf.heatmap(i))
+                        .map(|v| Heatmap::new(grid, v))
+                        .collect::<Result<Vec<_>>>()?;
                     hit.location = Some(
                         self.localizer
-                            .from_stored(&concepts, &target_v, &target_h, &grid, rule)?,
+                            .from_stored(&concepts, &target_v, &target_h, grid, rule)?,
                     );
                 }
             }
@@ -679,14 +674,14 @@ impl SearchResults {
                 .kept
                 .iter()
                 .zip(&j.query_heatmaps)
-                .map(|(&k, h)| FactorHeatmap::new(k, h.clone()))
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
                 .collect(),
             None => self
                 .query
                 .kept
                 .iter()
                 .zip(&self.query.heatmaps)
-                .map(|(&k, h)| FactorHeatmap::new(k, h.clone()))
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
                 .collect(),
         };
         let results = self
@@ -706,14 +701,14 @@ impl SearchResults {
                         r.details
                             .push(("region strength".into(), format!("{st:.2} of the query's")));
                     }
-                    r.grid = Some(loc.grid);
+                    r.grid = Some(*loc.heatmap.grid());
                     r.bbox = loc.bbox;
                     r.factors = loc
                         .factor_maps
                         .iter()
-                        .map(|(k, m)| FactorHeatmap::new(*k, m.clone()))
+                        .map(|(k, m)| FactorHeatmap::new(*k, m.values().to_vec()))
                         .collect();
-                    r.average = Some(loc.heatmap.clone());
+                    r.average = Some(loc.heatmap.values().to_vec());
                 }
                 r
             })

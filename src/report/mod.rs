@@ -11,14 +11,14 @@
 //!   labelled with the embedded bitmap font of [`font`] (no system fonts needed).
 //!
 //! Coordinates: boxes are in pixels of the original image (after EXIF orientation, as
-//! [`crate::backbone::preprocess::load_rgb`] decodes it); heatmaps are at feature-map
+//! [`crate::images::load_rgb`] decodes it); heatmaps are at feature-map
 //! resolution, one value per cell of a [`CellGrid`] whose image size must equal the image's.
-//! The renderer upsamples them ([`heatmap::upsample`]) to whatever size it draws.
+//! The renderer upsamples them ([`Heatmap::upsample`]) to whatever size it draws.
 //!
 //! Colours: every factor id gets one colour of [`color::PALETTE`] for the whole report, in
 //! order of first appearance (the query's kept factors first), so a factor looks the same on
 //! the query and on every result. Each pixel of an overlay takes the colour of its strongest
-//! factor, with opacity by strength ([`heatmap::overlay_factors`]). A result's averaged
+//! factor, with opacity by strength ([`overlay::overlay_factors`]). A result's averaged
 //! heatmap, when given, is drawn with the perceptual viridis map. Boxes are white with a dark
 //! rim, their thickness scaling with the picture.
 //!
@@ -48,13 +48,14 @@
 pub mod color;
 pub mod draw;
 pub mod font;
-pub mod heatmap;
 mod html;
+pub mod overlay;
 mod sheet;
 
 pub use html::{base64_encode, escape_html};
 
-use crate::backbone::preprocess::load_rgb;
+use crate::heatmap::Heatmap;
+use crate::images::load_rgb;
 use crate::{BBox, CellGrid, Error, Result};
 use image::{imageops::FilterType, Rgb, RgbImage};
 use std::borrow::Cow;
@@ -335,7 +336,7 @@ fn check_view(
         None => return Ok(()),
     };
     for (i, f) in factors.iter().enumerate() {
-        heatmap::check_heatmap(grid, &f.values)
+        Heatmap::new(*grid, f.values.clone())
             .map_err(|e| Error::invalid(format!("{what}: factor {}: {e}", f.factor)))?;
         if factors[..i].iter().any(|g| g.factor == f.factor) {
             return Err(Error::invalid(format!(
@@ -345,7 +346,7 @@ fn check_view(
         }
     }
     if let Some(avg) = average {
-        heatmap::check_heatmap(grid, avg)
+        Heatmap::new(*grid, avg.to_vec())
             .map_err(|e| Error::invalid(format!("{what}: averaged heatmap: {e}")))?;
     }
     Ok(())
@@ -514,8 +515,29 @@ fn source_name(source: &ImageSource, name: &str) -> PathBuf {
 /// What to draw on one picture.
 struct Layers<'a> {
     grid: Option<&'a CellGrid>,
-    factors: Vec<(&'a [f32], Rgb<u8>)>,
+    factors: Vec<(Heatmap, Rgb<u8>)>,
     bbox: Option<&'a BBox>,
+}
+
+/// The heatmaps of `factors` over `grid` with their colours in `colors` (none without a
+/// grid); the values were checked by [`SearchReport::validate`].
+fn colored_heatmaps(
+    grid: Option<&CellGrid>,
+    factors: &[&FactorHeatmap],
+    colors: &[(usize, Rgb<u8>)],
+) -> Result<Vec<(Heatmap, Rgb<u8>)>> {
+    let Some(g) = grid else {
+        return Ok(Vec::new());
+    };
+    factors
+        .iter()
+        .map(|f| {
+            Ok((
+                Heatmap::new(*g, f.values.clone())?,
+                color_of(colors, f.factor),
+            ))
+        })
+        .collect()
 }
 
 /// `img` scaled so its longest side is at most `max_side` (never enlarged).
@@ -554,8 +576,9 @@ fn render_view(
         }
     }
     let mut thumb = thumbnail(img, max_side);
-    if let (Some(g), false) = (layers.grid, layers.factors.is_empty()) {
-        heatmap::overlay_factors(&mut thumb, g, &layers.factors, alpha)?;
+    if !layers.factors.is_empty() {
+        let maps: Vec<(&Heatmap, Rgb<u8>)> = layers.factors.iter().map(|(h, c)| (h, *c)).collect();
+        overlay::overlay_factors(&mut thumb, &maps, alpha);
     }
     if let Some(b) = layers.bbox {
         let sx = thumb.width() as f32 / img.width() as f32;
@@ -592,11 +615,11 @@ fn render_query(
     let err_name = source_name(&q.image, &q.name);
     let all = Layers {
         grid: q.grid.as_ref(),
-        factors: q
-            .factors
-            .iter()
-            .map(|f| (f.values.as_slice(), color_of(colors, f.factor)))
-            .collect(),
+        factors: colored_heatmaps(
+            q.grid.as_ref(),
+            &q.factors.iter().collect::<Vec<_>>(),
+            colors,
+        )?,
         bbox: q.bbox.as_ref(),
     };
     let main = render_view(&img, &err_name, &all, main_side, alpha)?;
@@ -605,11 +628,11 @@ fn render_query(
         let c = color_of(colors, f.factor);
         let one = Layers {
             grid: q.grid.as_ref(),
-            factors: vec![(f.values.as_slice(), c)],
+            factors: colored_heatmaps(q.grid.as_ref(), &[f], colors)?,
             bbox: q.bbox.as_ref(),
         };
-        let mass = match (q.grid.as_ref(), q.bbox.as_ref()) {
-            (Some(g), Some(b)) => Some(g.mass_inside(&f.values, b)),
+        let mass = match (one.factors.first(), q.bbox.as_ref()) {
+            (Some((h, _)), Some(b)) => Some(h.mass_inside(b)),
             _ => None,
         };
         per_factor.push((
@@ -639,17 +662,18 @@ fn render_result(
     let err_name = source_name(&r.image, &r.name);
     let layers = Layers {
         grid: r.grid.as_ref(),
-        factors: r
-            .factors
-            .iter()
-            .map(|f| (f.values.as_slice(), color_of(colors, f.factor)))
-            .collect(),
+        factors: colored_heatmaps(
+            r.grid.as_ref(),
+            &r.factors.iter().collect::<Vec<_>>(),
+            colors,
+        )?,
         bbox: r.bbox.as_ref(),
     };
     let overlay = render_view(&img, &err_name, &layers, side, alpha)?;
     let average = match (with_average, r.grid.as_ref(), r.average.as_deref()) {
         (true, Some(g), Some(avg)) => {
-            let mut pic = heatmap::colormap_image(g, avg, overlay.width(), overlay.height())?;
+            let avg = Heatmap::new(*g, avg.to_vec())?;
+            let mut pic = overlay::colormap_image(&avg, overlay.width(), overlay.height());
             if let Some(b) = &r.bbox {
                 let sx = pic.width() as f32 / img.width() as f32;
                 let sy = pic.height() as f32 / img.height() as f32;

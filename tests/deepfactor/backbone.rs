@@ -228,7 +228,8 @@ fn efficientnet_lite0_real_weights_classify_photos() {
     let Some(photos) = common::photos() else {
         return;
     };
-    use deepfactor::backbone::preprocess::{load_rgb, prepare_center_crop};
+    use deepfactor::backbone::preprocess::prepare_center_crop;
+    use deepfactor::images::load_rgb;
     let b = BackboneBuilder::new(BackboneKind::EfficientNetLite0)
         .weights(deepfactor::backbone::WeightSource::File(weights))
         .build()

@@ -3,9 +3,10 @@
 //! scikit-learn, and a small real retrieval with EfficientNet-Lite0.
 
 use crate::common;
-use deepfactor::backbone::{Activations, BackboneBuilder, BackboneKind, WeightSource};
+use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::descriptor::{crow, extract_crop, DescriptorConfig, DescriptorKind, Whitening};
 use deepfactor::eval::GroundTruth;
+use deepfactor::Activations;
 use deepfactor::{BBox, CellGrid, Matrix};
 use serde_json::Value;
 
@@ -203,7 +204,7 @@ fn real_features_retrieve_the_query_object() {
         let d = DescriptorConfig::new(kind).build().unwrap();
         let r = d.recipe(&backbone);
         assert_eq!((r.layer.as_str(), r.input_size, r.dim), ("head", 512, 1280));
-        assert_eq!(DescriptorKind::from_recipe(&r).unwrap(), kind);
+        assert_eq!(r.descriptor.kind(), Some(kind));
         let qv = d.describe(&crop).unwrap().vector;
         assert!(
             top(&d, &qv) < pos.len(),
@@ -252,6 +253,7 @@ fn real_features_retrieve_the_query_object() {
         .recipe(&backbone)
         .whitening
         .unwrap()
+        .to_string()
         .starts_with(w.id()));
     let qv = white.describe(&crop).unwrap().vector;
     assert!(top(&white, &qv) < pos.len(), "whitened crop query missed");

@@ -962,15 +962,20 @@ fn results_record_holds_numbers_and_protocol() {
 
     // With a recipe, the record holds it and takes the weights fingerprint from it.
     let recipe = deepfactor::Recipe {
-        backbone: "efficientnet-lite0".into(),
+        backbone: deepfactor::BackboneSpec::Builtin(
+            deepfactor::backbone::BackboneKind::EfficientNetLite0,
+        ),
         weights_fingerprint: "f00d".into(),
         layer: "head".into(),
         input_size: 512,
         max_side: None,
-        padding: "zero".into(),
+        padding: deepfactor::backbone::Padding::Zero,
         shift_negative: false,
-        descriptor: "nmf-vu".into(),
-        k: Some(8),
+        descriptor: deepfactor::DescriptorSpec::NmfVu(deepfactor::NmfSpec {
+            k: 8,
+            max_iter: 200,
+            tol: 0.0,
+        }),
         crow: true,
         whitening: None,
         dim: 1280,
@@ -985,7 +990,10 @@ fn results_record_holds_numbers_and_protocol() {
     );
     let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
     assert_eq!(json["weights_fingerprint"], "f00d");
-    assert_eq!(json["recipe"]["descriptor"], "nmf-vu");
+    assert_eq!(
+        json["recipe"]["descriptor"],
+        "nmf-vu(max_iter=200,tol=0,init=nndsvda)"
+    );
     assert_eq!(json["box_handling"], "filter");
     assert_eq!(record.recipe, Some(recipe));
 }

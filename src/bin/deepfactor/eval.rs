@@ -145,7 +145,12 @@ fn run_index(
     let provenance = Provenance {
         recipe: Some(searcher.index().recipe().clone()),
         box_handling: Some(handling),
-        whitening: searcher.index().recipe().whitening.clone(),
+        whitening: searcher
+            .index()
+            .recipe()
+            .whitening
+            .as_ref()
+            .map(|w| w.to_string()),
         query_expansion: Some(args.qe),
         weights_fingerprint: None,
         localization_iou,

@@ -355,8 +355,8 @@ fn on_progress(bar: &ProgressBar) -> impl FnMut(&UpdateProgress) + '_ {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(format!(
-            "indexed {} · unchanged {} · reused {} · failed {}",
-            p.indexed, p.unchanged, p.reused, p.failed
+            "indexed {} · unchanged {} · reused {} · failed {} · warnings {}",
+            p.indexed, p.unchanged, p.reused, p.failed, p.warned
         ));
     }
 }
@@ -381,8 +381,14 @@ fn summary(report: &UpdateReport, dir: &Path, json: bool) -> anyhow::Result<()> 
         report.commits,
         report.generation
     );
+    if c.warned > 0 {
+        println!("{} indexed with a warning:", c.warned);
+    }
+    for f in &report.warnings {
+        println!("  warning: {}", f.reason);
+    }
     for f in &report.failures {
-        println!("  failed: {}: {}", f.path.display(), f.reason);
+        println!("  failed: {}", f.reason);
     }
     Ok(())
 }

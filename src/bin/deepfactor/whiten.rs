@@ -5,7 +5,6 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind, Shrinkage, Whitening, DEFAULT_K};
-use deepfactor::eval::ground_truth::IMAGE_EXTENSIONS;
 use deepfactor::Matrix;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -86,9 +85,11 @@ pub fn run(args: WhitenArgs) -> anyhow::Result<()> {
 }
 
 fn learn(a: LearnArgs) -> anyhow::Result<()> {
-    let mut images = Vec::new();
-    collect(&a.images, &mut images)?;
-    images.sort();
+    let found = deepfactor::images::image_files(&a.images);
+    if let Some((dir, reason)) = found.unreadable.first() {
+        bail!("{}: {reason}", dir.display());
+    }
+    let images = found.files;
     if images.len() < 2 {
         bail!(
             "{}: found {} image(s); whitening needs at least 2",
@@ -150,24 +151,6 @@ fn learn(a: LearnArgs) -> anyhow::Result<()> {
         .with_context(|| format!("learning from {rows} vectors of {used} images"))?;
     w.save(&a.out)?;
     print(&w, &a.out, a.json);
-    Ok(())
-}
-
-fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))?;
-    for e in entries {
-        let p = e?.path();
-        if p.is_dir() {
-            collect(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-        {
-            out.push(p);
-        }
-    }
     Ok(())
 }
 
