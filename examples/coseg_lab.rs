@@ -435,15 +435,20 @@ fn factorize(layer: &str, class: &str, acts: Option<&[Acts]>, k: usize) -> Resul
         let v = read_matrix(&mut r)?;
         return Ok(Fact { u, v });
     }
+    let (base, prep) = layer.split_once('+').unwrap_or((layer, ""));
     let owned;
     let acts = match acts {
         Some(a) => a,
         None => {
-            owned = read_class(&cache_dir().join(layer).join(format!("{class}.bin")))?;
+            owned = read_class(&cache_dir().join(base).join(format!("{class}.bin")))?;
             &owned
         }
     };
-    let mats: Vec<&Matrix> = acts.iter().map(|a| &a.data).collect();
+    let prepped: Vec<Matrix> = acts
+        .iter()
+        .map(|a| prepare(&a.data, prep))
+        .collect::<Result<_>>()?;
+    let mats: Vec<&Matrix> = prepped.iter().collect();
     let nmf = Nmf::new(k)
         .max_iter(200)
         .tol(0.0)
@@ -464,8 +469,41 @@ fn factorize(layer: &str, class: &str, acts: Option<&[Acts]>, k: usize) -> Resul
     })
 }
 
+/// Preprocessing of one image's activations before the joint NMF.
+fn prepare(a: &Matrix, prep: &str) -> Result<Matrix> {
+    let mut m = a.clone();
+    let c = m.cols();
+    match prep {
+        "" => {}
+        "balance" => {
+            let rms = (m
+                .as_slice()
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                / m.as_slice().len() as f64)
+                .sqrt() as f32;
+            if rms > 0.0 {
+                m.as_mut_slice().iter_mut().for_each(|x| *x /= rms);
+            }
+        }
+        "rownorm" | "rowsqrt" => {
+            for row in m.as_mut_slice().chunks_mut(c) {
+                let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if n > 0.0 {
+                    let s = if prep == "rownorm" { n } else { n.sqrt() };
+                    row.iter_mut().for_each(|x| *x /= s);
+                }
+            }
+        }
+        o => bail!("unknown preprocessing {o:?}"),
+    }
+    Ok(m)
+}
+
 /// Reads only the grids of a class's cache (names and sizes), skipping the data.
 fn read_grids(layer: &str, class: &str) -> Result<Vec<CellGrid>> {
+    let layer = layer.split_once('+').map_or(layer, |(b, _)| b);
     Ok(
         read_class(&cache_dir().join(layer).join(format!("{class}.bin")))?
             .into_iter()
@@ -490,6 +528,8 @@ enum Select {
     Split,
     /// Oracle (analysis only): factors whose purity (mass inside the truth) is above p.
     Oracle(f32),
+    /// No factors: background NMF of the border cells (K = the value), map = residual.
+    BgRes(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -599,6 +639,7 @@ fn chosen(grids: &[CellGrid], f: &Fact, sel: Select, purity: &[f32]) -> Vec<usiz
     let k = f.v.rows();
     let lowest = |r: &[f32]| (0..k).min_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap_or(0);
     match sel {
+        Select::BgRes(_) => vec![0],
         Select::Oracle(p) => {
             let mut out: Vec<usize> = (0..k).filter(|&j| purity[j] > p).collect();
             if out.is_empty() {
@@ -834,6 +875,100 @@ fn predict(
     purity: &[f32],
     images: &[PathBuf],
 ) -> Result<Vec<Mask>> {
+    let maps = fact_maps(grids, f, cfg, purity);
+    masks_from_maps(grids, &maps, cfg, images)
+}
+
+/// Background model from the border: NMF of the border cells of every image (K = kb), then
+/// each cell's activation not explained by those concepts (residual norm).
+fn bg_residual_maps(layer: &str, class: &str, kb: usize) -> Result<Vec<Vec<f32>>> {
+    let (base, prep) = layer.split_once('+').unwrap_or((layer, ""));
+    let acts = read_class(&cache_dir().join(base).join(format!("{class}.bin")))?;
+    let acts: Vec<(CellGrid, Matrix)> = acts
+        .iter()
+        .map(|a| Ok((a.grid, prepare(&a.data, prep)?)))
+        .collect::<Result<_>>()?;
+    let c = acts[0].1.cols();
+    let mut border = Vec::new();
+    let mut nb = 0;
+    for (g, a) in &acts {
+        for i in border_cells(g) {
+            border.extend_from_slice(a.row(i));
+            nb += 1;
+        }
+    }
+    let b = Matrix::from_vec(nb, c, border)?;
+    let nmf = Nmf::new(kb).max_iter(200).tol(0.0).build()?;
+    let vb = nmf.fit(&b)?.v;
+    acts.par_iter()
+        .map(|(_, a)| {
+            let t = nmf.transform(a, &vb)?;
+            let rec = t.u.matmul(&vb)?;
+            Ok((0..a.rows())
+                .map(|i| {
+                    a.row(i)
+                        .iter()
+                        .zip(rec.row(i))
+                        .map(|(x, y)| (x - y).max(0.0).powi(2))
+                        .sum::<f32>()
+                        .sqrt()
+                })
+                .collect())
+        })
+        .collect()
+}
+
+/// Coarse maps (per image scaled to [0, 1]) carried to a finer layer: U₀ = [P, 1 − P] at the
+/// fine cells, V from a fit with U fixed over the set, U re-estimated per image with V fixed;
+/// the fine map is the foreground factor's share.
+fn transfer(
+    grids: &[CellGrid],
+    coarse: &[Vec<f32>],
+    fine_layer: &str,
+    class: &str,
+) -> Result<(Vec<CellGrid>, Vec<Vec<f32>>)> {
+    let acts = read_class(&cache_dir().join(fine_layer).join(format!("{class}.bin")))?;
+    let c = acts[0].data.cols();
+    let mut u0 = Vec::new();
+    let mut stacked = Vec::new();
+    for ((g, m), a) in grids.iter().zip(coarse).zip(&acts) {
+        let mx = m.iter().copied().fold(0f32, f32::max).max(1e-12);
+        let scaled: Vec<f32> = m.iter().map(|v| v / mx).collect();
+        let p = upsample(g, &scaled, a.grid.cols, a.grid.rows);
+        for v in p {
+            u0.push(v.clamp(0.0, 1.0));
+            u0.push(1.0 - v.clamp(0.0, 1.0));
+        }
+        stacked.extend_from_slice(a.data.as_slice());
+    }
+    let rows = u0.len() / 2;
+    let a = Matrix::from_vec(rows, c, stacked)?;
+    let u0 = Matrix::from_vec(rows, 2, u0)?;
+    let nmf = Nmf::new(2).max_iter(100).tol(0.0).build()?;
+    let v = nmf.fit_v(&a, &u0)?.v;
+    let vn: Vec<f32> = (0..2)
+        .map(|j| v.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+        .collect();
+    let maps = acts
+        .par_iter()
+        .map(|fa| {
+            let t = nmf.transform(&fa.data, &v)?;
+            Ok((0..fa.data.rows())
+                .map(|i| {
+                    let (f, b) = (t.u.get(i, 0) * vn[0], t.u.get(i, 1) * vn[1]);
+                    if f + b > 0.0 {
+                        f / (f + b)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect())
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
+    Ok((acts.iter().map(|a| a.grid).collect(), maps))
+}
+
+fn fact_maps(grids: &[CellGrid], f: &Fact, cfg: &Config, purity: &[f32]) -> Vec<Vec<f32>> {
     let k = f.v.rows();
     let sel = chosen(grids, f, cfg.select, purity);
     let vn: Vec<f32> = (0..k)
@@ -861,10 +996,19 @@ fn predict(
                 .collect()
         })
         .collect();
+    maps
+}
+
+fn masks_from_maps(
+    grids: &[CellGrid],
+    maps: &[Vec<f32>],
+    cfg: &Config,
+    images: &[PathBuf],
+) -> Result<Vec<Mask>> {
     let set_max = maps.iter().flatten().copied().fold(0f32, f32::max);
     grids
         .par_iter()
-        .zip(&maps)
+        .zip(maps)
         .zip(images)
         .map(|((g, m), path)| {
             let (w, h) = (g.image_width as usize, g.image_height as usize);
@@ -883,6 +1027,51 @@ fn predict(
                     .map(|b| f32::from(u8::from(b)))
                     .collect();
                 nearest(g, &on, w, h).into_iter().map(|v| v > 0.5).collect()
+            } else if let Ok(mode) = std::env::var("COSEG_COLOR") {
+                let mut up = upsample(g, m, w, h);
+                let mx = up.iter().copied().fold(0f32, f32::max).max(1e-12);
+                up.iter_mut().for_each(|v| *v /= mx);
+                let m0 = decide(&up);
+                let img = image::open(path)?.to_rgb8();
+                let bin = |p: &image::Rgb<u8>| {
+                    let s: u8 = std::env::var("COSEG_SHIFT")
+                        .ok()
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(4);
+                    let b = 8 - s;
+                    (usize::from(p.0[0] >> s) << (2 * b))
+                        | (usize::from(p.0[1] >> s) << b)
+                        | usize::from(p.0[2] >> s)
+                };
+                let mut nf = vec![0f32; 4096];
+                let mut nb = vec![0f32; 4096];
+                for (px, &on) in img.pixels().zip(&m0) {
+                    if on {
+                        nf[bin(px)] += 1.0;
+                    } else {
+                        nb[bin(px)] += 1.0;
+                    }
+                }
+                let q: Vec<f32> = img
+                    .pixels()
+                    .map(|px| {
+                        let b = bin(px);
+                        (nf[b] + 1.0) / (nf[b] + nb[b] + 2.0)
+                    })
+                    .collect();
+                let comb: Vec<f32> = match mode.as_str() {
+                    "avg" => q.iter().zip(&up).map(|(a, b)| 0.5 * (a + b)).collect(),
+                    "geo" => q.iter().zip(&up).map(|(a, b)| (a * b).sqrt()).collect(),
+                    _ => q.clone(),
+                };
+                if let Some((rc, eps)) = cfg.guided {
+                    let cell = (w as f32 / g.cols as f32).max(h as f32 / g.rows as f32);
+                    let r = (rc * cell).round().max(1.0) as usize;
+                    let rgb = load_planar(path)?;
+                    decide(&guided_filter(&rgb, &comb, w, h, r, eps))
+                } else {
+                    decide(&comb)
+                }
             } else if let Some((rc, eps)) = cfg.guided {
                 let mut up = upsample(g, m, w, h);
                 let mx = match cfg.map {
@@ -893,7 +1082,19 @@ fn predict(
                 let cell = (w as f32 / g.cols as f32).max(h as f32 / g.rows as f32);
                 let r = (rc * cell).round().max(1.0) as usize;
                 let rgb = load_planar(path)?;
-                decide(&guided_filter(&rgb, &up, w, h, r, eps))
+                if std::env::var("COSEG_GFB").is_ok() {
+                    // Decide first, then snap the binary mask to the image's edges.
+                    let b: Vec<f32> = decide(&up)
+                        .into_iter()
+                        .map(|x| f32::from(u8::from(x)))
+                        .collect();
+                    guided_filter(&rgb, &b, w, h, r, eps)
+                        .into_iter()
+                        .map(|v| v >= 0.5)
+                        .collect()
+                } else {
+                    decide(&guided_filter(&rgb, &up, w, h, r, eps))
+                }
             } else {
                 decide(&upsample(g, m, w, h))
             };
@@ -908,7 +1109,11 @@ fn is_dev(i: usize) -> bool {
 }
 
 fn sweep(root: &Path, layer: &str, configs: &[(String, Config)], per_class: bool) -> Result<()> {
-    let truth = load_truth(root)?;
+    let mut truth = load_truth(root)?;
+    if let Ok(only) = std::env::var("COSEG_CLASSES") {
+        let only: Vec<&str> = only.split(',').collect();
+        truth.retain(|(c, _)| only.contains(&c.as_str()));
+    }
     let mut grids = Vec::new();
     for (c, _) in &truth {
         grids.push(read_grids(layer, c)?);
@@ -958,6 +1163,15 @@ fn sweep(root: &Path, layer: &str, configs: &[(String, Config)], per_class: bool
                         )?)
                     })
                     .collect::<Result<Vec<_>>>()?
+            } else if let Select::BgRes(kb) = cfg.select {
+                let paths: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
+                let maps = bg_residual_maps(layer, cname, kb)?;
+                masks_from_maps(&grids[ci], &maps, cfg, &paths)?
+            } else if let Ok(fine) = std::env::var("COSEG_TRANSFER") {
+                let paths: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
+                let coarse = fact_maps(&grids[ci], f, cfg, &purities(f, &fr));
+                let (fine_grids, maps) = transfer(&grids[ci], &coarse, &fine, cname)?;
+                masks_from_maps(&fine_grids, &maps, cfg, &paths)?
             } else {
                 let paths: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
                 predict(&grids[ci], f, cfg, &purities(f, &fr), &paths)?
@@ -1156,6 +1370,7 @@ fn parse_config(s: &str) -> Result<Config> {
         r if r.starts_with("rel") => Select::Rel(r[3..].parse()?),
         r if r.starts_with("oracle") => Select::Oracle(r[6..].parse()?),
         "split" => Select::Split,
+        r if r.starts_with("bgres") => Select::BgRes(r[5..].parse()?),
         o => bail!("select {o:?}"),
     };
     let map = match parts[2] {
