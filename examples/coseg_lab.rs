@@ -1406,6 +1406,95 @@ fn parse_config(s: &str) -> Result<Config> {
     })
 }
 
+/// The product (`deepfactor::coseg`) on the cached activations, for comparison with the
+/// lab's own implementation: prints the same table row.
+fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
+    use deepfactor::coseg::{
+        Coseg, CosegBuilder, FeatureStack, Method, Normalise, Refine, Threshold,
+    };
+    use deepfactor::eval::{score_mask, SetScores};
+    let truth = load_truth(root)?;
+    println!("| method | dev J | dev CorLoc | held-out J | held-out CorLoc | all J | all CorLoc | all P | pooled J |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let stacks: Vec<FeatureStack> = truth
+        .iter()
+        .map(|(c, _)| {
+            let acts = read_class(&cache_dir().join(layer).join(format!("{c}.bin")))?;
+            let mut st = FeatureStack::new(acts[0].data.cols())?;
+            for a in &acts {
+                st.push(
+                    a.name.clone(),
+                    Path::new(&a.name),
+                    &deepfactor::Activations {
+                        grid: a.grid,
+                        data: a.data.clone(),
+                    },
+                )?;
+            }
+            Ok(st)
+        })
+        .collect::<Result<_>>()?;
+    for name in configs {
+        // "method:k:norm:thresh:refine", e.g. "auto:8:image:otsu:colour".
+        let p: Vec<&str> = name.split(':').collect();
+        let b = CosegBuilder::default()
+            .method(Method::from_name(p[0])?)
+            .k(p[1].parse()?)
+            .normalise(if p[2] == "set" {
+                Normalise::Set
+            } else {
+                Normalise::Image
+            })
+            .threshold(if p[3] == "otsu" {
+                Threshold::Otsu
+            } else {
+                Threshold::Fixed(p[3].parse()?)
+            })
+            .refine(if p[4] == "colour" {
+                Refine::Colour
+            } else {
+                Refine::None
+            });
+        let coseg: Coseg = b.build()?;
+        let mut per = Vec::new();
+        for ((_, truths), st) in truth.iter().zip(&stacks) {
+            let model = coseg.run(st)?;
+            let scores: Vec<_> = (0..st.len())
+                .into_par_iter()
+                .map(|i| {
+                    let img = deepfactor::images::load_rgb(&truths[i].image)?;
+                    let seg = model.segment(i, &img)?;
+                    Ok(score_mask(&seg.mask, seg.bbox.as_ref(), &truths[i].mask)?)
+                })
+                .collect::<Result<_>>()?;
+            per.push(SetScores::of(&scores));
+        }
+        let pick = |f: &dyn Fn(usize) -> bool| {
+            SetScores::mean(
+                &per.iter()
+                    .enumerate()
+                    .filter(|(i, _)| f(*i))
+                    .map(|(_, s)| *s)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (d, h, a) = (pick(&is_dev), pick(&|i| !is_dev(i)), SetScores::mean(&per));
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            f(d.jaccard),
+            f(d.corloc),
+            f(h.jaccard),
+            f(h.corloc),
+            f(a.jaccard),
+            f(a.corloc),
+            f(a.precision),
+            f(a.jaccard_pooled)
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("");
@@ -1427,6 +1516,16 @@ fn main() -> Result<()> {
             extract(&root, size, &layers)
         }
         "grid" => grid(&root, &layer),
+        "product" => product(
+            &root,
+            &layer,
+            &args
+                .iter()
+                .skip(2)
+                .filter(|a| a.contains(':'))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
         "show" => show(
             &root,
             &layer,

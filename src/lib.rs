@@ -8,6 +8,7 @@
 
 mod activations;
 pub mod backbone;
+pub mod coseg;
 pub mod descriptor;
 pub mod error;
 pub mod eval;

@@ -25,7 +25,8 @@
 //! - [`evaluate()`]: the classic, revisited (Easy / Medium / Hard) and `map@K` protocols.
 //! - [`localization`], [`mask`], [`parts`]: box IoU and CorLoc, mask Jaccard, and the
 //!   factor–part matching used with PASCAL-Part.
-//! - [`coseg`]: co-segmentation / co-localization sets (images, masks, boxes, parts).
+//! - [`coseg`]: co-segmentation / co-localization sets (images, masks, boxes, parts);
+//!   [`segmentation`]: their scores (Jaccard, pooled Jaccard, pixel accuracy, CorLoc).
 //! - [`record`]: the JSON results record.
 
 pub mod coseg;
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod parts;
 pub mod ranking;
 pub mod record;
+pub mod segmentation;
 
 pub use coseg::{load_image_list, CosegClass, CosegGroundTruth, CosegImage};
 pub use evaluate::{
@@ -52,4 +54,8 @@ pub use mask::{jaccard, Mask};
 pub use metrics::{average_precision, average_precision_at_k, rank_by_score};
 pub use parts::{PartMatch, PartMatcher, PartMatcherBuilder, PartMatching};
 pub use ranking::{Ranking, Rankings};
-pub use record::{BoxHandling, Provenance, ResultsRecord};
+pub use record::{
+    BoxHandling, CosegDatasetRecord, CosegImageRecord, CosegProvenance, CosegRecord, CosegTimings,
+    OneShotRecord, Provenance, ResultsRecord, SkippedRecord,
+};
+pub use segmentation::{score_box, score_mask, ImageScore, SetScores};
