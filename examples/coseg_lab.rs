@@ -1438,7 +1438,11 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
         // "method:k:norm:thresh:refine", e.g. "auto:8:image:otsu:colour".
         let p: Vec<&str> = name.split(':').collect();
         let b = CosegBuilder::default()
-            .method(Method::from_name(p[0])?)
+            .method(Method::from_name(if p[0] == "oneshot" {
+                "auto"
+            } else {
+                p[0]
+            })?)
             .k(p[1].parse()?)
             .normalise(if p[2] == "set" {
                 Normalise::Set
@@ -1455,20 +1459,50 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             } else {
                 Refine::None
             });
+        let one_shot = p[0] == "oneshot";
+        let b = if one_shot { b.method(Method::Auto) } else { b };
         let coseg: Coseg = b.build()?;
         let mut per = Vec::new();
-        for ((_, truths), st) in truth.iter().zip(&stacks) {
-            let model = coseg.run(st)?;
+        let t = Instant::now();
+        for ((cname, truths), st) in truth.iter().zip(&stacks) {
+            let model = if one_shot {
+                coseg
+                    .one_shot(
+                        st,
+                        0,
+                        &truths[0].mask,
+                        &deepfactor::coseg::DEFAULT_ONE_SHOT_KS,
+                        deepfactor::coseg::DEFAULT_TAU_MERGE,
+                    )?
+                    .0
+            } else {
+                coseg.run(st)?
+            };
             let scores: Vec<_> = (0..st.len())
                 .into_par_iter()
+                .filter(|&i| !(one_shot && i == 0))
                 .map(|i| {
                     let img = deepfactor::images::load_rgb(&truths[i].image)?;
                     let seg = model.segment(i, &img)?;
                     Ok(score_mask(&seg.mask, seg.bbox.as_ref(), &truths[i].mask)?)
                 })
                 .collect::<Result<_>>()?;
-            per.push(SetScores::of(&scores));
+            let sc = SetScores::of(&scores);
+            if std::env::var("COSEG_PER_CLASS").is_ok() {
+                let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+                println!(
+                    "| {name} | {cname} | {} | {} | {} | {} | factors {:?} of {} |",
+                    f(sc.corloc),
+                    f(sc.jaccard),
+                    f(sc.precision),
+                    f(sc.jaccard_pooled),
+                    model.object,
+                    model.factors.k()
+                );
+            }
+            per.push(sc);
         }
+        eprintln!("{name}: {:.0} s", t.elapsed().as_secs_f64());
         let pick = |f: &dyn Fn(usize) -> bool| {
             SetScores::mean(
                 &per.iter()

@@ -591,3 +591,89 @@ pub(crate) fn factor_mask(h: &Heatmap, width: u32, height: u32, t: Threshold) ->
         up.iter().map(|&v| v > 0.0 && v >= level).collect(),
     )
 }
+
+/// Longer side (pixels) at which factor and part masks are compared in [`CosegModel::match_parts`].
+pub const PARTS_SIDE: u32 = 128;
+
+/// Factor–part matching over a set (thesis Table 4.1 style).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartsTable {
+    /// The parts' names (columns of the matching), sorted.
+    pub parts: Vec<String>,
+    /// The matching (factor indices are the factorization's; part indices into `parts`).
+    pub matching: crate::eval::PartMatching,
+    /// Images compared.
+    pub images: usize,
+}
+
+impl CosegModel {
+    /// Matches the factors to annotated parts over the set: for each image `i` with parts
+    /// `(name, mask)` (masks of the image's size), every factor's coarse mask
+    /// ([`CosegModel::factor_masks`]) and every part's mask at [`PARTS_SIDE`] pixels on the
+    /// longer side, pooled over the images (a part missing from an image is empty there),
+    /// then [`crate::eval::PartMatcher::match_masks`]: IoU matrix, merging, mutual best
+    /// matches.
+    pub fn match_parts(
+        &self,
+        parts: &[(usize, Vec<(String, Mask)>)],
+        matcher: &crate::eval::PartMatcher,
+    ) -> Result<PartsTable> {
+        let mut names: Vec<String> = parts
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(n, _)| n.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let k = self.factors.k();
+        let mut f_masks: Vec<Vec<Mask>> = vec![Vec::new(); k];
+        let mut p_masks: Vec<Vec<Mask>> = vec![Vec::new(); names.len()];
+        let mut width = 0;
+        for (i, image_parts) in parts {
+            let g = self.factors.grids.get(*i).ok_or_else(|| {
+                Error::invalid(format!("parts for image {i} of a set of {}", self.len()))
+            })?;
+            let s = f64::from(PARTS_SIDE) / f64::from(g.image_width.max(g.image_height).max(1));
+            let s = s.min(1.0);
+            let w = ((f64::from(g.image_width) * s).round() as u32).max(1);
+            let h = ((f64::from(g.image_height) * s).round() as u32).max(1);
+            width = width.max(w as usize);
+            for (fm, m) in f_masks.iter_mut().zip(self.factor_masks(*i, w, h)?) {
+                fm.push(m);
+            }
+            for (j, name) in names.iter().enumerate() {
+                let m = match image_parts.iter().find(|(n, _)| n == name) {
+                    Some((_, m)) => {
+                        if (m.width(), m.height())
+                            != (g.image_width as usize, g.image_height as usize)
+                        {
+                            return Err(Error::invalid(format!(
+                                "part {name:?} of image {i} is {}×{}, the image {}×{}",
+                                m.width(),
+                                m.height(),
+                                g.image_width,
+                                g.image_height
+                            )));
+                        }
+                        refine::scale_mask(m, w as usize, h as usize)
+                    }
+                    None => Mask::empty(w as usize, h as usize),
+                };
+                p_masks[j].push(m);
+            }
+        }
+        let pad = |m: &Mask| Mask::from_fn(width, m.height(), |x, y| m.get(x, y));
+        let pool = |ms: &[Mask]| -> Result<Mask> {
+            if ms.is_empty() {
+                return Ok(Mask::empty(width.max(1), 0));
+            }
+            Mask::vstack(&ms.iter().map(pad).collect::<Vec<_>>())
+        };
+        let factors: Vec<Mask> = f_masks.iter().map(|m| pool(m)).collect::<Result<_>>()?;
+        let part_masks: Vec<Mask> = p_masks.iter().map(|m| pool(m)).collect::<Result<_>>()?;
+        Ok(PartsTable {
+            parts: names,
+            matching: matcher.match_masks(&factors, &part_masks)?,
+            images: parts.len(),
+        })
+    }
+}

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod color;
+pub mod coseg;
 pub mod draw;
 pub mod font;
 mod html;
@@ -541,7 +542,7 @@ fn colored_heatmaps(
 }
 
 /// `img` scaled so its longest side is at most `max_side` (never enlarged).
-fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
+pub(crate) fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let long = w.max(h);
     if long <= max_side {
