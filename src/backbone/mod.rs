@@ -16,23 +16,25 @@
 //! ```
 
 mod efficientnet;
-pub mod imagenet;
+mod imagenet;
 mod layers;
-pub mod preprocess;
-pub mod pth;
+mod preprocess;
+mod pth;
 mod resnet;
 mod vgg;
-pub mod weights;
+mod weights;
 
-pub use preprocess::{Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE};
-pub use weights::WeightSource;
+pub use preprocess::{
+    input_dims, prepare_center_crop, Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE,
+    HARD_MAX_SIDE,
+};
+pub use weights::{cache_dir, hub_file, write_safetensors, TensorMap, WeightSource};
 
 use crate::{Activations, CellGrid, Error, Matrix, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use weights::TensorMap;
 
 /// The backbones deepfactor knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

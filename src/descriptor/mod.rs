@@ -9,7 +9,8 @@
 //! ```
 //! use deepfactor::Activations;
 //! use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
-//! use deepfactor::{BBox, CellGrid, Matrix};
+//! use deepfactor::linalg::Matrix;
+//! use deepfactor::{BBox, CellGrid};
 //! # fn main() -> deepfactor::Result<()> {
 //! // A 4 × 6 grid of 16 channels (a network would give e.g. 16 × 22 × 1280).
 //! let grid = CellGrid { rows: 4, cols: 6, image_width: 600, image_height: 400 };
@@ -58,14 +59,18 @@
 //! final normalisation. [`Describer::local_vectors`] gives the vectors a whitening is learned
 //! from.
 
-pub mod crop;
+mod crop;
 pub mod crow;
-pub mod factors;
+mod factors;
 pub mod pooling;
-pub mod whitening;
+mod whitening;
 
-pub use crop::{crop_image, extract_crop};
-pub use whitening::{Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER};
+pub use crop::{crop_image, crop_rect, extract_crop};
+pub use factors::{blur_heatmaps, gaussian_taps, vu_concepts, BLUR_SIZE, BLUR_VARIANCE};
+pub use whitening::{
+    Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER,
+    OLDEST_WHITENING_VERSION, RANK_TOLERANCE, WHITENING_FORMAT, WHITENING_VERSION,
+};
 
 use crate::backbone::Backbone;
 use crate::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
@@ -403,6 +408,20 @@ pub struct Description {
     /// largest share was used), or, for a pooled kind, no cell centre lay inside the box (the
     /// cells nearest to its centre were used).
     pub fallback: bool,
+}
+
+impl Description {
+    /// The kept factors' heatmaps over [`Description::grid`], each scaled to a maximum of 1
+    /// (NMF kinds; empty for the pooled kinds).
+    pub fn kept_heatmaps(&self) -> Result<Vec<Heatmap>> {
+        let Some(f) = &self.factors else {
+            return Ok(Vec::new());
+        };
+        self.kept
+            .iter()
+            .map(|&k| Heatmap::from_column(&f.u, k, self.grid).map(Heatmap::unit_max))
+            .collect()
+    }
 }
 
 /// Turns activations into descriptors; made by [`DescriptorConfig::build`]. Shareable across

@@ -4,7 +4,7 @@
 //! - **Jaccard**: `|P ∩ T| / |P ∪ T|` (1 when both are empty), the usual co-segmentation
 //!   score; its mean over images is the set's `jaccard`.
 //! - **precision**: pixel accuracy, the share of pixels labelled correctly (object or not).
-//! - **CorLoc** hit: the predicted box has IoU > 0.5 ([`CORLOC_IOU`]) with the box around the
+//! - **CorLoc** hit: the predicted box has IoU > 0.5 ([`CORLOC_IOU`](super::CORLOC_IOU)) with the box around the
 //!   true mask's largest 8-connected component (with box ground truth instead of masks: with
 //!   any of the image's boxes). An image without a predicted box is a miss.
 //!
@@ -16,8 +16,6 @@ use super::localization::is_correct_localization;
 use super::mask::Mask;
 use crate::{BBox, Error, Result};
 use serde::{Deserialize, Serialize};
-
-pub use super::localization::CORLOC_IOU;
 
 /// The scores of one image (fractions in `[0, 1]`; `None` where the ground truth does not
 /// allow the score, e.g. Jaccard with box-only ground truth).

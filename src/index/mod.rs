@@ -65,6 +65,7 @@
 //! ([`IndexWriter`]) and `update` (the [`Extractor`] seam and folder updates).
 #![warn(missing_docs)]
 
+mod companion;
 mod exact;
 mod factors;
 mod format;

@@ -20,9 +20,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Colour of the predicted mask's outline.
-pub const MASK_OUTLINE: Rgb<u8> = Rgb([255, 255, 255]);
+pub(crate) const MASK_OUTLINE: Rgb<u8> = Rgb([255, 255, 255]);
 /// Colour of the true mask's outline.
-pub const TRUTH_OUTLINE: Rgb<u8> = Rgb([0, 0, 0]);
+pub(crate) const TRUTH_OUTLINE: Rgb<u8> = Rgb([0, 0, 0]);
 
 /// One image of a [`CosegReport`].
 #[derive(Debug, Clone)]

@@ -8,17 +8,17 @@
 //!   it fetches nothing and needs no JavaScript. All text is HTML-escaped.
 //! - [`SearchReport::write_sheet`]: one PNG contact sheet, a grid of thumbnails with the query
 //!   (and each kept factor on its own) on the first row(s) and the results after, in rank order,
-//!   labelled with the embedded bitmap font of [`font`] (no system fonts needed).
+//!   labelled with an embedded bitmap font (no system fonts needed).
 //!
 //! Coordinates: boxes are in pixels of the original image (after EXIF orientation, as
 //! [`crate::images::load_rgb`] decodes it); heatmaps are at feature-map
 //! resolution, one value per cell of a [`CellGrid`] whose image size must equal the image's.
 //! The renderer upsamples them ([`Heatmap::upsample`]) to whatever size it draws.
 //!
-//! Colours: every factor id gets one colour of [`color::PALETTE`] for the whole report, in
+//! Colours: every factor id gets one colour of a fixed palette for the whole report, in
 //! order of first appearance (the query's kept factors first), so a factor looks the same on
 //! the query and on every result. Each pixel of an overlay takes the colour of its strongest
-//! factor, with opacity by strength ([`overlay::overlay_factors`]). A result's averaged
+//! factor, with opacity by strength. A result's averaged
 //! heatmap, when given, is drawn with the perceptual viridis map. Boxes are white with a dark
 //! rim, their thickness scaling with the picture.
 //!
@@ -45,19 +45,22 @@
 //! # }
 //! ```
 
-pub mod color;
-pub mod coseg;
-pub mod draw;
-pub mod font;
+mod color;
+mod coseg;
+mod draw;
+mod font;
 mod html;
-pub mod overlay;
+mod overlay;
 mod sheet;
 
+pub use color::palette;
+pub use coseg::{coseg_overlay, CosegReport, CosegView};
 pub use html::{base64_encode, escape_html};
 
 use crate::heatmap::Heatmap;
 use crate::images::load_rgb;
-use crate::{BBox, CellGrid, Error, Result};
+use crate::query::SearchResults;
+use crate::{BBox, CellGrid, Error, Recipe, Result};
 use image::{imageops::FilterType, Rgb, RgbImage};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -309,6 +312,104 @@ impl SearchReport {
         )
         .map_err(|e| Error::image(path, format!("cannot encode the sheet as PNG: {e}")))?;
         std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    }
+}
+
+impl SearchReport {
+    /// The visual report of a search: the query with its region and kept heatmaps, each
+    /// hit with its score, factor overlay and predicted box. `query_image` is the query file;
+    /// `settings` are shown as a table (recipe, box mode, expansion, timings are added).
+    pub fn from_results(
+        results: &SearchResults,
+        query_image: &Path,
+        recipe: &Recipe,
+        settings: Vec<(String, String)>,
+    ) -> SearchReport {
+        let name = query_image.file_name().map_or_else(
+            || query_image.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut query = QueryView::new(name.clone(), query_image);
+        query.bbox = results.query.region;
+        query.grid = Some(results.query.grid);
+        // The joint factorization's kept factors if it ran (their numbers label the hits'
+        // overlays), else the query's own kept factors.
+        query.factors = match &results.query.joint {
+            Some(j) => j
+                .kept
+                .iter()
+                .zip(&j.query_heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
+                .collect(),
+            None => results
+                .query
+                .kept
+                .iter()
+                .zip(&results.query.heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
+                .collect(),
+        };
+        let views = results
+            .hits
+            .iter()
+            .map(|h| {
+                let file = h.path.file_name().map_or_else(
+                    || h.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let mut r = ResultView::new(h.rank, file, h.path.as_path(), h.score);
+                r.details.push(("id".into(), h.id.to_string()));
+                r.details
+                    .push(("path".into(), h.path.display().to_string()));
+                if let Some(loc) = &h.location {
+                    if let Some(st) = loc.strength {
+                        r.details
+                            .push(("region strength".into(), format!("{st:.2} of the query's")));
+                    }
+                    r.grid = Some(*loc.heatmap.grid());
+                    r.bbox = loc.bbox;
+                    r.factors = loc
+                        .factor_maps
+                        .iter()
+                        .map(|(k, m)| FactorHeatmap::new(*k, m.values().to_vec()))
+                        .collect();
+                    r.average = Some(loc.heatmap.values().to_vec());
+                }
+                r
+            })
+            .collect();
+        let mut all = vec![("recipe".to_string(), recipe.describe())];
+        if let Some(b) = &results.query.region {
+            all.push((
+                "region".into(),
+                format!(
+                    "{:.0}, {:.0} – {:.0}, {:.0} ({})",
+                    b.x1, b.y1, b.x2, b.y2, results.query.box_mode
+                ),
+            ));
+            if results.query.fallback {
+                all.push((
+                    "region note".into(),
+                    "no factor passed the mass threshold; the one with the largest share was used"
+                        .into(),
+                ));
+            }
+        }
+        all.extend(settings);
+        let t = &results.timings;
+        all.push((
+            "time".into(),
+            format!(
+                "{:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
+                t.total_ms, t.features_ms, t.describe_ms, t.search_ms, t.localize_ms
+            ),
+        ));
+        SearchReport {
+            title: format!("deepfactor search: {name}"),
+            query,
+            results: views,
+            settings: all,
+        }
     }
 }
 

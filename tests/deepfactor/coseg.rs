@@ -7,9 +7,9 @@ use deepfactor::coseg::{
     Coseg, CosegBuilder, FeatureStack, Method, Normalise, Refine, Threshold, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{score_mask, Mask, SetScores};
-use deepfactor::linalg::Csr;
+use deepfactor::linalg::{Csr, Matrix};
 use deepfactor::nmf::{Layout, Nmf};
-use deepfactor::{Activations, CellGrid, Matrix};
+use deepfactor::{Activations, CellGrid};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -429,7 +429,7 @@ fn bad_images_and_masks_are_skipped_and_reported() {
 /// embedded pictures must show. Skips when Chromium is not installed.
 #[test]
 fn coseg_report_renders_in_headless_chromium() {
-    use deepfactor::report::coseg::{CosegReport, CosegView};
+    use deepfactor::report::{CosegReport, CosegView};
     let found = ["chromium", "chromium-browser"].iter().any(|b| {
         Command::new("sh")
             .args(["-c", &format!("command -v {b}")])

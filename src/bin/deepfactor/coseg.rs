@@ -14,8 +14,7 @@ use deepfactor::eval::{
     score_box, score_mask, CosegDatasetRecord, CosegGroundTruth, CosegImageRecord, CosegProvenance,
     CosegRecord, ImageScore, Mask, OneShotRecord, PartMatcher, SetScores, SkippedRecord,
 };
-use deepfactor::report::color::palette;
-use deepfactor::report::coseg::{coseg_overlay, CosegReport, CosegView};
+use deepfactor::report::{coseg_overlay, palette, CosegReport, CosegView};
 use deepfactor::BBox;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
