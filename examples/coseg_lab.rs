@@ -13,8 +13,8 @@
 use anyhow::{bail, Context, Result};
 use deepfactor::backbone::{BackboneBuilder, BackboneKind};
 use deepfactor::eval::{CosegGroundTruth, Mask};
-use deepfactor::nmf::{Init, Nmf};
 use deepfactor::linalg::Matrix;
+use deepfactor::nmf::{Init, Nmf};
 use deepfactor::{BBox, CellGrid};
 use half::f16;
 use rayon::prelude::*;
@@ -1439,11 +1439,13 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
         // "method:k:norm:thresh:refine", e.g. "auto:8:image:otsu:colour".
         let p: Vec<&str> = name.split(':').collect();
         let b = CosegBuilder::default()
-            .method(Method::from_name(if p[0] == "oneshot" {
+            .method(Method::from_name(if p[0].starts_with("oneshot") {
                 "auto"
             } else {
                 p[0]
             })?)
+            // "oneshotthesis": candidates are the matched factor groups only.
+            .one_shot_auto(p[0] != "oneshotthesis")
             .k(p[1].parse()?)
             .normalise(if p[2] == "set" {
                 Normalise::Set
@@ -1460,7 +1462,7 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             } else {
                 Refine::None
             });
-        let one_shot = p[0] == "oneshot";
+        let one_shot = p[0].starts_with("oneshot");
         let b = if one_shot { b.method(Method::Auto) } else { b };
         let coseg: Coseg = b.build()?;
         let mut per = Vec::new();

@@ -24,8 +24,9 @@
 //! - [`index`] — index files: build, update, open, search;
 //! - [`query`] — region queries with expansion and localization, and benchmark runs;
 //! - [`localize`] — where a query's region is in the hits;
-//! - [`report`] — HTML and PNG reports of a search;
-//! - [`eval`] — ground truth and metrics.
+//! - [`report`] — HTML and PNG reports of a search and of a co-segmentation;
+//! - [`eval`] — ground truth and metrics;
+//! - [`coseg`] — co-segmentation and co-localization of image sets.
 //!
 //! Submodules are private: each module re-exports what it offers, so an item has one path.
 

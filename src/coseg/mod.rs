@@ -61,7 +61,7 @@ mod refine;
 mod select;
 mod stack;
 
-pub use oneshot::{OneShotChoice, OneShotRun, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE};
+pub use oneshot::{OneShotChoice, OneShotRule, OneShotRun, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE};
 pub use refine::{COLOUR_LEVELS, GUIDED_EPS, MAX_MASK_SIDE};
 pub use select::FactorStats;
 pub use stack::{FeatureStack, Skipped, EXTRACT_CHUNK};
@@ -180,6 +180,7 @@ pub struct CosegBuilder {
     refine: Refine,
     border_alpha: f32,
     max_iter: usize,
+    one_shot_auto: bool,
 }
 
 impl Default for CosegBuilder {
@@ -192,18 +193,21 @@ impl Default for CosegBuilder {
             refine: Refine::default(),
             border_alpha: DEFAULT_BORDER_ALPHA,
             max_iter: DEFAULT_MAX_ITER,
+            one_shot_auto: true,
         }
     }
 }
 
 impl CosegBuilder {
-    /// The thesis' settings for a method: set maximum, τ = 0.75, no refinement.
+    /// The thesis' settings for a method: set maximum, τ = 0.75, no refinement; one-shot
+    /// chooses among matched factor groups only.
     pub fn thesis(method: Method) -> Self {
         CosegBuilder {
             method,
             normalise: Normalise::Set,
             threshold: Threshold::Fixed(THESIS_THRESHOLD),
             refine: Refine::None,
+            one_shot_auto: false,
             ..CosegBuilder::default()
         }
     }
@@ -241,6 +245,13 @@ impl CosegBuilder {
     /// [`Method::Auto`]'s border-ratio factor (default [`DEFAULT_BORDER_ALPHA`]).
     pub fn border_alpha(mut self, a: f32) -> Self {
         self.border_alpha = a;
+        self
+    }
+
+    /// Whether one-shot selection also offers each run's unsupervised border-ratio choice
+    /// (default `true`; the thesis: `false`). See [`Coseg::one_shot`].
+    pub fn one_shot_auto(mut self, on: bool) -> Self {
+        self.one_shot_auto = on;
         self
     }
 
@@ -358,14 +369,7 @@ impl Coseg {
         method: String,
     ) -> CosegModel {
         let stats = FactorStats::of(&factors);
-        let set_max = (0..factors.len())
-            .map(|i| {
-                factors
-                    .object_heatmap_values(i, &object)
-                    .into_iter()
-                    .fold(0f32, f32::max)
-            })
-            .fold(0f32, f32::max);
+        let set_max = factors.set_max(&object);
         CosegModel {
             settings: CosegSettings {
                 method,
@@ -451,6 +455,17 @@ impl JointFactors {
             self.grids[i],
             self.rows(i).map(|r| self.u.get(r, k)).collect(),
         )
+    }
+
+    /// The maximum of `Σ U_k ‖V_k‖` over `factors` in every cell of the set.
+    fn set_max(&self, factors: &[usize]) -> f32 {
+        (0..self.len())
+            .map(|i| {
+                self.object_heatmap_values(i, factors)
+                    .into_iter()
+                    .fold(0f32, f32::max)
+            })
+            .fold(0f32, f32::max)
     }
 
     /// `Σ U_k ‖V_k‖` over `factors`, in image `i`'s cells.
@@ -550,6 +565,31 @@ impl CosegModel {
         })
     }
 
+    /// The coarse mask (no refinement) that `factors` as the object would give image `i`, at
+    /// the image's size: their heatmap normalised as configured (over the set: by these
+    /// factors' maximum over the set), upsampled and thresholded.
+    pub(crate) fn coarse_mask(&self, i: usize, factors: &[usize]) -> Result<Mask> {
+        let values = self.factors.object_heatmap_values(i, factors);
+        let norm = match self.settings.normalise {
+            Normalise::Image => values.iter().copied().fold(0f32, f32::max),
+            Normalise::Set => self.factors.set_max(factors),
+        };
+        let g = self.factors.grids[i];
+        let scaled = Heatmap::new(
+            g,
+            values
+                .iter()
+                .map(|&v| if norm > 0.0 { v / norm } else { 0.0 })
+                .collect(),
+        )?;
+        threshold_mask(
+            &scaled,
+            g.image_width,
+            g.image_height,
+            self.settings.threshold,
+        )
+    }
+
     /// Every factor's heatmap in image `i`, in factor order.
     pub fn factor_heatmaps(&self, i: usize) -> Result<Vec<Heatmap>> {
         (0..self.factors.k())
@@ -570,21 +610,13 @@ impl CosegModel {
 
 /// A heatmap's coarse mask at `width × height`: scaled to its maximum, upsampled, thresholded.
 pub(crate) fn factor_mask(h: &Heatmap, width: u32, height: u32, t: Threshold) -> Result<Mask> {
-    let up = h.clone().unit_max().upsample(width, height);
-    let level = match t {
-        Threshold::Fixed(t) => t,
-        Threshold::Otsu => {
-            let grid = CellGrid {
-                rows: height as usize,
-                cols: width as usize,
-                image_width: width,
-                image_height: height,
-            };
-            Heatmap::new(grid, up.clone())?
-                .level(crate::heatmap::Binarize::Otsu)
-                .unwrap_or(f32::INFINITY)
-        }
-    };
+    threshold_mask(&h.clone().unit_max(), width, height, t)
+}
+
+/// A (normalised) heatmap's mask at `width × height`: upsampled, thresholded.
+fn threshold_mask(h: &Heatmap, width: u32, height: u32, t: Threshold) -> Result<Mask> {
+    let up = h.upsample(width, height);
+    let level = refine::level(&up, width, height, t);
     Mask::new(
         width as usize,
         height as usize,

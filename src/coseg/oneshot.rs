@@ -1,16 +1,26 @@
 //! One-shot co-segmentation (thesis §4.3.2): one image of the set comes with its object mask,
 //! which picks the object's factors.
 //!
-//! The set is factorized several times (`K` ∈ [`DEFAULT_ONE_SHOT_KS`]). In each run, every
-//! factor's coarse mask in the annotated image is compared with the true mask as the factor–
-//! part matching of [`crate::eval::parts`] does with a single part: factors lying inside the
-//! object — intersection over the factor's own area above `τ_merge` ([`DEFAULT_TAU_MERGE`],
-//! thesis eqs. 4.5–4.10) — are merged into one group, and the group (or single factor) that
-//! is the object's mutual best match by IoU is that run's answer. The run whose answer has
-//! the highest IoU on the annotated image wins; its factors then segment every image.
+//! The set is factorized several times (`K` ∈ [`DEFAULT_ONE_SHOT_KS`]). Each run offers
+//! candidate factor groups for the object:
+//! - [`OneShotRule::Matched`] (the thesis): every factor's coarse mask in the annotated image
+//!   is compared with the true mask as the factor–part matching of [`crate::eval::PartMatcher`]
+//!   does with a single part: factors lying inside the object — intersection over the factor's
+//!   own area above `τ_merge` ([`DEFAULT_TAU_MERGE`], thesis eqs. 4.5–4.10) — are merged into
+//!   one group, and the group (or single factor) that is the object's mutual best match by IoU
+//!   is the candidate;
+//! - [`OneShotRule::Auto`] (default, not with [`CosegBuilder::thesis`](super::CosegBuilder::thesis)):
+//!   also the run's unsupervised choice ([`super::Method::Auto`]'s border-ratio rule).
+//!
+//! Every candidate is scored by the IoU of its own coarse object mask (the object heatmap
+//! normalised and thresholded as the configuration segments, without refinement) with the
+//! true mask; the best candidate wins and its factors segment every image. (In the thesis
+//! setting only the matched groups compete, scored by their matching IoU.) Offering the
+//! unsupervised choice matters because one annotated image is a weak signal: a small-K run
+//! that fits that image's outline can generalise worse than the border-ratio choice.
 
 use super::{Coseg, CosegModel, FeatureStack};
-use crate::eval::{Mask, PartMatcher};
+use crate::eval::{jaccard, Mask, PartMatcher};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -19,11 +29,23 @@ pub const DEFAULT_ONE_SHOT_KS: [usize; 4] = [2, 4, 6, 8];
 /// Intersection over a factor's area above which it is merged into the object (thesis).
 pub const DEFAULT_TAU_MERGE: f64 = 0.2;
 
-/// What one factorization offered for the annotated image.
+/// How a one-shot candidate was found in its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OneShotRule {
+    /// Factors merged and matched to the annotated mask (the thesis).
+    Matched,
+    /// The run's unsupervised border-ratio choice.
+    Auto,
+}
+
+/// One candidate: what one factorization offered for the annotated image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OneShotRun {
     /// The rank.
     pub k: usize,
+    /// How the factors were found.
+    pub rule: OneShotRule,
     /// The factors matched to the object (after merging).
     pub factors: Vec<usize>,
     /// Their IoU with the true mask on the annotated image, in `[0, 1]`.
@@ -35,9 +57,9 @@ pub struct OneShotRun {
 pub struct OneShotChoice {
     /// The annotated image (index in the stack).
     pub annotated: usize,
-    /// Every run, in the order of the ranks tried.
+    /// Every candidate, in the order of the ranks tried (per rank: matched, then auto).
     pub runs: Vec<OneShotRun>,
-    /// The index of the winning run in `runs`.
+    /// The index of the winning candidate in `runs`.
     pub chosen: usize,
 }
 
@@ -79,14 +101,17 @@ impl Coseg {
         let matcher = PartMatcher::builder()
             .factor_merge_threshold(tau_merge)
             .build()?;
+        let offer_auto = self.cfg.one_shot_auto;
         let mut runs = Vec::new();
-        let mut models = Vec::new();
+        // Per candidate, the index of its run's factorization in `fits`.
+        let mut fit_of = Vec::new();
+        let mut fits = Vec::new();
         for &k in ks {
             let factors = self.factorize(stack, k)?;
             let probe = self.model(factors, Vec::new(), "one-shot".into());
             let masks = probe.factor_masks(annotated, g.image_width, g.image_height)?;
             let m = matcher.match_masks(&masks, std::slice::from_ref(truth))?;
-            let (factors, iou) = match m.matches.iter().find(|x| x.part_group == 0) {
+            let (matched, matched_iou) = match m.matches.iter().find(|x| x.part_group == 0) {
                 Some(x) => (m.factor_groups[x.factor_group].clone(), x.iou),
                 None => {
                     // No mutual match (no factor overlaps the object): the best single one.
@@ -96,18 +121,32 @@ impl Coseg {
                     (vec![best], m.iou.get(best).map_or(0.0, |r| r[0]))
                 }
             };
-            runs.push(OneShotRun { k, factors, iou });
-            models.push(probe);
+            let mut offered = vec![(OneShotRule::Matched, matched, matched_iou)];
+            if offer_auto {
+                let auto = probe.stats.below_mean_ratio(self.cfg.border_alpha);
+                offered.push((OneShotRule::Auto, auto, 0.0));
+                // Every candidate scored the same way: its own coarse object mask.
+                for (_, factors, iou) in &mut offered {
+                    let coarse = probe.coarse_mask(annotated, factors)?;
+                    *iou = jaccard(truth, &coarse)?;
+                }
+            }
+            for (rule, factors, iou) in offered {
+                runs.push(OneShotRun {
+                    k,
+                    rule,
+                    factors,
+                    iou,
+                });
+                fit_of.push(fits.len());
+            }
+            fits.push(probe.factors);
         }
         let chosen = (0..runs.len())
             .max_by(|&a, &b| runs[a].iou.total_cmp(&runs[b].iou).then(b.cmp(&a)))
             .unwrap_or(0);
-        let probe = models.swap_remove(chosen);
-        let model = self.model(
-            probe.factors,
-            runs[chosen].factors.clone(),
-            "one-shot".into(),
-        );
+        let factors = fits.swap_remove(fit_of[chosen]);
+        let model = self.model(factors, runs[chosen].factors.clone(), "one-shot".into());
         Ok((
             model,
             OneShotChoice {

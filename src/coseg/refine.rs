@@ -51,10 +51,7 @@ pub(crate) fn mask(
     }
     let (ww, wh) = work_size(w, h);
     let up = map.upsample(ww, wh);
-    let level = match threshold {
-        Threshold::Fixed(t) => t,
-        Threshold::Otsu => otsu(&up, ww, wh),
-    };
+    let level = level(&up, ww, wh, threshold);
     let coarse: Vec<bool> = up.iter().map(|&v| v > 0.0 && v >= level).collect();
     let bits = match refine {
         Refine::None => coarse,
@@ -107,19 +104,25 @@ fn work_size(w: u32, h: u32) -> (u32, u32) {
     )
 }
 
-/// Otsu's level of a picture's values (a heatmap whose cells are its pixels); infinite (keep
-/// nothing) when no value is positive.
-fn otsu(values: &[f32], w: u32, h: u32) -> f32 {
-    let grid = CellGrid {
-        rows: h as usize,
-        cols: w as usize,
-        image_width: w,
-        image_height: h,
-    };
-    Heatmap::new(grid, values.to_vec())
-        .ok()
-        .and_then(|m| m.level(Binarize::Otsu))
-        .unwrap_or(f32::INFINITY)
+/// The level at which a `w × h` picture of (normalised) heatmap values is cut: the fixed one,
+/// or Otsu's level of its values (a heatmap whose cells are its pixels; infinite — keep
+/// nothing — when no value is positive).
+pub(crate) fn level(values: &[f32], w: u32, h: u32, threshold: Threshold) -> f32 {
+    match threshold {
+        Threshold::Fixed(t) => t,
+        Threshold::Otsu => {
+            let grid = CellGrid {
+                rows: h as usize,
+                cols: w as usize,
+                image_width: w,
+                image_height: h,
+            };
+            Heatmap::new(grid, values.to_vec())
+                .ok()
+                .and_then(|m| m.level(Binarize::Otsu))
+                .unwrap_or(f32::INFINITY)
+        }
+    }
 }
 
 /// Nearest-pixel rescaling of a mask.

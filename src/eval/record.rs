@@ -288,10 +288,15 @@ pub struct OneShotRecord {
     pub annotated: String,
     /// The rank chosen.
     pub k: usize,
+    /// How the chosen factors were found: `matched` (merged and matched to the annotation,
+    /// the thesis) or `auto` (the run's unsupervised choice).
+    pub rule: String,
+    /// The chosen factors.
+    pub factors: Vec<usize>,
     /// The chosen factors' IoU with the annotation, percent.
     pub iou: f64,
-    /// Per rank tried: `(k, iou percent)`.
-    pub runs: Vec<(usize, f64)>,
+    /// Every candidate: `(k, rule, iou percent)`.
+    pub runs: Vec<(usize, String, f64)>,
 }
 
 /// Wall-clock seconds of the stages of a co-segmentation.

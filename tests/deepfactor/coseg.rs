@@ -4,7 +4,8 @@
 
 use crate::common;
 use deepfactor::coseg::{
-    Coseg, CosegBuilder, FeatureStack, Method, Normalise, Refine, Threshold, DEFAULT_TAU_MERGE,
+    Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotRule, Refine, Threshold,
+    DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{score_mask, Mask, SetScores};
 use deepfactor::linalg::{Csr, Matrix};
@@ -256,6 +257,26 @@ fn one_shot_merges_the_planted_factors() {
     assert!(run.iou > 0.6, "{choice:?}");
     assert_eq!(model.object, run.factors);
     assert_eq!(model.settings.method, "one-shot");
+    // Each rank offers its matched group and its unsupervised choice; the winner has the best
+    // IoU on the annotated image.
+    assert_eq!(choice.runs.len(), 6, "{choice:?}");
+    for (r, k) in choice.runs.chunks(2).zip([2, 4, 6]) {
+        assert_eq!((r[0].k, r[0].rule), (k, OneShotRule::Matched));
+        assert_eq!((r[1].k, r[1].rule), (k, OneShotRule::Auto));
+    }
+    assert!(choice.runs.iter().all(|r| r.iou <= run.iou));
+    // The thesis' one-shot: matched groups only, and it finds the halves as well.
+    let thesis = Coseg::builder()
+        .refine(Refine::None)
+        .one_shot_auto(false)
+        .build()
+        .unwrap();
+    let (_, only) = thesis
+        .one_shot(&stack, 0, &truth, &[2, 4, 6], DEFAULT_TAU_MERGE)
+        .unwrap();
+    assert_eq!(only.runs.len(), 3);
+    assert!(only.runs.iter().all(|r| r.rule == OneShotRule::Matched));
+    assert!(only.runs[only.chosen].factors.len() >= 2, "{only:?}");
     // Both halves are found in the other images.
     for i in 1..stack.len() {
         let img = RgbImage::from_pixel(
@@ -278,6 +299,38 @@ fn one_shot_merges_the_planted_factors() {
         .is_err());
     assert!(coseg.one_shot(&stack, 9, &truth, &[2], 0.2).is_err());
     assert!(coseg.one_shot(&stack, 0, &truth, &[], 0.2).is_err());
+}
+
+/// Mask → box, the co-localization rule, on hand-made masks: the box around the largest
+/// 8-connected component, edges exclusive.
+#[test]
+fn boxes_of_hand_made_masks() {
+    use deepfactor::BBox;
+    let boxed = |m: &Mask| m.largest_component().bbox();
+    // 12 × 8: a 3 × 2 blob at (1, 1) and a 4 × 3 blob at (6, 4); the larger one wins.
+    let two = Mask::from_fn(12, 8, |x, y| {
+        ((1..4).contains(&x) && (1..3).contains(&y))
+            || ((6..10).contains(&x) && (4..7).contains(&y))
+    });
+    assert_eq!(boxed(&two), Some(BBox::new(6.0, 4.0, 10.0, 7.0).unwrap()));
+    // The box around all foreground would have held both blobs.
+    assert_eq!(two.bbox(), Some(BBox::new(1.0, 1.0, 10.0, 7.0).unwrap()));
+    // A diagonal staircase is one 8-connected component (5 pixels) and beats a 2 × 2 block.
+    let stairs = Mask::from_fn(10, 10, |x, y| {
+        (x < 5 && x == y) || ((8..10).contains(&x) && (0..2).contains(&y))
+    });
+    assert_eq!(boxed(&stairs), Some(BBox::new(0.0, 0.0, 5.0, 5.0).unwrap()));
+    // Equal components: the first in raster order.
+    let tie = Mask::from_fn(6, 4, |x, y| (x == 0 || x == 5) && y < 2);
+    assert_eq!(boxed(&tie), Some(BBox::new(0.0, 0.0, 1.0, 2.0).unwrap()));
+    // A full mask: the whole image; an empty one: no box (a CorLoc miss).
+    assert_eq!(
+        boxed(&Mask::from_fn(7, 3, |_, _| true)),
+        Some(BBox::new(0.0, 0.0, 7.0, 3.0).unwrap())
+    );
+    assert_eq!(boxed(&Mask::empty(5, 5)), None);
+    let truth = Mask::from_fn(5, 5, |x, y| x < 2 && y < 2);
+    assert!(!score_mask(&Mask::empty(5, 5), None, &truth).unwrap().corloc);
 }
 
 #[test]

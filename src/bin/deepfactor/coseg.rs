@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use deepfactor::backbone::{Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource};
 use deepfactor::coseg::{
-    Coseg, CosegBuilder, CosegModel, FeatureStack, Method, Normalise, OneShotChoice, Refine,
-    Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
+    Coseg, CosegBuilder, CosegModel, FeatureStack, Method, Normalise, OneShotChoice, OneShotRule,
+    Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{
     score_box, score_mask, CosegDatasetRecord, CosegGroundTruth, CosegImageRecord, CosegProvenance,
@@ -539,8 +539,21 @@ fn one_shot_record(c: &OneShotChoice, stack: &FeatureStack) -> OneShotRecord {
     OneShotRecord {
         annotated: stack.name(c.annotated).to_string(),
         k: r.k,
+        rule: rule_name(r.rule).to_string(),
+        factors: r.factors.clone(),
         iou: 100.0 * r.iou,
-        runs: c.runs.iter().map(|r| (r.k, 100.0 * r.iou)).collect(),
+        runs: c
+            .runs
+            .iter()
+            .map(|r| (r.k, rule_name(r.rule).to_string(), 100.0 * r.iou))
+            .collect(),
+    }
+}
+
+fn rule_name(r: OneShotRule) -> &'static str {
+    match r {
+        OneShotRule::Matched => "matched",
+        OneShotRule::Auto => "auto",
     }
 }
 
@@ -882,8 +895,8 @@ fn print_set_table(o: &mut impl std::io::Write, r: &CosegRecord) -> anyhow::Resu
     if let Some(s) = &r.one_shot {
         writeln!(
             o,
-            "one-shot: annotated {}, chose K = {} (IoU {:.1} on it)",
-            s.annotated, s.k, s.iou
+            "one-shot: annotated {}, chose factors {:?} of K = {} ({}; IoU {:.1} on it)",
+            s.annotated, s.factors, s.k, s.rule, s.iou
         )?;
     }
     if !r.skipped.is_empty() {
