@@ -1444,8 +1444,12 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             } else {
                 p[0]
             })?)
-            // "oneshotthesis": candidates are the matched factor groups only.
-            .one_shot_auto(p[0] != "oneshotthesis")
+            // "oneshotthesis": the matched factor groups only; "oneshotvote": the vote.
+            .one_shot_mode(match p[0] {
+                "oneshotthesis" => deepfactor::coseg::OneShotMode::Matched,
+                "oneshotvote" => deepfactor::coseg::OneShotMode::Vote,
+                _ => deepfactor::coseg::OneShotMode::Select,
+            })
             .k(p[1].parse()?)
             .normalise(if p[2] == "set" {
                 Normalise::Set

@@ -61,7 +61,9 @@ mod refine;
 mod select;
 mod stack;
 
-pub use oneshot::{OneShotChoice, OneShotRule, OneShotRun, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE};
+pub use oneshot::{
+    OneShotChoice, OneShotMode, OneShotRule, OneShotRun, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
+};
 pub use refine::{COLOUR_LEVELS, GUIDED_EPS, MAX_MASK_SIDE};
 pub use select::FactorStats;
 pub use stack::{FeatureStack, Skipped, EXTRACT_CHUNK};
@@ -180,7 +182,7 @@ pub struct CosegBuilder {
     refine: Refine,
     border_alpha: f32,
     max_iter: usize,
-    one_shot_auto: bool,
+    one_shot: OneShotMode,
 }
 
 impl Default for CosegBuilder {
@@ -193,7 +195,7 @@ impl Default for CosegBuilder {
             refine: Refine::default(),
             border_alpha: DEFAULT_BORDER_ALPHA,
             max_iter: DEFAULT_MAX_ITER,
-            one_shot_auto: true,
+            one_shot: OneShotMode::default(),
         }
     }
 }
@@ -207,7 +209,7 @@ impl CosegBuilder {
             normalise: Normalise::Set,
             threshold: Threshold::Fixed(THESIS_THRESHOLD),
             refine: Refine::None,
-            one_shot_auto: false,
+            one_shot: OneShotMode::Matched,
             ..CosegBuilder::default()
         }
     }
@@ -248,10 +250,10 @@ impl CosegBuilder {
         self
     }
 
-    /// Whether one-shot selection also offers each run's unsupervised border-ratio choice
-    /// (default `true`; the thesis: `false`). See [`Coseg::one_shot`].
-    pub fn one_shot_auto(mut self, on: bool) -> Self {
-        self.one_shot_auto = on;
+    /// How one-shot co-segmentation uses the annotated image (default
+    /// [`OneShotMode::default`]; the thesis: [`OneShotMode::Matched`]). See [`Coseg::one_shot`].
+    pub fn one_shot_mode(mut self, m: OneShotMode) -> Self {
+        self.one_shot = m;
         self
     }
 
@@ -616,7 +618,7 @@ pub(crate) fn factor_mask(h: &Heatmap, width: u32, height: u32, t: Threshold) ->
 /// A (normalised) heatmap's mask at `width × height`: upsampled, thresholded.
 fn threshold_mask(h: &Heatmap, width: u32, height: u32, t: Threshold) -> Result<Mask> {
     let up = h.upsample(width, height);
-    let level = refine::level(&up, width, height, t);
+    let level = refine::cut_level(&up, width, height, t);
     Mask::new(
         width as usize,
         height as usize,

@@ -29,6 +29,25 @@ pub const DEFAULT_ONE_SHOT_KS: [usize; 4] = [2, 4, 6, 8];
 /// Intersection over a factor's area above which it is merged into the object (thesis).
 pub const DEFAULT_TAU_MERGE: f64 = 0.2;
 
+/// How one-shot co-segmentation uses the annotated image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OneShotMode {
+    /// The thesis: per rank the matched factor group; the one with the best IoU on the
+    /// annotated image wins.
+    Matched,
+    /// Per rank the matched group and the unsupervised choice; the candidate whose coarse
+    /// object mask has the best IoU on the annotated image wins.
+    #[default]
+    Select,
+    /// One factorization with the largest rank: the unsupervised choice, corrected where the
+    /// annotated image shows a factor clearly — a factor with at least `1/(2K)` of the
+    /// image's heatmap energy is the object's when most of its mass there lies inside the
+    /// mask, and not when most lies outside; factors (nearly) absent from it keep their
+    /// unsupervised label.
+    Vote,
+}
+
 /// How a one-shot candidate was found in its run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,6 +56,8 @@ pub enum OneShotRule {
     Matched,
     /// The run's unsupervised border-ratio choice.
     Auto,
+    /// The unsupervised choice corrected by the annotated image ([`OneShotMode::Vote`]).
+    Vote,
 }
 
 /// One candidate: what one factorization offered for the annotated image.
@@ -101,7 +122,10 @@ impl Coseg {
         let matcher = PartMatcher::builder()
             .factor_merge_threshold(tau_merge)
             .build()?;
-        let offer_auto = self.cfg.one_shot_auto;
+        if self.cfg.one_shot == OneShotMode::Vote {
+            return self.one_shot_vote(stack, annotated, truth, ks);
+        }
+        let offer_auto = self.cfg.one_shot == OneShotMode::Select;
         let mut runs = Vec::new();
         // Per candidate, the index of its run's factorization in `fits`.
         let mut fit_of = Vec::new();
@@ -153,6 +177,69 @@ impl Coseg {
                 annotated,
                 runs,
                 chosen,
+            },
+        ))
+    }
+
+    /// [`OneShotMode::Vote`] (arguments checked by [`Coseg::one_shot`]).
+    fn one_shot_vote(
+        &self,
+        stack: &FeatureStack,
+        annotated: usize,
+        truth: &Mask,
+        ks: &[usize],
+    ) -> Result<(CosegModel, OneShotChoice)> {
+        let k = ks.iter().copied().max().unwrap_or(1);
+        let factors = self.factorize(stack, k)?;
+        let probe = self.model(factors, Vec::new(), "one-shot".into());
+        let auto = probe.stats.below_mean_ratio(self.cfg.border_alpha);
+        let (w, h) = (truth.width() as u32, truth.height() as u32);
+        // Per factor: its mass in the annotated image, the share inside the mask, its energy.
+        let mut shares = Vec::with_capacity(k);
+        let mut energies = Vec::with_capacity(k);
+        for j in 0..k {
+            let up = probe.factors.heatmap(annotated, j)?.upsample(w, h);
+            let (mut inside, mut total) = (0f64, 0f64);
+            for (y, row) in up.chunks(w as usize).enumerate() {
+                for (x, &v) in row.iter().enumerate() {
+                    total += f64::from(v);
+                    if truth.get(x, y) {
+                        inside += f64::from(v);
+                    }
+                }
+            }
+            shares.push(if total > 0.0 { inside / total } else { 0.0 });
+            energies.push(total * f64::from(probe.factors.concept_norm(j)));
+        }
+        let image_energy: f64 = energies.iter().sum();
+        let mut object: Vec<usize> = (0..k)
+            .filter(|&j| {
+                if energies[j] > 0.0 && energies[j] >= image_energy / (2 * k) as f64 {
+                    shares[j] > 0.5
+                } else {
+                    auto.contains(&j)
+                }
+            })
+            .collect();
+        if object.is_empty() {
+            object = (0..k)
+                .max_by(|&a, &b| shares[a].total_cmp(&shares[b]).then(b.cmp(&a)))
+                .into_iter()
+                .collect();
+        }
+        let iou = jaccard(truth, &probe.coarse_mask(annotated, &object)?)?;
+        let model = self.model(probe.factors, object.clone(), "one-shot".into());
+        Ok((
+            model,
+            OneShotChoice {
+                annotated,
+                runs: vec![OneShotRun {
+                    k,
+                    rule: OneShotRule::Vote,
+                    factors: object,
+                    iou,
+                }],
+                chosen: 0,
             },
         ))
     }

@@ -51,7 +51,7 @@ pub(crate) fn mask(
     }
     let (ww, wh) = work_size(w, h);
     let up = map.upsample(ww, wh);
-    let level = level(&up, ww, wh, threshold);
+    let level = cut_level(&up, ww, wh, threshold);
     let coarse: Vec<bool> = up.iter().map(|&v| v > 0.0 && v >= level).collect();
     let bits = match refine {
         Refine::None => coarse,
@@ -79,7 +79,7 @@ pub(crate) fn mask(
             let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
             let radius = cell.round().max(1.0) as usize;
             let smooth = guided_filter(img, &score, radius, GUIDED_EPS);
-            let level = otsu(&smooth, ww, wh);
+            let level = cut_level(&smooth, ww, wh, Threshold::Otsu);
             smooth.iter().map(|&v| v > 0.0 && v >= level).collect()
         }
     };
@@ -107,7 +107,7 @@ fn work_size(w: u32, h: u32) -> (u32, u32) {
 /// The level at which a `w × h` picture of (normalised) heatmap values is cut: the fixed one,
 /// or Otsu's level of its values (a heatmap whose cells are its pixels; infinite — keep
 /// nothing — when no value is positive).
-pub(crate) fn level(values: &[f32], w: u32, h: u32, threshold: Threshold) -> f32 {
+pub(crate) fn cut_level(values: &[f32], w: u32, h: u32, threshold: Threshold) -> f32 {
     match threshold {
         Threshold::Fixed(t) => t,
         Threshold::Otsu => {

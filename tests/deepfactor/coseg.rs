@@ -4,8 +4,8 @@
 
 use crate::common;
 use deepfactor::coseg::{
-    Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotRule, Refine, Threshold,
-    DEFAULT_TAU_MERGE,
+    Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode, OneShotRule, Refine,
+    Threshold, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{score_mask, Mask, SetScores};
 use deepfactor::linalg::{Csr, Matrix};
@@ -247,7 +247,11 @@ fn one_shot_merges_the_planted_factors() {
     // The object's halves are different concepts: the unsupervised border rule with K = 2
     // cannot hold both in one factor; one-shot with the annotated mask finds and merges both.
     let (stack, acts) = constructed_set(true);
-    let coseg = Coseg::builder().refine(Refine::None).build().unwrap();
+    let coseg = Coseg::builder()
+        .refine(Refine::None)
+        .one_shot_mode(OneShotMode::Select)
+        .build()
+        .unwrap();
     let truth = object_mask(&acts[0], OBJECTS[0]);
     let (model, choice) = coseg
         .one_shot(&stack, 0, &truth, &[2, 4, 6], DEFAULT_TAU_MERGE)
@@ -268,7 +272,7 @@ fn one_shot_merges_the_planted_factors() {
     // The thesis' one-shot: matched groups only, and it finds the halves as well.
     let thesis = Coseg::builder()
         .refine(Refine::None)
-        .one_shot_auto(false)
+        .one_shot_mode(OneShotMode::Matched)
         .build()
         .unwrap();
     let (_, only) = thesis
@@ -277,6 +281,19 @@ fn one_shot_merges_the_planted_factors() {
     assert_eq!(only.runs.len(), 3);
     assert!(only.runs.iter().all(|r| r.rule == OneShotRule::Matched));
     assert!(only.runs[only.chosen].factors.len() >= 2, "{only:?}");
+    // The vote: one factorization with the largest rank; both halves lie inside the mask.
+    let vote = Coseg::builder()
+        .refine(Refine::None)
+        .one_shot_mode(OneShotMode::Vote)
+        .build()
+        .unwrap();
+    let (voted, v) = vote
+        .one_shot(&stack, 0, &truth, &[2, 4, 6], DEFAULT_TAU_MERGE)
+        .unwrap();
+    assert_eq!(v.runs.len(), 1);
+    assert_eq!((v.runs[0].k, v.runs[0].rule), (6, OneShotRule::Vote));
+    assert!(v.runs[0].factors.len() >= 2 && v.runs[0].iou > 0.6, "{v:?}");
+    assert_eq!(voted.object, v.runs[0].factors);
     // Both halves are found in the other images.
     for i in 1..stack.len() {
         let img = RgbImage::from_pixel(

@@ -554,6 +554,7 @@ fn rule_name(r: OneShotRule) -> &'static str {
     match r {
         OneShotRule::Matched => "matched",
         OneShotRule::Auto => "auto",
+        OneShotRule::Vote => "vote",
     }
 }
 
@@ -774,8 +775,8 @@ fn parts(
     index: &[usize],
 ) -> anyhow::Result<deepfactor::coseg::PartsTable> {
     let mut with_parts = Vec::new();
-    for i in 0..stack.len() {
-        let files = &set.parts[index[i]];
+    for (i, &gt) in index.iter().enumerate().take(stack.len()) {
+        let files = &set.parts[gt];
         if files.is_empty() {
             continue;
         }
