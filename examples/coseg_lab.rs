@@ -10,6 +10,9 @@
 //! activations of several layers in half precision under `target/coseg-cache/<layer>/<class>.bin`.
 //! The other commands read only that cache.
 
+// A research harness: index loops over factors and cells read as the formulas do.
+#![allow(clippy::needless_range_loop)]
+
 use anyhow::{bail, Context, Result};
 use deepfactor::backbone::{BackboneBuilder, BackboneKind};
 use deepfactor::eval::{CosegGroundTruth, Mask};
@@ -364,7 +367,7 @@ fn grid(root: &Path, layer: &str) -> Result<()> {
                                 a.grid.image_height as usize,
                                 up.iter().map(|&v| m > 0.0 && v / m >= tau).collect(),
                             )?;
-                            Ok(score(&pred, tr)?)
+                            score(&pred, tr)
                         })
                         .collect::<Result<Vec<_>>>()?;
                     table[ki][ni][ti].push(mean(&scores));
@@ -1106,7 +1109,7 @@ fn masks_from_maps(
 
 /// Classes used to choose settings; the others are held out.
 fn is_dev(i: usize) -> bool {
-    i % 2 == 0
+    i.is_multiple_of(2)
 }
 
 fn sweep(root: &Path, layer: &str, configs: &[(String, Config)], per_class: bool) -> Result<()> {

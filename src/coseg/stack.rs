@@ -238,7 +238,7 @@ mod tests {
         let data = (0..rows * cols * channels)
             .map(|i| {
                 let x = (i as u32 ^ seed).wrapping_mul(2654435761) >> 24;
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     x as f32 / 64.0
                 } else {
                     0.0

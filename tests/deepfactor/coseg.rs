@@ -42,14 +42,14 @@ fn constructed(
                 let lower = split && r >= or + oh / 2;
                 let base = if lower { 4 } else { 0 };
                 let n = if split { 2 } else { 4 };
-                for k in base..base + n {
-                    cell[k] = 3.0 * jitter(k);
+                for (k, v) in cell.iter_mut().enumerate().skip(base).take(n) {
+                    *v = 3.0 * jitter(k);
                 }
             } else {
                 // Two textures in stripes: sky-like rows at the top, ground-like below.
                 let base = if r < rows / 2 { 6 } else { 9 };
-                for k in base..base + 3 {
-                    cell[k] = jitter(k);
+                for (k, v) in cell.iter_mut().enumerate().skip(base).take(3) {
+                    *v = jitter(k);
                 }
             }
         }
@@ -158,10 +158,9 @@ fn border_rule_picks_the_object_in_the_middle() {
             .unwrap();
         assert!(!model.object.is_empty(), "{method:?} K={k}");
         // Every chosen factor lives inside the objects; every other one mostly outside.
-        for i in 0..stack.len() {
+        for (i, &(or, oc, oh, ow)) in OBJECTS.iter().enumerate().take(stack.len()) {
             let h = model.object_heatmap(i).unwrap();
             let g = h.grid();
-            let (or, oc, oh, ow) = OBJECTS[i];
             let (mut inside, mut total) = (0f32, 0f32);
             for r in 0..g.rows {
                 for c in 0..g.cols {
