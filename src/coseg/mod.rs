@@ -56,8 +56,8 @@
 //! maximum, τ = 0.2) reaches Jaccard 37.8, CorLoc 50.5. With the default masks, K = 1 gives
 //! Jaccard 37.4, CorLoc 41.6; K = 2 + border 46.3, 57.3; the default ([`Method::Auto`])
 //! 49.5, 62.3 (held-out half: 48.1, 59.5). One-shot with the first image annotated does not
-//! beat it: [`OneShotMode::Select`] 47.3, 57.8; [`OneShotMode::Vote`] 44.6, 53.3 (52.0 / 61.4
-//! on the development half, 37.2 / 45.2 held out). A stride-16 layer (`blocks.11.expand`) is
+//! beat it: [`OneShotMode::Matched`] (the thesis, default) 48.2, 58.8; [`OneShotMode::Select`]
+//! 47.3, 57.8; [`OneShotMode::Vote`] 44.6, 53.3. A stride-16 layer (`blocks.11.expand`) is
 //! worse than `head` (K = 1: 27.1, 26.8).
 
 mod oneshot;
