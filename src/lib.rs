@@ -24,8 +24,9 @@
 //! - [`index`] — index files: build, update, open, search;
 //! - [`query`] — region queries with expansion and localization, and benchmark runs;
 //! - [`localize`] — where a query's region is in the hits;
-//! - [`report`] — HTML and PNG reports of a search;
+//! - [`report`] — HTML and PNG reports of a search and of a co-segmentation;
 //! - [`eval`] — ground truth and metrics;
+//! - [`coseg`] — co-segmentation and co-localization of image sets;
 //! - [`probe`] — beside the pipeline: memorization probes (train small nets, compress their
 //!   activations, area under the accuracy-vs-K curve).
 //!
@@ -33,6 +34,7 @@
 
 mod activations;
 pub mod backbone;
+pub mod coseg;
 pub mod descriptor;
 mod durable;
 mod error;

@@ -25,8 +25,10 @@
 //! - [`evaluate()`]: the classic, revisited (Easy / Medium / Hard) and `map@K` protocols.
 //! - Box IoU and [`corloc`], mask [`jaccard`], and the factor–part matching used with
 //!   PASCAL-Part ([`PartMatcher`]).
-//! - [`CosegGroundTruth`]: co-segmentation / co-localization sets (images, masks, boxes, parts).
-//! - [`ResultsRecord`]: the JSON results record.
+//! - [`CosegGroundTruth`]: co-segmentation / co-localization sets (images, masks, boxes, parts);
+//!   [`SetScores`]: their scores (Jaccard, pooled Jaccard, pixel accuracy, CorLoc).
+//! - [`ResultsRecord`]: the JSON results record; [`CosegRecord`] and [`CosegDatasetRecord`] for
+//!   co-segmentation.
 
 mod coseg;
 mod evaluate;
@@ -37,6 +39,7 @@ mod metrics;
 mod parts;
 mod ranking;
 mod record;
+mod segmentation;
 
 pub use coseg::{load_image_list, CosegClass, CosegGroundTruth, CosegImage};
 pub use evaluate::{
@@ -61,5 +64,8 @@ pub use parts::{
 };
 pub use ranking::{Ranking, Rankings};
 pub use record::{
-    rfc3339_utc, BoxHandling, PrecisionAtK, Provenance, ResultsRecord, RevisitedRecord, SetupRecord,
+    rfc3339_utc, BoxHandling, CosegDatasetRecord, CosegImageRecord, CosegProvenance, CosegRecord,
+    CosegTimings, OneShotRecord, PrecisionAtK, Provenance, ResultsRecord, RevisitedRecord,
+    SetupRecord, SkippedRecord,
 };
+pub use segmentation::{score_box, score_mask, ImageScore, SetScores};

@@ -46,12 +46,15 @@
 //! ```
 
 mod color;
+mod coseg;
 mod draw;
 pub(crate) mod font; // also the probe plots' text
 mod html;
 mod overlay;
 mod sheet;
 
+pub use color::palette;
+pub use coseg::{coseg_overlay, CosegReport, CosegView};
 pub use html::{base64_encode, escape_html};
 
 use crate::heatmap::Heatmap;
@@ -640,7 +643,7 @@ fn colored_heatmaps(
 }
 
 /// `img` scaled so its longest side is at most `max_side` (never enlarged).
-fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
+pub(crate) fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let long = w.max(h);
     if long <= max_side {

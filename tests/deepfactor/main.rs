@@ -4,6 +4,7 @@
 
 mod backbone;
 mod common;
+mod coseg;
 mod descriptor;
 mod eval;
 mod images;

@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module beside this file. Human-readable output goes to
 //! stdout, progress and diagnostics to stderr; `--json` switches stdout to one JSON document.
 
+mod coseg;
 mod index;
 mod probe;
 mod recipe_args;
@@ -27,6 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Co-segment and co-localize an image set (or every class of a data set): the common
+    /// object's mask and box in each image, from one joint factorization.
+    Coseg(coseg::CosegArgs),
     /// Score ranked result lists against a ground truth (Oxford/Paris, revisited, mAP@k).
     Eval(eval::EvalArgs),
     /// Build, update, look at, check and maintain index directories.
@@ -43,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Coseg(args) => coseg::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Index(args) => index::run(args),
         Command::Probe(args) => probe::run(args),
