@@ -2,7 +2,8 @@
 """PyTorch CPU baseline for `cargo bench --bench deepfactor -- backbone`.
 
 Runs timm's VGG-16, VGG-19, ResNet-50 and tf_efficientnet_lite0 (random weights) up to the same
-layers (conv5_3, conv5_4, layer4, head) on a 512×683 input and prints images per second.
+layers (conv5_3, conv5_4, layer4, head) on a 512×683 input and prints images per second and the
+process's CPU seconds per image (all threads).
 Usage: bench_backbone_torch.py [--iters N] [--batch B] [--threads T] [--only NAME]
 """
 import argparse
@@ -33,7 +34,10 @@ for name, (arch, fwd) in MODELS.items():
     with torch.no_grad():
         fwd(m, x)
         t = time.perf_counter()
+        c = time.process_time()
         for _ in range(a.iters):
             fwd(m, x)
         s = time.perf_counter() - t
-    print(f"backbone={name} torch_img_s={a.iters * a.batch / s:.3f}")
+        cpu = time.process_time() - c
+    print(f"backbone={name} torch_img_s={a.iters * a.batch / s:.3f} "
+          f"torch_cpu_s_per_img={cpu / (a.iters * a.batch):.3f}")

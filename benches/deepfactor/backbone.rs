@@ -1,6 +1,8 @@
 //! `backbone`: images per second of feature extraction at 512×683 on the CPU, per backbone, to
-//! its default layer. Weights are synthetic (speed does not depend on their values).
-//! `scripts/bench_backbone.sh` runs this and the same models in PyTorch, and prints the ratio.
+//! its default layer, and the process's CPU seconds per image (all threads; the pool's size is
+//! `RAYON_NUM_THREADS`). Weights are synthetic (speed does not depend on their values).
+//! `scripts/bench_backbone.sh` runs this and the same models in PyTorch, interleaved, and prints
+//! the ratios.
 //!
 //! Options: `--iters N` (default 5), `--batch B` (default 1), `--only NAME`.
 
@@ -38,6 +40,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         b.forward_layers(&input, &[layer])
             .map_err(|e| e.to_string())?;
         let t = Instant::now();
+        let cpu0 = cpu_seconds();
         for _ in 0..iters {
             let out = b
                 .forward_layers(&input, &[layer])
@@ -45,12 +48,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
             std::hint::black_box(out);
         }
         let secs = t.elapsed().as_secs_f64();
+        let cpu = match (cpu0, cpu_seconds()) {
+            (Some(a), Some(b)) => format!("{:.3}", (b - a) / (iters * batch) as f64),
+            _ => "nan".into(),
+        };
         let ips = (iters * batch) as f64 / secs;
         println!(
-            "backbone={} layer={layer} input={h}x{w} batch={batch} ours_img_s={ips:.3} ours_ms_per_img={:.1}",
+            "backbone={} layer={layer} input={h}x{w} batch={batch} ours_img_s={ips:.3} ours_ms_per_img={:.1} ours_cpu_s_per_img={cpu}",
             kind.name(),
             1000.0 / ips
         );
     }
     Ok(())
+}
+
+/// CPU seconds used by this process so far, all threads (Linux; `None` elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks of 1/100 s.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }

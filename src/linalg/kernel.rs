@@ -1,8 +1,9 @@
 //! Single-threaded `f32` matrix-product kernels in safe Rust.
 //!
-//! The crate forbids `unsafe`, so the `gemm` crate (raw pointers) cannot be called; these kernels
-//! use `pulp`'s safe SIMD abstraction instead, which compiles each kernel once per instruction
-//! set (AVX2+FMA, AVX-512 where enabled, NEON, scalar) and picks one at run time.
+//! These kernels serve the many small and narrow products of NMF and the descriptors, in safe
+//! Rust: `pulp`'s SIMD abstraction compiles each kernel once per instruction set (AVX2+FMA,
+//! AVX-512, NEON, scalar) and picks one at run time. The convolutions' large products go to the
+//! `gemm` crate through `blas.rs`, the one place that calls it.
 //!
 //! Two kernels cover every product the crate needs:
 //! - [`gemm`]: `out (+)= L·R` with `L` of any strides and `R` row-major. `L` is packed into
