@@ -3,13 +3,14 @@
 //! builds indexes, and what describes queries.
 
 use crate::backbone::{
-    Activations, Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource,
+    Activations, Backbone, BackboneBuilder, BackboneKind, Padding, Prepared, WeightSource,
 };
 use crate::descriptor::{Describer, Description, DescriptorConfig, DescriptorKind, Whitening};
 use crate::index::{Extracted, Extractor, StoredFactors};
 use crate::{Error, Recipe, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 /// A backbone and a describer, with the recipe they make.
@@ -189,18 +190,112 @@ impl Extractor for Pipeline {
         &self.recipe
     }
 
+    /// A bounded three-stage pipeline: a thread decodes and resizes the files in order, the
+    /// calling thread runs the network (on the rayon pool, batching consecutive images of one
+    /// input size), and a thread factorizes and describes what comes out. Each queue between
+    /// the stages holds at most a batch, so memory stays bounded and decoding and describing
+    /// overlap the network.
     fn extract(&self, paths: &[PathBuf]) -> Vec<Result<Extracted>> {
-        use rayon::prelude::*;
-        let acts = self.backbone.extract_paths(paths);
-        acts.into_par_iter()
-            .zip(paths.par_iter())
-            .map(|(a, p)| {
-                a.and_then(|a| self.extracted(&a)).map_err(|e| match e {
-                    e @ (Error::Image { .. } | Error::Io { .. }) => e,
-                    other => Error::image(p, other.to_string()),
-                })
+        let depth = self.backbone.batch_size();
+        let mut results: Vec<Option<Result<Extracted>>> = paths.iter().map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let (prepared_tx, prepared_rx) = sync_channel::<(usize, Result<Prepared>)>(depth);
+            let (acts_tx, acts_rx) = sync_channel::<(usize, Result<Activations>)>(depth);
+            scope.spawn(move || {
+                for (i, p) in paths.iter().enumerate() {
+                    // The receiver hangs up only when the network stage ended early.
+                    if prepared_tx
+                        .send((i, self.backbone.prepare_path(p)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let describing = scope.spawn(move || {
+                acts_rx
+                    .into_iter()
+                    .map(|(i, a)| (i, a.and_then(|a| self.extracted(&a))))
+                    .collect::<Vec<_>>()
+            });
+            let mut batch: Vec<(usize, Prepared)> = Vec::with_capacity(depth);
+            for (i, prepared) in prepared_rx {
+                match prepared {
+                    Err(e) => {
+                        if acts_tx.send((i, Err(e))).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(p) => {
+                        if batch
+                            .first()
+                            .is_some_and(|(_, b)| b.input_hw() != p.input_hw())
+                        {
+                            self.run_network(&mut batch, &acts_tx);
+                        }
+                        batch.push((i, p));
+                        if batch.len() == depth {
+                            self.run_network(&mut batch, &acts_tx);
+                        }
+                    }
+                }
+            }
+            self.run_network(&mut batch, &acts_tx);
+            drop(acts_tx);
+            match describing.join() {
+                Ok(described) => {
+                    for (i, r) in described {
+                        results[i] = Some(r);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        results
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| {
+                r.unwrap_or_else(|| Err(Error::image(p, "no result from the feature pipeline")))
+                    .map_err(|e| match e {
+                        e @ (Error::Image { .. } | Error::Io { .. }) => e,
+                        other => Error::image(p, other.to_string()),
+                    })
             })
             .collect()
+    }
+}
+
+impl Pipeline {
+    /// Runs the network on `batch` (images of one input size), empties it, and passes each
+    /// image's activations (or the batch's error) on.
+    fn run_network(
+        &self,
+        batch: &mut Vec<(usize, Prepared)>,
+        out: &SyncSender<(usize, Result<Activations>)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let (ids, images): (Vec<usize>, Vec<Prepared>) = batch.drain(..).unzip();
+        let results: Vec<Result<Activations>> = match self.backbone.extract_batch(&images) {
+            Ok(acts) if acts.len() == ids.len() => acts.into_iter().map(Ok).collect(),
+            Ok(_) => ids
+                .iter()
+                .map(|_| Err(Error::Numeric("the network returned too few maps".into())))
+                .collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                ids.iter()
+                    .map(|_| Err(Error::Numeric(msg.clone())))
+                    .collect()
+            }
+        };
+        for (i, r) in ids.into_iter().zip(results) {
+            // The describing stage hangs up only if it panicked, which the join reports.
+            if out.send((i, r)).is_err() {
+                return;
+            }
+        }
     }
 }
 

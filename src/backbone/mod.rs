@@ -539,6 +539,11 @@ impl Backbone {
         self.shift_negative
     }
 
+    /// Images per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// The device the network runs on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -10,5 +10,6 @@ mod images;
 mod index;
 mod localize;
 mod nmf;
+mod pipeline;
 mod query;
 mod report;
