@@ -39,7 +39,7 @@ die() { echo "bench_pipeline.sh: $*" >&2; exit 2; }
 "$PYTHON" -c 'import torch, timm, sklearn, scipy, PIL' 2>/dev/null \
     || die "$PYTHON lacks torch, timm, scikit-learn, scipy or pillow; set PYTHON=/path/to/python"
 cargo build --release --quiet >&2
-bin=$root/target/release/deepfactor
+bin=${CARGO_TARGET_DIR:-$root/target}/release/deepfactor
 work=$root/target/bench_pipeline
 rm -rf "$work"
 mkdir -p "$work"

@@ -12,6 +12,10 @@
 //! - Padding — zeros, mirrored borders or TensorFlow "SAME" — is resolved while unfolding, so
 //!   no padded copy of a map is made.
 //!
+//! - The maps' buffers come from a [`BufferPool`] that the backbone owns: a finished map gives
+//!   its buffer back when dropped, so a forward pass reuses a few buffers instead of asking the
+//!   system for fresh (page-faulting) memory at every layer.
+//!
 //! Every output element is reduced in an order that depends only on the shapes, never on the
 //! number of threads.
 
@@ -21,26 +25,109 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Target bytes of one block's unfolded input plus its output: about a core's L2 cache.
 const BLOCK_BYTES: usize = 1 << 20;
 /// Fewest output cells in a block.
 const MIN_BLOCK_ROWS: usize = 16;
+/// Most buffers a pool keeps: a forward pass has at most this many maps alive at once.
+const MAX_POOLED: usize = 6;
+
+/// Buffers of dropped feature maps, handed out again for new ones (the smallest that fits).
+/// Reused buffers keep stale values: every operation writes each element of its output.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl BufferPool {
+    /// A buffer of `len` values (stale or zero).
+    fn take(&self, len: usize) -> Vec<f32> {
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| free.swap_remove(i))
+        };
+        let mut v = reused.unwrap_or_default();
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
+        v
+    }
+
+    /// Whether no buffer is kept.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Keeps `v` for reuse (dropping the smallest buffer when the pool is full).
+    fn give(&self, v: Vec<f32>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.push(v);
+        if free.len() > MAX_POOLED {
+            if let Some(i) = free
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i)
+            {
+                free.swap_remove(i);
+            }
+        }
+    }
+}
 
 /// A batch of feature maps, channels last: value `(i, y, x, ch)` at
-/// `data[((i·h + y)·w + x)·c + ch]`.
-#[derive(Debug, Clone, PartialEq)]
+/// `data[((i·h + y)·w + x)·c + ch]`. Its buffer goes back to its pool when it is dropped.
+#[derive(Debug)]
 pub(crate) struct Nhwc {
     pub n: usize,
     pub h: usize,
     pub w: usize,
     pub c: usize,
     pub data: Vec<f32>,
+    pool: Option<Arc<BufferPool>>,
+}
+
+impl Drop for Nhwc {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+impl Clone for Nhwc {
+    fn clone(&self) -> Self {
+        let mut data = self.buffer(self.data.len());
+        data.copy_from_slice(&self.data);
+        Nhwc {
+            data,
+            pool: self.pool.clone(),
+            ..*self
+        }
+    }
 }
 
 impl Nhwc {
-    /// From an `N × C × H × W` tensor (any device, any float type).
-    pub fn from_nchw(t: &Tensor) -> Result<Self> {
+    /// From an `N × C × H × W` tensor (any device, any float type); the maps computed from it
+    /// take their buffers from `pool`.
+    pub fn from_nchw(t: &Tensor, pool: Option<Arc<BufferPool>>) -> Result<Self> {
         let (n, c, h, w) = t.dims4()?;
         let data = t
             .to_device(&Device::Cpu)?
@@ -48,7 +135,34 @@ impl Nhwc {
             .permute((0, 2, 3, 1))?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        Ok(Nhwc { n, h, w, c, data })
+        Ok(Nhwc {
+            n,
+            h,
+            w,
+            c,
+            data,
+            pool,
+        })
+    }
+
+    /// A buffer of `len` values for a map computed from this one.
+    fn buffer(&self, len: usize) -> Vec<f32> {
+        match &self.pool {
+            Some(p) => p.take(len),
+            None => vec![0.0; len],
+        }
+    }
+
+    /// A map computed from this one, in the same pool.
+    fn derived(&self, h: usize, w: usize, c: usize, data: Vec<f32>) -> Nhwc {
+        Nhwc {
+            n: self.n,
+            h,
+            w,
+            c,
+            data,
+            pool: self.pool.clone(),
+        }
     }
 
     /// As an `N × C × H × W` tensor on the CPU.
@@ -71,7 +185,7 @@ impl Nhwc {
             _ => return Err(too_small(self, k)),
         };
         let c = self.c;
-        let mut out = vec![0f32; self.n * ho * wo * c];
+        let mut out = self.buffer(self.n * ho * wo * c);
         out.par_chunks_mut(wo * c)
             .enumerate()
             .for_each(|(r, orow)| {
@@ -80,34 +194,17 @@ impl Nhwc {
                     .filter_map(|ky| inside((oy * s + ky) as isize - p as isize, self.h))
                     .map(|iy| self.row(img, iy))
                     .collect();
-                Arch::new().dispatch(
-                    #[inline(always)]
-                    || {
-                        for (ox, px) in orow.chunks_exact_mut(c).enumerate() {
-                            px.fill(f32::NEG_INFINITY);
-                            for row in &rows {
-                                for kx in 0..k {
-                                    if let Some(ix) =
-                                        inside((ox * s + kx) as isize - p as isize, self.w)
-                                    {
-                                        for (o, v) in px.iter_mut().zip(&row[ix * c..(ix + 1) * c])
-                                        {
-                                            *o = o.max(*v);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    },
-                )
+                Arch::new().dispatch(PoolRow {
+                    rows: &rows,
+                    k,
+                    stride: s,
+                    left: p,
+                    width: self.w,
+                    channels: c,
+                    out: orow,
+                });
             });
-        Ok(Nhwc {
-            n: self.n,
-            h: ho,
-            w: wo,
-            c,
-            data: out,
-        })
+        Ok(self.derived(ho, wo, c, out))
     }
 
     /// Row `y` of image `img`: `w × c` values.
@@ -153,6 +250,17 @@ impl Activation {
             Activation::Identity => v,
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    #[inline(always)]
+    fn apply_simd<S: Simd>(self, simd: S, v: S::f32s) -> S::f32s {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => simd.max_f32s(v, simd.splat_f32s(0.0)),
+            Activation::Relu6 => {
+                simd.min_f32s(simd.max_f32s(v, simd.splat_f32s(0.0)), simd.splat_f32s(6.0))
+            }
         }
     }
 }
@@ -280,13 +388,7 @@ impl CpuConv {
         } else {
             self.unfolded(x, &ya, &xa, act, residual)
         };
-        Ok(Nhwc {
-            n: x.n,
-            h: ya.out,
-            w: xa.out,
-            c: self.c_out,
-            data,
-        })
+        Ok(x.derived(ya.out, xa.out, self.c_out, data))
     }
 
     /// The im2col + matrix-product path.
@@ -301,7 +403,7 @@ impl CpuConv {
         let (ho, wo, cout) = (ya.out, xa.out, self.c_out);
         let rows = x.n * ho * wo;
         let k = self.kh * self.kw * self.c_in;
-        let mut out = vec![0f32; rows * cout];
+        let mut out = x.buffer(rows * cout);
         if rows == 0 {
             return out;
         }
@@ -385,7 +487,7 @@ impl CpuConv {
         residual: Option<&Nhwc>,
     ) -> Vec<f32> {
         let (ho, wo, c) = (ya.out, xa.out, self.c_out);
-        let mut out = vec![0f32; x.n * ho * wo * c];
+        let mut out = x.buffer(x.n * ho * wo * c);
         out.par_chunks_mut(wo * c)
             .enumerate()
             .for_each(|(r, orow)| {
@@ -423,26 +525,101 @@ fn block_rows(rows: usize, bytes_per_row: usize) -> usize {
 
 /// `out ← act(out + bias (+ residual))`, row by row.
 fn epilogue(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>, act: Activation) {
-    let c = bias.len();
-    Arch::new().dispatch(
-        #[inline(always)]
-        || match residual {
-            None => {
-                for row in out.chunks_exact_mut(c) {
-                    for (o, b) in row.iter_mut().zip(bias) {
+    Arch::new().dispatch(Epilogue {
+        out,
+        bias,
+        residual,
+        act,
+    })
+}
+
+struct Epilogue<'a> {
+    out: &'a mut [f32],
+    bias: &'a [f32],
+    residual: Option<&'a [f32]>,
+    act: Activation,
+}
+
+impl WithSimd for Epilogue<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Epilogue {
+            out,
+            bias,
+            residual,
+            act,
+        } = self;
+        let c = bias.len();
+        let (bh, bt) = S::as_simd_f32s(bias);
+        for (r, row) in out.chunks_exact_mut(c).enumerate() {
+            let res = residual.map(|x| &x[r * c..(r + 1) * c]);
+            let (oh, ot) = S::as_mut_simd_f32s(row);
+            match res {
+                None => {
+                    for (o, b) in oh.iter_mut().zip(bh) {
+                        *o = act.apply_simd(simd, simd.add_f32s(*o, *b));
+                    }
+                    for (o, b) in ot.iter_mut().zip(bt) {
                         *o = act.apply(*o + b);
                     }
                 }
-            }
-            Some(res) => {
-                for (row, r) in out.chunks_exact_mut(c).zip(res.chunks_exact(c)) {
-                    for ((o, b), r) in row.iter_mut().zip(bias).zip(r) {
-                        *o = act.apply(*o + b + r);
+                Some(res) => {
+                    let (rh, rt) = S::as_simd_f32s(res);
+                    for ((o, b), x) in oh.iter_mut().zip(bh).zip(rh) {
+                        *o = act.apply_simd(simd, simd.add_f32s(simd.add_f32s(*o, *b), *x));
+                    }
+                    for ((o, b), x) in ot.iter_mut().zip(bt).zip(rt) {
+                        *o = act.apply(*o + b + x);
                     }
                 }
             }
-        },
-    )
+        }
+    }
+}
+
+/// One output row of a max pooling.
+struct PoolRow<'a> {
+    /// The input rows inside the map.
+    rows: &'a [&'a [f32]],
+    k: usize,
+    stride: usize,
+    left: usize,
+    width: usize,
+    channels: usize,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for PoolRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = self.channels;
+        for (ox, px) in self.out.chunks_exact_mut(c).enumerate() {
+            px.fill(f32::NEG_INFINITY);
+            for kx in 0..self.k {
+                let Some(ix) = inside(
+                    (ox * self.stride + kx) as isize - self.left as isize,
+                    self.width,
+                ) else {
+                    continue;
+                };
+                for row in self.rows {
+                    let src = &row[ix * c..(ix + 1) * c];
+                    let (oh, ot) = S::as_mut_simd_f32s(px);
+                    let (sh, st) = S::as_simd_f32s(src);
+                    for (o, v) in oh.iter_mut().zip(sh) {
+                        *o = simd.max_f32s(*o, *v);
+                    }
+                    for (o, v) in ot.iter_mut().zip(st) {
+                        *o = o.max(*v);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One output row of a depthwise convolution.
@@ -473,8 +650,66 @@ impl WithSimd for DepthwiseRow<'_> {
         } = self;
         let (c, kw, s) = (conv.c_out, conv.kw, conv.stride);
         let lanes = S::F32_LANES;
+        if c % lanes == 0 {
+            // Whole vectors only: index the rows, weights and output in vectors.
+            let cv = c / lanes;
+            let rows: Vec<(usize, &[S::f32s])> = rows
+                .iter()
+                .map(|&(ky, r)| (ky, S::as_simd_f32s(r).0))
+                .collect();
+            let weight = S::as_simd_f32s(&conv.weight).0;
+            let bias = S::as_simd_f32s(&conv.bias).0;
+            let residual = residual.map(|r| S::as_simd_f32s(r).0);
+            let out = S::as_mut_simd_f32s(out).0;
+            // (input row, offset of the cell, offset of the tap's weights), in vectors.
+            let mut taps: Vec<(&[S::f32s], usize, usize)> = Vec::with_capacity(conv.kh * kw);
+            for (ox, px) in out.chunks_exact_mut(cv).enumerate() {
+                taps.clear();
+                let x0 = (ox * s) as isize - left as isize;
+                for &(ky, row) in &rows {
+                    for kx in 0..kw {
+                        if let Some(ix) = inside(x0 + kx as isize, width) {
+                            taps.push((row, ix * cv, (ky * kw + kx) * cv));
+                        }
+                    }
+                }
+                let res = residual.map(|r| &r[ox * cv..(ox + 1) * cv]);
+                // Blocks of BLOCK vectors accumulated in registers over every tap.
+                const BLOCK: usize = 4;
+                let mut v = 0;
+                while v < cv {
+                    let nb = BLOCK.min(cv - v);
+                    let mut acc = [bias[v]; BLOCK];
+                    acc[..nb].copy_from_slice(&bias[v..v + nb]);
+                    if nb == BLOCK {
+                        for &(row, xo, wo) in &taps {
+                            let xs = &row[xo + v..xo + v + BLOCK];
+                            let ws = &weight[wo + v..wo + v + BLOCK];
+                            for j in 0..BLOCK {
+                                acc[j] = simd.mul_add_f32s(xs[j], ws[j], acc[j]);
+                            }
+                        }
+                    } else {
+                        for &(row, xo, wo) in &taps {
+                            for j in 0..nb {
+                                acc[j] =
+                                    simd.mul_add_f32s(row[xo + v + j], weight[wo + v + j], acc[j]);
+                            }
+                        }
+                    }
+                    for j in 0..nb {
+                        let a = match res {
+                            Some(r) => simd.add_f32s(acc[j], r[v + j]),
+                            None => acc[j],
+                        };
+                        px[v + j] = act.apply_simd(simd, a);
+                    }
+                    v += nb;
+                }
+            }
+            return;
+        }
         let whole = c / lanes * lanes;
-        let (zero, six) = (simd.splat_f32s(0.0), simd.splat_f32s(6.0));
         // (the input cell's channels, the tap's weights) of each tap inside the map.
         let mut taps: Vec<(&[f32], &[f32])> = Vec::with_capacity(conv.kh * kw);
         for (ox, px) in out.chunks_exact_mut(c).enumerate() {
@@ -497,11 +732,7 @@ impl WithSimd for DepthwiseRow<'_> {
                 if let Some(r) = res {
                     acc = simd.add_f32s(acc, load::<S>(&r[ch..]));
                 }
-                acc = match act {
-                    Activation::Identity => acc,
-                    Activation::Relu => simd.max_f32s(acc, zero),
-                    Activation::Relu6 => simd.min_f32s(simd.max_f32s(acc, zero), six),
-                };
+                acc = act.apply_simd(simd, acc);
                 let (head, _) = S::as_mut_simd_f32s(&mut px[ch..ch + lanes]);
                 head[0] = acc;
             }

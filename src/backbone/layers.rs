@@ -4,9 +4,11 @@
 //! channels-last engine in `cpu.rs`; on other devices to candle.
 
 pub(crate) use super::cpu::Activation;
+pub(crate) use super::cpu::BufferPool;
 use super::cpu::{CpuConv, Nhwc};
 use crate::Result;
 use candle_core::{Device, Tensor};
+use std::sync::Arc;
 
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +33,10 @@ pub(crate) enum Maps {
 }
 
 impl Maps {
-    /// A network input (`N × C × H × W`) in the layout the networks' parameters are kept for:
-    /// the CPU engine's when `cpu`.
-    pub fn input(x: &Tensor, cpu: bool) -> Result<Self> {
-        Ok(if cpu {
-            Maps::Nhwc(Nhwc::from_nchw(x)?)
-        } else {
-            Maps::Tensor(x.clone())
-        })
+    /// A network input (`N × C × H × W`) for the CPU engine; the maps computed from it take
+    /// their buffers from `pool`.
+    pub fn cpu(x: &Tensor, pool: Option<Arc<BufferPool>>) -> Result<Self> {
+        Ok(Maps::Nhwc(Nhwc::from_nchw(x, pool)?))
     }
 
     /// As an `N × C × H × W` tensor.
@@ -191,7 +189,7 @@ impl Maps {
     fn nhwc(&self) -> Result<std::borrow::Cow<'_, Nhwc>> {
         Ok(match self {
             Maps::Nhwc(m) => std::borrow::Cow::Borrowed(m),
-            Maps::Tensor(t) => std::borrow::Cow::Owned(Nhwc::from_nchw(t)?),
+            Maps::Tensor(t) => std::borrow::Cow::Owned(Nhwc::from_nchw(t, None)?),
         })
     }
 
@@ -397,8 +395,8 @@ mod tests {
                     .unwrap()
                     .into_tensor()
                     .unwrap();
-                let input = Maps::input(&x, true).unwrap();
-                let res = res.map(|r| Maps::input(&r, true).unwrap());
+                let input = Maps::cpu(&x, None).unwrap();
+                let res = res.map(|r| Maps::cpu(&r, None).unwrap());
                 let got = engine.forward(&input, act, res.as_ref()).unwrap();
                 assert!(matches!(got, Maps::Nhwc(_)));
                 let d = max_diff(&got.into_tensor().unwrap(), &want);
@@ -413,7 +411,7 @@ mod tests {
         let x = uniform(&[2, 5, 13, 10], 7, 0.0, 1.0);
         for (k, s, p) in [(2, 2, 0), (3, 2, 1)] {
             let want = Maps::Tensor(x.clone()).max_pool(k, s, p).unwrap();
-            let got = Maps::input(&x, true).unwrap().max_pool(k, s, p).unwrap();
+            let got = Maps::cpu(&x, None).unwrap().max_pool(k, s, p).unwrap();
             let d = max_diff(&got.into_tensor().unwrap(), &want.into_tensor().unwrap());
             assert_eq!(d, 0.0, "{k}×{k}/{s} pad {p}");
         }
@@ -421,7 +419,7 @@ mod tests {
 
     #[test]
     fn cpu_engine_refuses_maps_smaller_than_the_kernel() {
-        let x = Maps::input(&uniform(&[1, 3, 2, 9], 1, 0.0, 1.0), true).unwrap();
+        let x = Maps::cpu(&uniform(&[1, 3, 2, 9], 1, 0.0, 1.0), None).unwrap();
         let conv = Conv::new(
             uniform(&[4, 3, 7, 7], 2, -1.0, 1.0),
             None,
@@ -447,7 +445,7 @@ mod tests {
 
     #[test]
     fn cpu_engine_results_do_not_depend_on_the_thread_count() {
-        let x = Maps::input(&uniform(&[1, 64, 40, 50], 3, 0.0, 1.0), true).unwrap();
+        let x = Maps::cpu(&uniform(&[1, 64, 40, 50], 3, 0.0, 1.0), None).unwrap();
         let conv = Conv::new(
             uniform(&[96, 64, 3, 3], 4, -0.1, 0.1),
             Some(uniform(&[96], 5, -0.1, 0.1)),
@@ -463,11 +461,55 @@ mod tests {
                 .build()
                 .unwrap();
             let y = pool.install(|| conv.forward(&x, Activation::Relu, None).unwrap());
-            let Maps::Nhwc(y) = y else {
+            let Maps::Nhwc(mut y) = y else {
                 panic!("the CPU engine returned a tensor")
             };
-            y.data
+            std::mem::take(&mut y.data)
         };
         assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn pooled_buffers_never_leak_stale_values() {
+        let pool = Arc::new(BufferPool::default());
+        let conv = |c_in: usize, c_out: usize, k: usize, stride: usize, seed: u64| {
+            Conv::new(
+                uniform(&[c_out, c_in, k, k], seed, -0.3, 0.3),
+                Some(uniform(&[c_out], seed + 1, -0.3, 0.3)),
+                stride,
+                Pad::Zero(k / 2),
+                false,
+                &Device::Cpu,
+            )
+            .unwrap()
+        };
+        let (a, b) = (conv(4, 32, 3, 1, 10), conv(32, 20, 3, 2, 20));
+        let dw = Conv::new(
+            uniform(&[20, 1, 3, 3], 40, -0.3, 0.3),
+            Some(uniform(&[20], 41, -0.3, 0.3)),
+            1,
+            Pad::TfSame,
+            true,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x = uniform(&[2, 4, 21, 17], 30, -1.0, 1.0);
+        let alone = |pool: Option<Arc<BufferPool>>| {
+            let y = a
+                .forward(&Maps::cpu(&x, pool).unwrap(), Activation::Relu, None)
+                .unwrap();
+            let z = b.forward(&y, Activation::Identity, None).unwrap();
+            let z = dw.forward(&z, Activation::Relu6, None).unwrap();
+            let p = z.max_pool(2, 2, 0).unwrap();
+            (z.into_tensor().unwrap(), p.into_tensor().unwrap())
+        };
+        let (want_z, want_p) = alone(None);
+        // Large maps first, so that the pool holds buffers bigger than the later outputs.
+        for _ in 0..3 {
+            let (z, p) = alone(Some(pool.clone()));
+            assert_eq!(max_diff(&z, &want_z), 0.0);
+            assert_eq!(max_diff(&p, &want_p), 0.0);
+        }
+        assert!(!pool.is_empty(), "the maps gave their buffers back");
     }
 }

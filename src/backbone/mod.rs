@@ -30,10 +30,11 @@ pub use weights::WeightSource;
 
 use crate::{CellGrid, Error, Matrix, Result};
 use candle_core::{Device, Tensor};
-use layers::Maps;
+use layers::{BufferPool, Maps};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use weights::TensorMap;
 
 /// The backbones deepfactor knows.
@@ -476,6 +477,7 @@ impl BackboneBuilder {
             batch_size: self.batch_size,
             fingerprint,
             weights_path: map.path,
+            pool: Arc::default(),
         })
     }
 }
@@ -499,6 +501,9 @@ pub struct Backbone {
     batch_size: usize,
     fingerprint: String,
     weights_path: PathBuf,
+    /// Buffers of the CPU engine's feature maps, reused from one layer and one call to the
+    /// next (a few maps' worth, released with the backbone).
+    pool: Arc<BufferPool>,
 }
 
 impl std::fmt::Debug for Backbone {
@@ -568,9 +573,9 @@ impl Backbone {
     /// CPU, a tensor on `self.device` elsewhere.
     fn input_maps(&self, input: &Tensor) -> Result<Maps> {
         if self.device.is_cpu() {
-            Maps::input(input, true)
+            Maps::cpu(input, Some(self.pool.clone()))
         } else {
-            Maps::input(&input.to_device(&self.device)?, false)
+            Ok(Maps::Tensor(input.to_device(&self.device)?))
         }
     }
 
