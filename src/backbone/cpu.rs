@@ -27,6 +27,8 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex, PoisonError};
 
+mod winograd;
+
 /// Target bytes of one block's unfolded input plus its output: about a core's L2 cache.
 const BLOCK_BYTES: usize = 1 << 20;
 /// Fewest output cells in a block.
@@ -265,9 +267,11 @@ impl Activation {
     }
 }
 
-/// A convolution's parameters in the engine's layouts: for a full convolution the weight is
-/// the `(kh·kw·C_in) × C_out` matrix (rows ordered by tap, then input channel, as the unfolded
-/// input); for a depthwise one `(kh·kw) × C`.
+/// Input channels from which a 3×3 stride-1 convolution goes through Winograd's transforms
+/// (below, the unfolded product is as fast: the transforms' cost is per input channel).
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// A convolution's parameters in the engine's layouts.
 #[derive(Debug, Clone)]
 pub(crate) struct CpuConv {
     kh: usize,
@@ -276,9 +280,20 @@ pub(crate) struct CpuConv {
     c_out: usize,
     stride: usize,
     pad: Pad,
-    depthwise: bool,
-    weight: Vec<f32>,
     bias: Vec<f32>,
+    kernel: Kernel,
+}
+
+/// How a convolution runs, with its weights in that path's layout.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// im2col + product: the `(kh·kw·C_in) × C_out` matrix, rows ordered by tap, then input
+    /// channel, as the unfolded input.
+    Unfolded(Vec<f32>),
+    /// Direct depthwise: `(kh·kw) × C`.
+    Depthwise(Vec<f32>),
+    /// Winograd F(2×2, 3×3), for 3×3 stride-1 convolutions with zero or mirrored padding.
+    Winograd(winograd::Weights),
 }
 
 /// Output size and the padding before the first cell, along one axis.
@@ -300,14 +315,22 @@ impl CpuConv {
         let w = weight
             .to_device(&Device::Cpu)?
             .to_dtype(candle_core::DType::F32)?;
-        // Reorder to (kh, kw, C_in, C_out): rows of the unfolded input times columns of outputs.
-        let weight = if depthwise {
-            w.reshape((c_out, kh * kw))?.t()?
+        let winograd = !depthwise
+            && (kh, kw, stride) == (3, 3, 1)
+            && matches!(pad, Pad::Zero(_) | Pad::Reflect(_))
+            && c_in >= WINOGRAD_MIN_CHANNELS;
+        let kernel = if depthwise {
+            Kernel::Depthwise(w.reshape((c_out, kh * kw))?.t()?.flatten_all()?.to_vec1()?)
+        } else if winograd {
+            Kernel::Winograd(winograd::Weights::new(
+                &w.flatten_all()?.to_vec1()?,
+                c_out,
+                c_in,
+            ))
         } else {
-            w.permute((2, 3, 1, 0))?
-        }
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+            // (kh, kw, C_in, C_out): rows of the unfolded input times columns of outputs.
+            Kernel::Unfolded(w.permute((2, 3, 1, 0))?.flatten_all()?.to_vec1()?)
+        };
         let bias = match bias {
             Some(b) => b
                 .to_device(&Device::Cpu)?
@@ -328,10 +351,19 @@ impl CpuConv {
             c_out,
             stride,
             pad,
-            depthwise,
-            weight,
             bias,
+            kernel,
         })
+    }
+
+    /// Which path runs it: `"unfolded"`, `"depthwise"` or `"winograd"`.
+    #[cfg(test)]
+    pub fn path(&self) -> &'static str {
+        match self.kernel {
+            Kernel::Unfolded(_) => "unfolded",
+            Kernel::Depthwise(_) => "depthwise",
+            Kernel::Winograd(_) => "winograd",
+        }
     }
 
     fn axis(&self, size: usize, k: usize, x: &Nhwc) -> Result<Axis> {
@@ -383,10 +415,16 @@ impl CpuConv {
                 )));
             }
         }
-        let data = if self.depthwise {
-            self.depthwise(x, &ya, &xa, act, residual)
-        } else {
-            self.unfolded(x, &ya, &xa, act, residual)
+        let data = match &self.kernel {
+            Kernel::Depthwise(w) => self.depthwise(w, x, &ya, &xa, act, residual),
+            Kernel::Unfolded(w) => self.unfolded(w, x, &ya, &xa, act, residual),
+            Kernel::Winograd(w) => {
+                let mut out = x.buffer(x.n * ya.out * xa.out * self.c_out);
+                w.forward(
+                    x, self.pad, ya.out, xa.out, &self.bias, act, residual, &mut out,
+                );
+                out
+            }
         };
         Ok(x.derived(ya.out, xa.out, self.c_out, data))
     }
@@ -394,6 +432,7 @@ impl CpuConv {
     /// The im2col + matrix-product path.
     fn unfolded(
         &self,
+        weight: &[f32],
         x: &Nhwc,
         ya: &Axis,
         xa: &Axis,
@@ -415,7 +454,7 @@ impl CpuConv {
             && (ho, wo) == (x.h, x.w);
         let per_row = 4 * (cout + if in_place { 0 } else { k });
         let block = block_rows(rows, per_row);
-        let rhs = Operand::dense(&self.weight, k, cout);
+        let rhs = Operand::dense(weight, k, cout);
         out.par_chunks_mut(block * cout).enumerate().for_each_init(
             Vec::new,
             |buf: &mut Vec<f32>, (b, oblk)| {
@@ -480,6 +519,7 @@ impl CpuConv {
     /// The direct depthwise path: each output row in parallel.
     fn depthwise(
         &self,
+        weight: &[f32],
         x: &Nhwc,
         ya: &Axis,
         xa: &Axis,
@@ -503,6 +543,7 @@ impl CpuConv {
                 let res = residual.map(|m| &m.data[r * wo * c..(r + 1) * wo * c]);
                 Arch::new().dispatch(DepthwiseRow {
                     conv: self,
+                    weight,
                     rows: &rows,
                     left: xa.before,
                     width: x.w,
@@ -625,6 +666,8 @@ impl WithSimd for PoolRow<'_> {
 /// One output row of a depthwise convolution.
 struct DepthwiseRow<'a> {
     conv: &'a CpuConv,
+    /// `(kh·kw) × C`.
+    weight: &'a [f32],
     /// `(ky, input row)` for the kernel rows inside the map.
     rows: &'a [(usize, &'a [f32])],
     left: usize,
@@ -641,6 +684,7 @@ impl WithSimd for DepthwiseRow<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let DepthwiseRow {
             conv,
+            weight,
             rows,
             left,
             width,
@@ -657,7 +701,7 @@ impl WithSimd for DepthwiseRow<'_> {
                 .iter()
                 .map(|&(ky, r)| (ky, S::as_simd_f32s(r).0))
                 .collect();
-            let weight = S::as_simd_f32s(&conv.weight).0;
+            let weight = S::as_simd_f32s(weight).0;
             let bias = S::as_simd_f32s(&conv.bias).0;
             let residual = residual.map(|r| S::as_simd_f32s(r).0);
             let out = S::as_mut_simd_f32s(out).0;
@@ -718,7 +762,7 @@ impl WithSimd for DepthwiseRow<'_> {
                 for kx in 0..kw {
                     if let Some(ix) = inside((ox * s + kx) as isize - left as isize, width) {
                         let t = ky * kw + kx;
-                        taps.push((&row[ix * c..(ix + 1) * c], &conv.weight[t * c..(t + 1) * c]));
+                        taps.push((&row[ix * c..(ix + 1) * c], &weight[t * c..(t + 1) * c]));
                     }
                 }
             }

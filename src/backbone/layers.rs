@@ -360,6 +360,22 @@ mod tests {
             (20, 20, 5, 2, Pad::TfSame, true, true, Activation::Relu6),
             (37, 37, 3, 2, Pad::TfSame, true, false, Activation::Identity),
             (16, 16, 3, 1, Pad::Zero(1), true, false, Activation::Relu),
+            // 3×3 stride 1 from 16 input channels: Winograd F(2×2, 3×3), vector and scalar
+            // channel tails, zero and mirrored borders, odd map sizes.
+            (16, 24, 3, 1, Pad::Zero(1), false, false, Activation::Relu),
+            (37, 19, 3, 1, Pad::Zero(1), false, true, Activation::Relu),
+            (20, 33, 3, 1, Pad::Reflect(1), false, true, Activation::Relu),
+            (
+                32,
+                16,
+                3,
+                1,
+                Pad::Zero(0),
+                false,
+                false,
+                Activation::Identity,
+            ),
+            (24, 8, 3, 1, Pad::Zero(2), false, false, Activation::Relu6),
         ];
         for (i, &(c_in, c_out, k, stride, pad, depthwise, residual, act)) in
             cases.iter().enumerate()
@@ -379,7 +395,17 @@ mod tests {
                 };
                 let engine =
                     Conv::new(weight, Some(bias), stride, pad, depthwise, &Device::Cpu).unwrap();
-                assert!(matches!(engine, Conv::Cpu(_)));
+                let Conv::Cpu(cpu) = &engine else {
+                    panic!("a CPU convolution kept as candle tensors")
+                };
+                let path = if depthwise {
+                    "depthwise"
+                } else if (k, stride, c_in >= 16) == (3, 1, true) {
+                    "winograd"
+                } else {
+                    "unfolded"
+                };
+                assert_eq!(cpu.path(), path, "case {i}");
                 let want = reference
                     .forward(&Maps::Tensor(x.clone()), Activation::Identity, None)
                     .unwrap()
