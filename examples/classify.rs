@@ -13,8 +13,9 @@
 //! resized so its shorter side is `--size` (default 224).
 
 use anyhow::{bail, Context, Result};
-use deepfactor::backbone::preprocess::{load_rgb, prepare_center_crop};
+use deepfactor::backbone::prepare_center_crop;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
+use deepfactor::images::load_rgb;
 use std::path::PathBuf;
 
 fn main() -> Result<()> {

@@ -29,15 +29,17 @@
 //! `scripts/setup.sh` fetches.
 
 use anyhow::{bail, Context, Result};
-use deepfactor::backbone::{Activations, Backbone, BackboneBuilder, BackboneKind};
+use deepfactor::backbone::{Backbone, BackboneBuilder, BackboneKind};
 use deepfactor::descriptor::{
     extract_crop, Describer, DescriptorConfig, DescriptorKind, Whitening, DEFAULT_K,
     DEFAULT_WHITEN_POWER,
 };
-use deepfactor::eval::ground_truth::IMAGE_EXTENSIONS;
 use deepfactor::eval::{evaluate, rank_by_score, GroundTruth, Protocol, Rankings};
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::Factorization;
-use deepfactor::{CellGrid, Matrix};
+use deepfactor::query::image_file;
+use deepfactor::Activations;
+use deepfactor::CellGrid;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
@@ -616,13 +618,7 @@ fn print_json(set: &Set, o: &Options, rows: &[Row]) -> Result<()> {
 }
 
 fn image_path(root: &Path, name: &str) -> Result<PathBuf> {
-    for ext in IMAGE_EXTENSIONS {
-        let p = root.join("jpg").join(format!("{name}.{ext}"));
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!("{}: no image file for {name}", root.join("jpg").display())
+    Ok(image_file(&root.join("jpg"), name)?)
 }
 
 fn cache_file(gt: &GroundTruth, root: &Path, backbone: &Backbone) -> Result<PathBuf> {

@@ -20,8 +20,10 @@
 //! rules, applied to these fake heatmaps); scores fall with rank.
 
 use anyhow::{bail, Context, Result};
-use deepfactor::backbone::preprocess::{input_dims, load_rgb, DEFAULT_INPUT_SIZE};
-use deepfactor::localize::{component_box, Binarize, DEFAULT_TOP_FRACTION};
+use deepfactor::backbone::{input_dims, DEFAULT_INPUT_SIZE};
+use deepfactor::heatmap::{Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
+use deepfactor::images::load_rgb;
+use deepfactor::localize::DEFAULT_TOP_FRACTION;
 use deepfactor::report::{FactorHeatmap, QueryView, ResultView, SearchReport};
 use deepfactor::{BBox, CellGrid};
 use image::RgbImage;
@@ -32,12 +34,10 @@ use std::time::Instant;
 const STRIDE: u32 = 32;
 /// Factor ids used for the stand-in factors (as if kept from a rank-16 NMF).
 const FACTOR_IDS: [usize; 3] = [3, 7, 12];
-/// A query factor is kept when more than this fraction of its heatmap mass is in the box.
-const KEEP_MASS: f32 = 0.75;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let mut photos = deepfactor::backbone::weights::cache_dir().join("photos");
+    let mut photos = deepfactor::backbone::cache_dir().join("photos");
     let mut out = PathBuf::from("target/report-demo");
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -72,12 +72,12 @@ fn main() -> Result<()> {
     let (qimg, qgrid, qfactors) = stand_in(&query_path)?;
     // The user's box stands in as the main blob of all the factors together; the query keeps
     // the factors with more than 75% of their mass inside it (the thesis' filter rule).
-    let qbox = localize(&qgrid, &average(&qfactors));
-    let kept: Vec<(usize, Vec<f32>)> = FACTOR_IDS
+    let qbox = localize(&average(qgrid, &qfactors)?);
+    let kept: Vec<(usize, Heatmap)> = FACTOR_IDS
         .iter()
         .copied()
         .zip(qfactors)
-        .filter(|(_, v)| qbox.is_some_and(|b| qgrid.mass_inside(v, &b) > KEEP_MASS))
+        .filter(|(_, h)| qbox.is_some_and(|b| h.mass_inside(&b) > DEFAULT_MASS_THRESHOLD))
         .collect();
     let kept_ids: Vec<usize> = kept.iter().map(|(id, _)| *id).collect();
     let mut query = QueryView::new(file_name(&query_path), qimg);
@@ -85,7 +85,7 @@ fn main() -> Result<()> {
     query.bbox = qbox;
     query.factors = kept
         .into_iter()
-        .map(|(id, v)| FactorHeatmap::new(id, v))
+        .map(|(id, h)| FactorHeatmap::new(id, h.into_values()))
         .collect();
 
     let mut results = Vec::new();
@@ -93,18 +93,21 @@ fn main() -> Result<()> {
         let (img, grid, factors) = stand_in(path)?;
         // Each result shows the query's kept factors (the stand-ins for this image, taken in
         // turn).
-        let factors: Vec<FactorHeatmap> = kept_ids
+        let shown: Vec<(usize, Heatmap)> = kept_ids
             .iter()
+            .copied()
             .zip(factors.into_iter().cycle().skip(i))
-            .map(|(&id, v)| FactorHeatmap::new(id, v))
             .collect();
-        let values: Vec<Vec<f32>> = factors.iter().map(|f| f.values.clone()).collect();
-        let avg = average(&values);
+        let maps: Vec<Heatmap> = shown.iter().map(|(_, h)| h.clone()).collect();
+        let avg = average(grid, &maps)?;
         let mut r = ResultView::new(i + 1, file_name(path), img, 0.91 - 0.055 * i as f32);
-        r.bbox = localize(&grid, &avg);
+        r.bbox = localize(&avg);
         r.grid = Some(grid);
-        r.factors = factors;
-        r.average = Some(avg);
+        r.factors = shown
+            .into_iter()
+            .map(|(id, h)| FactorHeatmap::new(id, h.into_values()))
+            .collect();
+        r.average = Some(avg.into_values());
         r.details
             .push(("kept factors".into(), format!("{}", kept_ids.len())));
         results.push(r);
@@ -159,7 +162,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// The image, its demo grid, and three stand-in factor heatmaps.
-fn stand_in(path: &Path) -> Result<(RgbImage, CellGrid, Vec<Vec<f32>>)> {
+fn stand_in(path: &Path) -> Result<(RgbImage, CellGrid, Vec<Heatmap>)> {
     let img = load_rgb(path)?;
     let (w, h) = img.dimensions();
     let (iw, ih) = input_dims(w, h, DEFAULT_INPUT_SIZE, None);
@@ -175,15 +178,16 @@ fn stand_in(path: &Path) -> Result<(RgbImage, CellGrid, Vec<Vec<f32>>)> {
     let factors = peaks
         .iter()
         .map(|&(pr, pc)| {
-            (0..grid.len())
+            let values = (0..grid.len())
                 .map(|i| {
                     let (r, c) = ((i / grid.cols) as f32, (i % grid.cols) as f32);
                     let d2 = (r - pr as f32).powi(2) + (c - pc as f32).powi(2);
                     sal[i] * (-d2 / (2.0 * sigma * sigma)).exp()
                 })
-                .collect()
+                .collect();
+            Ok(Heatmap::new(grid, values)?)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok((img, grid, factors))
 }
 
@@ -253,20 +257,14 @@ fn peaks(sal: &[f32], g: &CellGrid, k: usize) -> Vec<(usize, usize)> {
     out
 }
 
-fn average(factors: &[Vec<f32>]) -> Vec<f32> {
-    let n = factors.len().max(1) as f32;
-    let mut avg = vec![0f32; factors.first().map_or(0, |f| f.len())];
-    for f in factors {
-        let max = f.iter().fold(0f32, |m, v| m.max(*v)).max(f32::MIN_POSITIVE);
-        for (a, v) in avg.iter_mut().zip(f) {
-            *a += v / max / n;
-        }
-    }
-    avg
+/// The factors' heatmaps averaged, each scaled to its own maximum first.
+fn average(grid: CellGrid, factors: &[Heatmap]) -> Result<Heatmap> {
+    let refs: Vec<&Heatmap> = factors.iter().collect();
+    Ok(Heatmap::average(grid, &refs, &vec![1.0; refs.len()])?)
 }
 
 /// The box around the largest 4-connected blob of the cells in the top 30% of `heat` (the
 /// thesis' rule, on the cells themselves).
-fn localize(g: &CellGrid, heat: &[f32]) -> Option<BBox> {
-    component_box(heat, g, Binarize::TopFraction(DEFAULT_TOP_FRACTION))
+fn localize(heat: &Heatmap) -> Option<BBox> {
+    heat.component_box(Binarize::TopFraction(DEFAULT_TOP_FRACTION))
 }

@@ -148,6 +148,24 @@ impl Error {
     pub fn invalid(reason: impl Into<String>) -> Self {
         Error::InvalidArgument(reason.into())
     }
+
+    /// The error's message, naming `path` exactly once: as it is when the error is about
+    /// that very file (its message starts with it), prefixed with it otherwise.
+    pub(crate) fn naming(&self, path: &std::path::Path) -> String {
+        let about = match self {
+            Error::Io { path: p, .. }
+            | Error::Image { path: p, .. }
+            | Error::Weights { path: p, .. }
+            | Error::Whitening { path: p, .. }
+            | Error::IndexFormat { path: p, .. } => p == path,
+            _ => false,
+        };
+        if about {
+            self.to_string()
+        } else {
+            format!("{}: {self}", path.display())
+        }
+    }
 }
 
 /// Result alias used throughout the library.

@@ -182,26 +182,6 @@ impl CellGrid {
         }
         out
     }
-
-    /// Fraction of a non-negative heatmap's mass (row-major, one value per cell) that lies on
-    /// cells whose centres are inside `bbox`. Zero for an all-zero heatmap.
-    pub fn mass_inside(&self, heatmap: &[f32], bbox: &BBox) -> f32 {
-        debug_assert_eq!(heatmap.len(), self.len());
-        let mut inside = 0f64;
-        let mut total = 0f64;
-        for (v, ins) in heatmap.iter().zip(self.centres_inside(bbox)) {
-            let v = f64::from(v.max(0.0));
-            total += v;
-            if ins {
-                inside += v;
-            }
-        }
-        if total > 0.0 {
-            (inside / total) as f32
-        } else {
-            0.0
-        }
-    }
 }
 
 #[cfg(test)]
@@ -232,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn grid_centres_and_mass() {
+    fn grid_centres() {
         let g = CellGrid {
             rows: 2,
             cols: 4,
@@ -247,8 +227,5 @@ mod tests {
             inside,
             vec![true, true, false, false, true, true, false, false]
         );
-        let heat = [1.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0];
-        assert!((g.mass_inside(&heat, &b) - 0.5).abs() < 1e-6);
-        assert_eq!(g.mass_inside(&[0.0; 8], &b), 0.0);
     }
 }

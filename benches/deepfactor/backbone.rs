@@ -6,7 +6,7 @@
 //!
 //! Options: `--iters N` (default 5), `--batch B` (default 1), `--only NAME`.
 
-use deepfactor::backbone::weights::TensorMap;
+use deepfactor::backbone::TensorMap;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind};
 use std::time::Instant;
 

@@ -15,10 +15,12 @@
 //! Options: `--rows 16` `--cols 22` `--channels 1280` `--density 0.05` `--k 8`
 //! `--images 4` (distinct activation maps cycled through) `--min-secs 5` `--image PATH`.
 
-use deepfactor::backbone::{Activations, BackboneBuilder, BackboneKind};
+use deepfactor::backbone::{BackboneBuilder, BackboneKind};
 use deepfactor::descriptor::{crow, DescriptorConfig, DescriptorKind, Whitening};
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::Nmf;
-use deepfactor::{CellGrid, Matrix};
+use deepfactor::Activations;
+use deepfactor::CellGrid;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;

@@ -10,7 +10,7 @@
 //! speed does not depend on their values), `--photos DIR` (default `examples/photos`; each is
 //! resized to 683×512, repeated to fill the batch).
 
-use deepfactor::backbone::weights::TensorMap;
+use deepfactor::backbone::TensorMap;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, Prepared, WeightSource};
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 use deepfactor::pipeline::Pipeline;

@@ -311,11 +311,25 @@ impl CpuConv {
         pad: Pad,
         depthwise: bool,
     ) -> Result<Self> {
+        Self::with_paths(weight, bias, stride, pad, depthwise, true)
+    }
+
+    /// [`CpuConv::new`], with Winograd's path allowed or not (the unfolded product is the
+    /// direct reference the Winograd path is tested against).
+    fn with_paths(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        pad: Pad,
+        depthwise: bool,
+        allow_winograd: bool,
+    ) -> Result<Self> {
         let (c_out, c_in, kh, kw) = weight.dims4()?;
         let w = weight
             .to_device(&Device::Cpu)?
             .to_dtype(candle_core::DType::F32)?;
-        let winograd = !depthwise
+        let winograd = allow_winograd
+            && !depthwise
             && (kh, kw, stride) == (3, 3, 1)
             && matches!(pad, Pad::Zero(_) | Pad::Reflect(_))
             && c_in >= WINOGRAD_MIN_CHANNELS;

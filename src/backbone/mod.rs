@@ -17,25 +17,27 @@
 
 mod cpu;
 mod efficientnet;
-pub mod imagenet;
+mod imagenet;
 mod layers;
-pub mod preprocess;
-pub mod pth;
+mod preprocess;
+mod pth;
 mod resnet;
 mod vgg;
-pub mod weights;
+mod weights;
 
-pub use preprocess::{Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE};
-pub use weights::WeightSource;
+pub use preprocess::{
+    input_dims, prepare_center_crop, Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE,
+    HARD_MAX_SIDE,
+};
+pub use weights::{cache_dir, hub_file, write_safetensors, TensorMap, WeightSource};
 
-use crate::{CellGrid, Error, Matrix, Result};
+use crate::{Activations, CellGrid, Error, Matrix, Result};
 use candle_core::{Device, Tensor};
 use layers::{BufferPool, Maps};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weights::TensorMap;
 
 /// The backbones deepfactor knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -244,15 +246,6 @@ pub enum Padding {
     /// Mirrored borders (VGG and ResNet; EfficientNet-Lite keeps TensorFlow "SAME" padding):
     /// removes the border artefacts of zero padding in heatmaps, as the thesis does for ResNet-50.
     Reflect,
-}
-
-/// Activations of one image at one layer.
-#[derive(Debug, Clone)]
-pub struct Activations {
-    /// The cells' grid over the original image.
-    pub grid: CellGrid,
-    /// `(rows·cols) × channels`, row-major over cells.
-    pub data: Matrix,
 }
 
 /// One ImageNet class with its probability.

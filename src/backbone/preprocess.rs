@@ -1,21 +1,15 @@
-//! Decoding and preprocessing: file → RGB image → resized, normalised network input.
+//! Preprocessing: decoded RGB image ([`crate::images`]) → resized, normalised network input.
 //!
-//! Decoding uses the `image` crate (JPEG, PNG, WebP, TIFF, BMP) with limits on dimensions and
-//! memory, so a hostile header cannot make us allocate gigabytes; the EXIF orientation is
-//! applied; grayscale, 16-bit, alpha and CMYK inputs all become 8-bit RGB. The resize keeps the
-//! aspect ratio: the shorter side becomes `input_size` (optionally capped so the longer side
-//! stays within `max_side`), with a triangle (bilinear, antialiased) filter.
+//! The resize keeps the aspect ratio: the shorter side becomes `input_size` (optionally capped
+//! so the longer side stays within `max_side`), with a triangle (bilinear, antialiased) filter.
 
+use crate::images::load_rgb;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{imageops::FilterType, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Largest width or height accepted from a file, in pixels.
-pub const MAX_IMAGE_SIDE: u32 = 20_000;
-/// Largest decoded image accepted, in bytes (a 16-bit RGBA image of 8192×8192 fits).
-pub const MAX_DECODE_BYTES: u64 = 1 << 30;
 /// Default shorter side of the network input (the thesis' retrieval setting).
 pub const DEFAULT_INPUT_SIZE: u32 = 512;
 /// The longer side of a network input never exceeds this, whatever `max_side` says, so a
@@ -56,82 +50,6 @@ impl Normalization {
             Normalization::Centered127 => "centered127",
         }
     }
-}
-
-/// Decodes an image file into 8-bit RGB, with the EXIF orientation applied.
-///
-/// Errors name the file: unreadable, unknown format, corrupt or truncated data, or dimensions
-/// beyond [`MAX_IMAGE_SIDE`] / [`MAX_DECODE_BYTES`].
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = std::io::BufReader::new(file);
-    let head = std::io::BufRead::fill_buf(&mut reader).map_err(|e| Error::io(path, e))?;
-    let format = sniff(head, path)?;
-    decode(ImageReader::with_format(reader, format), path)
-}
-
-/// Decodes an image held in memory; `name` is used in error messages.
-pub fn decode_rgb(bytes: &[u8], name: &Path) -> Result<RgbImage> {
-    let format = sniff(bytes, name)?;
-    decode(
-        ImageReader::with_format(std::io::Cursor::new(bytes), format),
-        name,
-    )
-}
-
-/// The format of an image from its first bytes (never from its file name).
-fn sniff(head: &[u8], path: &Path) -> Result<image::ImageFormat> {
-    use image::ImageFormat as F;
-    match image::guess_format(head) {
-        Ok(f @ (F::Jpeg | F::Png | F::WebP | F::Tiff | F::Bmp)) => Ok(f),
-        Ok(other) => Err(Error::image(
-            path,
-            format!("unsupported image format {other:?} (JPEG, PNG, WebP, TIFF and BMP are read)"),
-        )),
-        Err(_) if head.is_empty() => Err(Error::image(path, "not an image: the file is empty")),
-        Err(_) => Err(Error::image(
-            path,
-            "not an image in a supported format (JPEG, PNG, WebP, TIFF, BMP)",
-        )),
-    }
-}
-
-fn decode<R: std::io::BufRead + std::io::Seek>(
-    mut reader: ImageReader<R>,
-    path: &Path,
-) -> Result<RgbImage> {
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| describe(path, e))?;
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(Error::image(path, format!("image has no pixels ({w}×{h})")));
-    }
-    // A missing or unreadable orientation tag means "as stored".
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| describe(path, e))?;
-    img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
-}
-
-fn describe(path: &Path, e: image::ImageError) -> Error {
-    use image::ImageError as E;
-    let reason = match e {
-        E::Limits(l) => format!(
-            "image too large to decode (limit {MAX_IMAGE_SIDE} pixels a side, {} MiB): {l}",
-            MAX_DECODE_BYTES >> 20
-        ),
-        E::Unsupported(u) => format!("unsupported image: {u}"),
-        E::Decoding(d) => format!("corrupt or truncated image: {d}"),
-        E::IoError(io) => format!("corrupt or truncated image: {io}"),
-        other => other.to_string(),
-    };
-    Error::image(path, reason)
 }
 
 /// The size of the network input for an image of `width × height`: the shorter side becomes

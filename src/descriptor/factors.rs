@@ -1,15 +1,12 @@
-//! The factor side of the NMF descriptors: blurring heatmaps, the V+U concept vectors, and
-//! keeping the factors that lie inside a box.
+//! The factor side of the NMF descriptors: blurring heatmaps and the V+U concept vectors.
+//! (Keeping the factors that lie inside a box is [`crate::heatmap::filter_factors`].)
 
-use crate::{BBox, CellGrid, Matrix};
+use crate::{CellGrid, Matrix};
 
 /// Side of the Gaussian kernel that smooths heatmaps for NMF V+U (thesis: 13 × 13).
 pub const BLUR_SIZE: usize = 13;
 /// Variance of that Gaussian, in cells² (thesis: 2).
 pub const BLUR_VARIANCE: f64 = 2.0;
-/// Default share of a heatmap's mass that must lie inside the box for its factor to be kept
-/// (thesis: 75%).
-pub const DEFAULT_BOX_THRESHOLD: f32 = 0.75;
 
 /// The normalised 1-D Gaussian of `size` taps and variance `variance`, centred; the 2-D
 /// kernel is its outer product with itself.
@@ -104,56 +101,6 @@ pub fn vu_concepts(u: &Matrix, v: &Matrix, grid: &CellGrid) -> Matrix {
     out
 }
 
-/// The outcome of [`filter_factors`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct FactorFilter {
-    /// Indices of the factors kept, ascending.
-    pub kept: Vec<usize>,
-    /// For every factor, the share of its heatmap's mass on cells whose centres lie inside
-    /// the box.
-    pub mass_inside: Vec<f32>,
-    /// `true` when no factor passed the threshold and the one with the largest share was
-    /// kept instead.
-    pub fallback: bool,
-}
-
-/// Keeps the factors (columns of `u`, heatmaps over `grid`) that put more than `threshold` of
-/// their mass on cells whose centres lie inside `bbox` (see [`CellGrid::mass_inside`]). When
-/// none does, keeps the single factor with the largest share (the first on ties) and says so.
-pub fn filter_factors(u: &Matrix, grid: &CellGrid, bbox: &BBox, threshold: f32) -> FactorFilter {
-    let mut column = vec![0f32; u.rows()];
-    let mass_inside: Vec<f32> = (0..u.cols())
-        .map(|j| {
-            for (p, v) in column.iter_mut().enumerate() {
-                *v = u.get(p, j);
-            }
-            grid.mass_inside(&column, bbox)
-        })
-        .collect();
-    let kept: Vec<usize> = (0..u.cols())
-        .filter(|&j| mass_inside[j] > threshold)
-        .collect();
-    if kept.is_empty() && !mass_inside.is_empty() {
-        let mut best = 0;
-        for (j, &m) in mass_inside.iter().enumerate() {
-            if m > mass_inside[best] {
-                best = j;
-            }
-        }
-        FactorFilter {
-            kept: vec![best],
-            mass_inside,
-            fallback: true,
-        }
-    } else {
-        FactorFilter {
-            kept,
-            mass_inside,
-            fallback: false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,40 +191,5 @@ mod tests {
         for (x, w) in vp.row(0).iter().zip([1.0, 0.0, 2.0]) {
             assert!((x - w).abs() < 1e-6);
         }
-    }
-
-    #[test]
-    fn box_filter_keeps_exactly_the_factors_inside() {
-        // 2 × 4 grid of 10-pixel cells. Box = left half (x < 20).
-        let g = grid(2, 4);
-        let bbox = BBox::new(0.0, 0.0, 20.0, 20.0).unwrap();
-        // Factor 0: all mass on the left (100%). Factor 1: 80% left. Factor 2: exactly 75%
-        // left (not more than the threshold). Factor 3: all right.
-        #[rustfmt::skip]
-        let cols: [[f32; 8]; 4] = [
-            [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
-            [4.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-            [3.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
-            [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 0.0],
-        ];
-        let mut u = Matrix::zeros(8, 4);
-        for (j, col) in cols.iter().enumerate() {
-            for (p, &x) in col.iter().enumerate() {
-                u.set(p, j, x);
-            }
-        }
-        let f = filter_factors(&u, &g, &bbox, 0.75);
-        assert_eq!(f.kept, vec![0, 1]);
-        assert!(!f.fallback);
-        assert_eq!(f.mass_inside, vec![1.0, 0.8, 0.75, 0.0]);
-        // A box on the right third keeps factor 3 alone.
-        let right = BBox::new(20.0, 0.0, 40.0, 20.0).unwrap();
-        assert_eq!(filter_factors(&u, &g, &right, 0.75).kept, vec![3]);
-        // A box over nothing but cell (1, 1) (where only factor 0 has mass, 25% of it): no
-        // factor passes, and the fallback is the factor with the largest share.
-        let cell = BBox::new(10.0, 10.0, 20.0, 20.0).unwrap();
-        let f = filter_factors(&u, &g, &cell, 0.75);
-        assert_eq!(f.kept, vec![0]);
-        assert!(f.fallback);
     }
 }

@@ -7,9 +7,10 @@
 //! a query box.
 //!
 //! ```
-//! use deepfactor::backbone::Activations;
+//! use deepfactor::Activations;
 //! use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
-//! use deepfactor::{BBox, CellGrid, Matrix};
+//! use deepfactor::linalg::Matrix;
+//! use deepfactor::{BBox, CellGrid};
 //! # fn main() -> deepfactor::Result<()> {
 //! // A 4 × 6 grid of 16 channels (a network would give e.g. 16 × 22 × 1280).
 //! let grid = CellGrid { rows: 4, cols: 6, image_width: 600, image_height: 400 };
@@ -40,7 +41,8 @@
 //! - **Region of interest** ([`Describer::describe_region`]): for the NMF kinds, only the
 //!   factors whose heatmap puts more than the threshold (default 75%) of its mass on cells
 //!   whose centres lie inside the box are used (for V+U, the rows of the image's `V′` —
-//!   formed over all factors — of those factors). When none passes, the factor with the largest share is used and
+//!   formed over all factors — of those factors). When none passes, the factor with the
+//!   largest share is used (the edge rule of [`crate::heatmap::filter_factors`]) and
 //!   [`Description::fallback`] says so. For the pooled kinds, the pooling runs over the cells
 //!   whose centres lie inside the box (the nearest cells when none does, with `fallback`
 //!   set). The alternative used by most published numbers — cropping the image to the box
@@ -57,19 +59,25 @@
 //! final normalisation. [`Describer::local_vectors`] gives the vectors a whitening is learned
 //! from.
 
-pub mod crop;
+mod crop;
 pub mod crow;
-pub mod factors;
+mod factors;
 pub mod pooling;
-pub mod whitening;
+mod whitening;
 
-pub use crop::{crop_image, extract_crop};
-pub use factors::{FactorFilter, DEFAULT_BOX_THRESHOLD};
-pub use whitening::{Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER};
+pub use crop::{crop_image, crop_rect, extract_crop};
+pub use factors::{blur_heatmaps, gaussian_taps, vu_concepts, BLUR_SIZE, BLUR_VARIANCE};
+pub use whitening::{
+    Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER,
+    OLDEST_WHITENING_VERSION, RANK_TOLERANCE, WHITENING_FORMAT, WHITENING_VERSION,
+};
 
-use crate::backbone::{Activations, Backbone};
+use crate::backbone::Backbone;
+use crate::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
 use crate::nmf::{Factorization, Init, Nmf};
+use crate::Activations;
 use crate::{BBox, CellGrid, Error, Matrix, Recipe, Result};
+use crate::{BackboneSpec, DescriptorSpec, NmfSpec, WhiteningRef};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -136,13 +144,6 @@ impl DescriptorKind {
     pub fn is_nmf(self) -> bool {
         matches!(self, DescriptorKind::NmfV | DescriptorKind::NmfVu)
     }
-
-    /// The kind a recipe's `descriptor` field names (the name before any parameters, see
-    /// [`Describer::spec`]).
-    pub fn from_recipe(recipe: &Recipe) -> Result<Self> {
-        let name = recipe.descriptor.split('(').next().unwrap_or_default();
-        name.parse()
-    }
 }
 
 impl fmt::Display for DescriptorKind {
@@ -197,7 +198,7 @@ impl DescriptorConfig {
             rmac_levels: DEFAULT_RMAC_LEVELS,
             max_iter: DEFAULT_MAX_ITER,
             tol: DEFAULT_TOL,
-            box_threshold: DEFAULT_BOX_THRESHOLD,
+            box_threshold: DEFAULT_MASS_THRESHOLD,
             whitening: None,
             whiten_power: DEFAULT_WHITEN_POWER,
             whiten_dim: None,
@@ -242,7 +243,7 @@ impl DescriptorConfig {
     }
 
     /// Share of a heatmap's mass that must lie inside a query box (default
-    /// [`DEFAULT_BOX_THRESHOLD`]); NMF kinds only.
+    /// [`DEFAULT_MASS_THRESHOLD`]); NMF kinds only.
     pub fn box_threshold(mut self, t: f32) -> Self {
         self.box_threshold = t;
         self
@@ -265,6 +266,49 @@ impl DescriptorConfig {
     pub fn whiten_dim(mut self, dim: usize) -> Self {
         self.whiten_dim = Some(dim);
         self
+    }
+
+    /// The settings a recipe records: its descriptor with its parameters, CroW, and the
+    /// whitening it names, which must be `whitening` (with the recipe's dimension). A recipe
+    /// of another extractor's descriptor is refused.
+    pub fn from_recipe(recipe: &Recipe, whitening: Option<Arc<Whitening>>) -> Result<Self> {
+        let d = &recipe.descriptor;
+        let kind = d.kind().ok_or_else(|| {
+            Error::invalid(format!(
+                "the recipe's descriptor {d} is not one deepfactor makes (another extractor's)"
+            ))
+        })?;
+        let mut cfg = DescriptorConfig::new(kind).crow(recipe.crow);
+        match d {
+            DescriptorSpec::NmfV(n) | DescriptorSpec::NmfVu(n) => {
+                cfg = cfg.k(n.k).max_iter(n.max_iter).tol(n.tol);
+            }
+            DescriptorSpec::Gem { p } => cfg = cfg.gem_p(*p),
+            DescriptorSpec::Rmac { levels } => cfg = cfg.rmac_levels(*levels),
+            _ => {}
+        }
+        match (&recipe.whitening, whitening) {
+            (Some(r), Some(w)) => {
+                if r.id != w.id() {
+                    return Err(Error::invalid(format!(
+                        "the recipe needs whitening {}, but {} was given",
+                        r.id,
+                        w.id()
+                    )));
+                }
+                cfg = cfg
+                    .whitening(w)
+                    .whiten_dim(recipe.dim)
+                    .whiten_power(r.power);
+            }
+            (Some(r), None) => {
+                return Err(Error::invalid(format!(
+                    "the recipe needs whitening {r}, which was not given"
+                )))
+            }
+            (None, _) => {}
+        }
+        Ok(cfg)
     }
 
     /// Validates the configuration.
@@ -366,6 +410,20 @@ pub struct Description {
     pub fallback: bool,
 }
 
+impl Description {
+    /// The kept factors' heatmaps over [`Description::grid`], each scaled to a maximum of 1
+    /// (NMF kinds; empty for the pooled kinds).
+    pub fn kept_heatmaps(&self) -> Result<Vec<Heatmap>> {
+        let Some(f) = &self.factors else {
+            return Ok(Vec::new());
+        };
+        self.kept
+            .iter()
+            .map(|&k| Heatmap::from_column(&f.u, k, self.grid).map(Heatmap::unit_max))
+            .collect()
+    }
+}
+
 /// Turns activations into descriptors; made by [`DescriptorConfig::build`]. Shareable across
 /// threads.
 #[derive(Debug, Clone)]
@@ -412,19 +470,24 @@ impl Describer {
         self.whiten_dim.unwrap_or(channels)
     }
 
-    /// The kind's name followed by the parameters that change its values, e.g.
-    /// `gem(p=3)` or `nmf-vu(max_iter=200,tol=0,init=nndsvda)`: the recipe's `descriptor`
-    /// field.
-    pub fn spec(&self) -> String {
+    /// The descriptor with the parameters that change its values, as a recipe records it.
+    pub fn spec(&self) -> DescriptorSpec {
         let c = &self.cfg;
+        let nmf = NmfSpec {
+            k: c.k,
+            max_iter: c.max_iter,
+            tol: c.tol,
+        };
         match c.kind {
-            DescriptorKind::NmfV | DescriptorKind::NmfVu => format!(
-                "{}(max_iter={},tol={},init=nndsvda)",
-                c.kind, c.max_iter, c.tol
-            ),
-            DescriptorKind::Gem => format!("gem(p={})", c.gem_p),
-            DescriptorKind::Rmac => format!("rmac(L={})", c.rmac_levels),
-            k => k.name().to_string(),
+            DescriptorKind::NmfV => DescriptorSpec::NmfV(nmf),
+            DescriptorKind::NmfVu => DescriptorSpec::NmfVu(nmf),
+            DescriptorKind::Crow => DescriptorSpec::Crow,
+            DescriptorKind::Mac => DescriptorSpec::Mac,
+            DescriptorKind::Spoc => DescriptorSpec::Spoc,
+            DescriptorKind::Gem => DescriptorSpec::Gem { p: c.gem_p },
+            DescriptorKind::Rmac => DescriptorSpec::Rmac {
+                levels: c.rmac_levels,
+            },
         }
     }
 
@@ -432,22 +495,19 @@ impl Describer {
     pub fn recipe(&self, backbone: &Backbone) -> Recipe {
         let pre = backbone.preprocess();
         Recipe {
-            backbone: backbone.kind().name().to_string(),
+            backbone: BackboneSpec::Builtin(backbone.kind()),
             weights_fingerprint: backbone.fingerprint().to_string(),
             layer: backbone.layer().name.clone(),
             input_size: pre.input_size,
             max_side: pre.max_side,
-            padding: match backbone.padding() {
-                crate::backbone::Padding::Zero => "zero".to_string(),
-                crate::backbone::Padding::Reflect => "reflect".to_string(),
-            },
+            padding: backbone.padding(),
             shift_negative: backbone.shifts_negative(),
             descriptor: self.spec(),
-            k: self.k(),
             crow: self.crow,
-            whitening: self
-                .whitening()
-                .map(|w| format!("{}(power={})", w.id(), self.cfg.whiten_power)),
+            whitening: self.whitening().map(|w| WhiteningRef {
+                id: w.id().to_string(),
+                power: self.cfg.whiten_power,
+            }),
             dim: self.output_dim(backbone.layer().channels),
         }
     }
@@ -543,7 +603,8 @@ impl Describer {
         }
         let (kept, mass_inside, fallback) = match region {
             Some(b) => {
-                let f = factors::filter_factors(&factors.u, grid, b, self.cfg.box_threshold);
+                let maps = Heatmap::columns(&factors.u, *grid)?;
+                let f = filter_factors(&maps, b, self.cfg.box_threshold);
                 (f.kept, f.mass_inside, f.fallback)
             }
             None => ((0..k).collect(), Vec::new(), false),

@@ -3,7 +3,7 @@
 //! # Oxford / Paris layout (also `../shared/data/instance-dev` and `semantic-dev`)
 //!
 //! ```text
-//! <dir>/jpg/<image>.jpg          the database (file stem = image name; .jpg/.jpeg/.png)
+//! <dir>/jpg/<image>.jpg          the database (file stem = image name; any image extension)
 //! <dir>/gt/<q>_query.txt         "<image> x1 y1 x2 y2": the query image and its region
 //! <dir>/gt/<q>_good.txt          one image name per line
 //! <dir>/gt/<q>_ok.txt            one image name per line
@@ -13,6 +13,12 @@
 //! <dir>/queries.txt              optional: the query names, in order; otherwise every
 //!                                gt/*_query.txt, sorted by name
 //! ```
+//!
+//! The `gt/` folder may also be given itself, as Oxford and Paris distribute it (a folder of
+//! `*_query.txt`, `*_good.txt`, … files, with an optional `queries.txt` inside): the database
+//! images are then those of the folder given with [`GroundTruth::load_with_images`], else of
+//! a `jpg/` folder beside it, else the names the ground-truth files mention (any other image
+//! ranked counts as a distractor when evaluating with distractors).
 //!
 //! Oxford's query files prefix the image name with `oxc1_`; the prefix is stripped when the
 //! name with it is not a database image. Relevant images are good ∪ ok; junk images count
@@ -32,13 +38,11 @@
 //! image that is not in the database, and an image listed twice for one query (in the same
 //! list or in two of them).
 
+use crate::images::has_image_extension;
 use crate::{BBox, Error, Result};
 use serde_pickle::value::{HashableValue, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// Extensions (lower case) of database images in `jpg/`.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 
 /// The prefix of Oxford5k's query image names.
 pub const OXFORD_QUERY_PREFIX: &str = "oxc1_";
@@ -132,7 +136,7 @@ fn concat(a: &[usize], b: &[usize]) -> Vec<usize> {
 
 /// One query of a ground truth.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Query {
+pub struct GroundTruthQuery {
     /// The query's name (the `<q>` of `<q>_query.txt`, or the revisited `qimlist` entry).
     pub name: String,
     /// The query image's name (without `oxc1_`).
@@ -151,17 +155,26 @@ pub struct Query {
 pub struct GroundTruth {
     name: String,
     source: PathBuf,
+    images_dir: Option<PathBuf>,
+    database_listed: bool,
     kind: GroundTruthKind,
     images: Vec<String>,
     image_index: HashMap<String, usize>,
-    queries: Vec<Query>,
+    queries: Vec<GroundTruthQuery>,
     query_index: HashMap<String, usize>,
 }
 
 impl GroundTruth {
-    /// Loads ground truth from `path`: an Oxford-layout folder (with `gt/` and `jpg/`), a
-    /// revisited pickle, or a folder holding exactly one `gnd_*.pkl`.
+    /// Loads ground truth from `path`: an Oxford-layout folder (with `gt/` and `jpg/`), its
+    /// `gt/` folder itself (a folder of `*_query.txt` files), a revisited pickle, or a folder
+    /// holding exactly one `gnd_*.pkl`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        GroundTruth::load_with_images(path, None)
+    }
+
+    /// [`GroundTruth::load`], with the database images of an Oxford-layout ground truth taken
+    /// from `images` (default: `jpg/` beside `gt/`). Pickles list their database themselves.
+    pub fn load_with_images(path: impl AsRef<Path>, images: Option<&Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_file() {
             return load_pickle(path);
@@ -170,7 +183,16 @@ impl GroundTruth {
             return Err(gt_err(path, None, "no such file or folder"));
         }
         if path.join("gt").is_dir() {
-            return load_classic(path);
+            let images = images.map_or_else(|| path.join("jpg"), Path::to_path_buf);
+            return load_classic(path, &path.join("gt"), Some(&images));
+        }
+        if has_query_files(path)? {
+            let beside = path.parent().map(|p| p.join("jpg"));
+            let images = match images {
+                Some(dir) => Some(dir.to_path_buf()),
+                None => beside.filter(|d| d.is_dir()),
+            };
+            return load_classic(path, path, images.as_deref());
         }
         let mut pickles: Vec<PathBuf> = read_dir_sorted(path)?
             .into_iter()
@@ -186,7 +208,8 @@ impl GroundTruth {
             0 => Err(gt_err(
                 path,
                 None,
-                "neither a gt/ folder (Oxford layout) nor a gnd_*.pkl file (revisited) here",
+                "neither a gt/ folder or *_query.txt files (Oxford layout) nor a gnd_*.pkl \
+                 file (revisited) here",
             )),
             _ => Err(gt_err(
                 path,
@@ -209,6 +232,18 @@ impl GroundTruth {
         &self.source
     }
 
+    /// The folder whose images are the database, when a folder listed it.
+    pub fn images_dir(&self) -> Option<&Path> {
+        self.images_dir.as_deref()
+    }
+
+    /// Whether [`GroundTruth::images`] is the whole database (listed by an image folder or a
+    /// pickle), not only the images the ground-truth files name (a bare `gt/` folder without
+    /// images); [`crate::eval::evaluate`] counts other ranked images as distractors then.
+    pub fn lists_database(&self) -> bool {
+        self.database_listed
+    }
+
     /// Classic or revisited annotation.
     pub fn kind(&self) -> GroundTruthKind {
         self.kind
@@ -225,12 +260,12 @@ impl GroundTruth {
     }
 
     /// The queries, in order.
-    pub fn queries(&self) -> &[Query] {
+    pub fn queries(&self) -> &[GroundTruthQuery] {
         &self.queries
     }
 
     /// A query by name.
-    pub fn query(&self, name: &str) -> Option<&Query> {
+    pub fn query(&self, name: &str) -> Option<&GroundTruthQuery> {
         self.query_index.get(name).map(|&i| &self.queries[i])
     }
 
@@ -338,11 +373,7 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         if !p.is_file() {
             continue;
         }
-        let ext = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        if !ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
+        if !has_image_extension(&p) {
             continue;
         }
         let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else {
@@ -368,7 +399,7 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             None,
             format!(
                 "no images (.{}) in this folder",
-                IMAGE_EXTENSIONS.join(", .")
+                crate::images::IMAGE_EXTENSIONS.join(", .")
             ),
         ));
     }
@@ -466,53 +497,92 @@ fn read_query_names(path: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn load_classic(dir: &Path) -> Result<GroundTruth> {
-    let gt_dir = dir.join("gt");
-    let images: Vec<String> = list_images(&dir.join("jpg"))?
+/// Whether `dir` holds `*_query.txt` files.
+fn has_query_files(dir: &Path) -> Result<bool> {
+    Ok(read_dir_sorted(dir)?
+        .iter()
+        .any(|p| p.is_file() && query_name(p).is_some()))
+}
+
+/// `<q>` of a `<q>_query.txt` file.
+fn query_name(p: &Path) -> Option<String> {
+    p.file_name()?
+        .to_str()?
+        .strip_suffix("_query.txt")
+        .map(String::from)
+}
+
+/// An Oxford-layout ground truth: `root` names it (and may hold `queries.txt`), `gt_dir`
+/// holds the query files, `images` lists the database (else the files' own names do).
+fn load_classic(root: &Path, gt_dir: &Path, images: Option<&Path>) -> Result<GroundTruth> {
+    let queries_file = [root.join("queries.txt"), gt_dir.join("queries.txt")]
         .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+        .find(|p| p.is_file());
+    let names = match &queries_file {
+        Some(f) => read_query_names(f)?,
+        None => {
+            let names: Vec<String> = read_dir_sorted(gt_dir)?
+                .iter()
+                .filter_map(|p| query_name(p))
+                .collect();
+            if names.is_empty() {
+                return Err(gt_err(gt_dir, None, "no <query>_query.txt files"));
+            }
+            names
+        }
+    };
+    let images_dir = images.map(Path::to_path_buf);
+    let images: Vec<String> = match images {
+        Some(dir) => list_images(dir)?.into_iter().map(|(n, _)| n).collect(),
+        None => mentioned_images(gt_dir, &names)?,
+    };
     let image_index: HashMap<String, usize> = images
         .iter()
         .enumerate()
         .map(|(i, n)| (n.clone(), i))
         .collect();
 
-    let queries_file = dir.join("queries.txt");
-    let names = if queries_file.is_file() {
-        read_query_names(&queries_file)?
-    } else {
-        let names: Vec<String> = read_dir_sorted(&gt_dir)?
-            .iter()
-            .filter_map(|p| {
-                p.file_name()?
-                    .to_str()?
-                    .strip_suffix("_query.txt")
-                    .map(String::from)
-            })
-            .collect();
-        if names.is_empty() {
-            return Err(gt_err(&gt_dir, None, "no <query>_query.txt files"));
-        }
-        names
-    };
-
     let mut queries = Vec::with_capacity(names.len());
     let mut query_index = HashMap::new();
     for name in names {
-        let query = load_classic_query(&gt_dir, &name, &image_index)?;
+        let query = load_classic_query(gt_dir, &name, &image_index)?;
         query_index.insert(name, queries.len());
         queries.push(query);
     }
     Ok(GroundTruth {
-        name: folder_name(dir),
-        source: dir.to_path_buf(),
+        name: folder_name(root),
+        source: root.to_path_buf(),
+        database_listed: images_dir.is_some(),
+        images_dir,
         kind: GroundTruthKind::Classic,
         images,
         image_index,
         queries,
         query_index,
     })
+}
+
+/// Every image name the files of `names` mention (query images without Oxford's prefix,
+/// relevance lists, boxes), sorted: the database of a ground truth given without images.
+fn mentioned_images(gt_dir: &Path, names: &[String]) -> Result<Vec<String>> {
+    let mut all = std::collections::BTreeSet::new();
+    for q in names {
+        let qpath = gt_dir.join(format!("{q}_query.txt"));
+        if let Some((_, f)) = fields(&read_text(&qpath)?).next() {
+            let image = f[0].strip_prefix(OXFORD_QUERY_PREFIX).unwrap_or(f[0]);
+            all.insert(image.to_string());
+        }
+        for list in ["good", "ok", "junk", "boxes"] {
+            let p = gt_dir.join(format!("{q}_{list}.txt"));
+            if list == "boxes" && !p.is_file() {
+                continue;
+            }
+            for (_, f) in fields(&read_text(&p)?) {
+                all.insert(f[0].to_string());
+            }
+        }
+    }
+    Ok(all.into_iter().collect())
 }
 
 fn folder_name(dir: &Path) -> String {
@@ -523,7 +593,11 @@ fn folder_name(dir: &Path) -> String {
     )
 }
 
-fn load_classic_query(gt_dir: &Path, name: &str, index: &HashMap<String, usize>) -> Result<Query> {
+fn load_classic_query(
+    gt_dir: &Path,
+    name: &str,
+    index: &HashMap<String, usize>,
+) -> Result<GroundTruthQuery> {
     let qpath = gt_dir.join(format!("{name}_query.txt"));
     let text = read_text(&qpath)?;
     let mut lines = fields(&text);
@@ -573,7 +647,7 @@ fn load_classic_query(gt_dir: &Path, name: &str, index: &HashMap<String, usize>)
         Vec::new()
     };
 
-    Ok(Query {
+    Ok(GroundTruthQuery {
         name: name.to_string(),
         image: image.to_string(),
         bbox: Some(bbox),
@@ -741,7 +815,7 @@ fn load_pickle(path: &Path) -> Result<GroundTruth> {
             None | Some(Value::None) => None,
             Some(v) => Some(pickle_box(path, v, &format!("gnd[{i}]['bbx']"))?),
         };
-        queries.push(Query {
+        queries.push(GroundTruthQuery {
             name: qimlist[i].clone(),
             image: qimlist[i].clone(),
             bbox,
@@ -755,6 +829,8 @@ fn load_pickle(path: &Path) -> Result<GroundTruth> {
     Ok(GroundTruth {
         name: stem.strip_prefix("gnd_").unwrap_or(&stem).to_string(),
         source: path.to_path_buf(),
+        images_dir: None,
+        database_listed: true,
         // gnd is non-empty (qimlist is), so the loop set it.
         kind: kind.unwrap_or(GroundTruthKind::Revisited),
         images: imlist,

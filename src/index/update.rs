@@ -16,8 +16,6 @@ use std::time::UNIX_EPOCH;
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 /// Default number of added images per commit.
 pub const DEFAULT_COMMIT_EVERY: usize = 1000;
-/// File extensions indexed by default (compared without case).
-pub const DEFAULT_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp"];
 
 /// What an extractor makes of one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +28,9 @@ pub struct Extracted {
     pub height: u32,
     /// The image's NMF factors, if the recipe keeps them.
     pub factors: Option<StoredFactors>,
+    /// Something wrong with the file that did not stop it from being indexed (e.g. a
+    /// truncated JPEG whose missing part the decoder filled in); reported and counted.
+    pub warning: Option<String>,
 }
 
 /// Turns image files into what the index stores. The feature pipeline implements it; it may
@@ -49,7 +50,6 @@ pub struct UpdateOptions {
     batch_size: usize,
     commit_every: usize,
     remove_missing: bool,
-    extensions: Vec<String>,
 }
 
 impl Default for UpdateOptions {
@@ -58,7 +58,6 @@ impl Default for UpdateOptions {
             batch_size: DEFAULT_BATCH_SIZE,
             commit_every: DEFAULT_COMMIT_EVERY,
             remove_missing: false,
-            extensions: DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -90,12 +89,6 @@ impl UpdateOptions {
         self
     }
 
-    /// File extensions to index (default [`DEFAULT_EXTENSIONS`]).
-    pub fn extensions(mut self, exts: &[&str]) -> Self {
-        self.extensions = exts.iter().map(|s| s.to_ascii_lowercase()).collect();
-        self
-    }
-
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.commit_every == 0 {
             return Err(Error::invalid(
@@ -106,13 +99,27 @@ impl UpdateOptions {
     }
 }
 
-/// A file that could not be indexed, and why.
+/// A file that could not be indexed (or was indexed with a warning), and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Failure {
     /// The file.
     pub path: PathBuf,
-    /// Why.
+    /// Why, as a message that names the file once (print it alone).
     pub reason: String,
+}
+
+impl Failure {
+    /// The failure of `path` by `error`.
+    fn new(path: PathBuf, error: &Error) -> Failure {
+        let reason = error.naming(&path);
+        Failure { path, reason }
+    }
+
+    /// A failure or warning of `path` for a reason that does not name it.
+    fn with_reason(path: PathBuf, why: &str) -> Failure {
+        let reason = format!("{}: {why}", path.display());
+        Failure { path, reason }
+    }
 }
 
 /// Counts so far, passed to the progress callback.
@@ -131,6 +138,8 @@ pub struct UpdateProgress {
     pub unchanged: usize,
     /// Files that could not be indexed.
     pub failed: usize,
+    /// Files indexed with a warning (e.g. truncated JPEGs); also counted as indexed.
+    pub warned: usize,
 }
 
 /// What an update did.
@@ -144,6 +153,8 @@ pub struct UpdateReport {
     pub replaced: usize,
     /// The failures, with reasons.
     pub failures: Vec<Failure>,
+    /// The files indexed with a warning, with the warning.
+    pub warnings: Vec<Failure>,
     /// Commits made.
     pub commits: usize,
     /// The generation current at the end.
@@ -186,41 +197,6 @@ pub fn content_hash(path: &Path) -> Result<[u8; 32]> {
     Ok(*h.finalize().as_bytes())
 }
 
-/// The files under `root` with one of `exts`, sorted; directories that cannot be read are
-/// reported as failures. Symbolic links to files are followed, to directories not.
-fn walk(root: &Path, exts: &[String], failures: &mut Vec<Failure>) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                failures.push(Failure {
-                    path: dir,
-                    reason: format!("cannot read directory: {e}"),
-                });
-                continue;
-            }
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| exts.iter().any(|e| e.eq_ignore_ascii_case(x)))
-                && (ft.is_file() || p.is_file())
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// What is known of an indexed image, for deciding what to do with a file.
 struct Known {
     id: u64,
@@ -230,7 +206,8 @@ struct Known {
     hash: [u8; 32],
 }
 
-/// Brings the index up to date with the image files under `folder` (recursively): adds new
+/// Brings the index up to date with the image files under `folder` (recursively, those
+/// [`crate::images::image_files`] finds): adds new
 /// files, replaces changed ones (size or modification time differ and the content hash too),
 /// skips unchanged ones, reuses the stored descriptor of files whose content is already
 /// indexed (moved or copied files; a moved file keeps its id), and with
@@ -252,8 +229,13 @@ pub fn update_from_folder(
             folder.display()
         )));
     }
-    let mut failures = Vec::new();
-    let files = walk(&root, &options.extensions, &mut failures);
+    let found = crate::images::image_files(&root);
+    let failures = found
+        .unreadable
+        .into_iter()
+        .map(|(path, why)| Failure::with_reason(path, &why))
+        .collect();
+    let files = found.files;
     run(
         writer,
         &files,
@@ -353,6 +335,7 @@ fn run(
         ..UpdateProgress::default()
     };
     let mut report = UpdateReport::default();
+    let mut warnings = Vec::new();
     // Ids claimed by moved files in this run: each old entry moves at most once.
     let mut claimed: HashSet<u64> = HashSet::new();
     let mut since_commit = 0usize;
@@ -379,10 +362,7 @@ fn run(
             let (stamp, hash) = match r {
                 Ok(x) => x,
                 Err(e) => {
-                    failures.push(Failure {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    });
+                    failures.push(Failure::new(path.clone(), &e));
                     counts.failed += 1;
                     continue;
                 }
@@ -490,7 +470,9 @@ fn run(
             for ((_, stamp, hash, replaces), (path, r)) in
                 to_extract.into_iter().zip(paths.into_iter().zip(results))
             {
+                let mut warning = None;
                 let added = r.and_then(|x| {
+                    warning = x.warning;
                     writer.add(
                         &recipe,
                         NewImage {
@@ -515,12 +497,13 @@ fn run(
                         }
                         counts.indexed += 1;
                         since_commit += 1;
+                        if let Some(why) = warning {
+                            warnings.push(Failure::with_reason(path, &why));
+                            counts.warned += 1;
+                        }
                     }
                     Err(e) => {
-                        failures.push(Failure {
-                            path,
-                            reason: e.to_string(),
-                        });
+                        failures.push(Failure::new(path, &e));
                         counts.failed += 1;
                     }
                 }
@@ -553,6 +536,7 @@ fn run(
     }
     report.counts = counts;
     report.failures = failures;
+    report.warnings = warnings;
     report.generation = writer.index().generation();
     progress(&report.counts);
     Ok(report)

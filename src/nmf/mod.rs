@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use deepfactor::nmf::Nmf;
-//! use deepfactor::Matrix;
+//! use deepfactor::linalg::Matrix;
 //!
 //! let a = Matrix::from_vec(3, 2, vec![1.0, 0.0, 2.0, 0.1, 0.0, 3.0])?;
 //! let f = Nmf::new(2).max_iter(500).tol(0.0).build()?.fit(&a)?;

@@ -20,7 +20,8 @@ pub struct BenchmarkOptions {
     pub expansion: Expansion,
     /// Evaluate localization too.
     pub localize: bool,
-    /// Folder of the images (default: `jpg/` beside the ground truth).
+    /// Folder of the images (default: the ground truth's [`GroundTruth::images_dir`], else
+    /// `jpg/` beside the ground truth).
     pub images: Option<PathBuf>,
     /// Scoring protocol.
     pub protocol: Protocol,
@@ -60,9 +61,15 @@ pub struct BenchmarkRun {
     pub mean_query_ms: f64,
 }
 
-/// Finds `<images>/<name>.<ext>` for the usual extensions.
+/// Finds `<images>/<name>.<ext>` for the [`crate::images::IMAGE_EXTENSIONS`], in lower or
+/// upper case.
 pub fn image_file(images: &Path, name: &str) -> Result<PathBuf> {
-    for ext in ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG"] {
+    let exts = crate::images::IMAGE_EXTENSIONS;
+    for ext in exts
+        .iter()
+        .map(|e| e.to_string())
+        .chain(exts.iter().map(|e| e.to_ascii_uppercase()))
+    {
         let p = images.join(format!("{name}.{ext}"));
         if p.is_file() {
             return Ok(p);
@@ -89,8 +96,8 @@ pub fn run_benchmark(
     options: &BenchmarkOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BenchmarkRun> {
-    let images = match &options.images {
-        Some(d) => d.clone(),
+    let images = match options.images.as_deref().or(gt.images_dir()) {
+        Some(d) => d.to_path_buf(),
         None => {
             let src = gt.source();
             let base = if src.is_dir() {

@@ -8,17 +8,17 @@
 //!   it fetches nothing and needs no JavaScript. All text is HTML-escaped.
 //! - [`SearchReport::write_sheet`]: one PNG contact sheet, a grid of thumbnails with the query
 //!   (and each kept factor on its own) on the first row(s) and the results after, in rank order,
-//!   labelled with the embedded bitmap font of [`font`] (no system fonts needed).
+//!   labelled with an embedded bitmap font (no system fonts needed).
 //!
 //! Coordinates: boxes are in pixels of the original image (after EXIF orientation, as
-//! [`crate::backbone::preprocess::load_rgb`] decodes it); heatmaps are at feature-map
+//! [`crate::images::load_rgb`] decodes it); heatmaps are at feature-map
 //! resolution, one value per cell of a [`CellGrid`] whose image size must equal the image's.
-//! The renderer upsamples them ([`heatmap::upsample`]) to whatever size it draws.
+//! The renderer upsamples them ([`Heatmap::upsample`]) to whatever size it draws.
 //!
-//! Colours: every factor id gets one colour of [`color::PALETTE`] for the whole report, in
+//! Colours: every factor id gets one colour of a fixed palette for the whole report, in
 //! order of first appearance (the query's kept factors first), so a factor looks the same on
 //! the query and on every result. Each pixel of an overlay takes the colour of its strongest
-//! factor, with opacity by strength ([`heatmap::overlay_factors`]). A result's averaged
+//! factor, with opacity by strength. A result's averaged
 //! heatmap, when given, is drawn with the perceptual viridis map. Boxes are white with a dark
 //! rim, their thickness scaling with the picture.
 //!
@@ -45,17 +45,19 @@
 //! # }
 //! ```
 
-pub mod color;
-pub mod draw;
-pub mod font;
-pub mod heatmap;
+mod color;
+mod draw;
+mod font;
 mod html;
+mod overlay;
 mod sheet;
 
 pub use html::{base64_encode, escape_html};
 
-use crate::backbone::preprocess::load_rgb;
-use crate::{BBox, CellGrid, Error, Result};
+use crate::heatmap::Heatmap;
+use crate::images::load_rgb;
+use crate::query::SearchResults;
+use crate::{BBox, CellGrid, Error, Recipe, Result};
 use image::{imageops::FilterType, Rgb, RgbImage};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -310,6 +312,104 @@ impl SearchReport {
     }
 }
 
+impl SearchReport {
+    /// The visual report of a search: the query with its region and kept heatmaps, each
+    /// hit with its score, factor overlay and predicted box. `query_image` is the query file;
+    /// `settings` are shown as a table (recipe, box mode, expansion, timings are added).
+    pub fn from_results(
+        results: &SearchResults,
+        query_image: &Path,
+        recipe: &Recipe,
+        settings: Vec<(String, String)>,
+    ) -> SearchReport {
+        let name = query_image.file_name().map_or_else(
+            || query_image.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut query = QueryView::new(name.clone(), query_image);
+        query.bbox = results.query.region;
+        query.grid = Some(results.query.grid);
+        // The joint factorization's kept factors if it ran (their numbers label the hits'
+        // overlays), else the query's own kept factors.
+        query.factors = match &results.query.joint {
+            Some(j) => j
+                .kept
+                .iter()
+                .zip(&j.query_heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
+                .collect(),
+            None => results
+                .query
+                .kept
+                .iter()
+                .zip(&results.query.heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
+                .collect(),
+        };
+        let views = results
+            .hits
+            .iter()
+            .map(|h| {
+                let file = h.path.file_name().map_or_else(
+                    || h.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let mut r = ResultView::new(h.rank, file, h.path.as_path(), h.score);
+                r.details.push(("id".into(), h.id.to_string()));
+                r.details
+                    .push(("path".into(), h.path.display().to_string()));
+                if let Some(loc) = &h.location {
+                    if let Some(st) = loc.strength {
+                        r.details
+                            .push(("region strength".into(), format!("{st:.2} of the query's")));
+                    }
+                    r.grid = Some(*loc.heatmap.grid());
+                    r.bbox = loc.bbox;
+                    r.factors = loc
+                        .factor_maps
+                        .iter()
+                        .map(|(k, m)| FactorHeatmap::new(*k, m.values().to_vec()))
+                        .collect();
+                    r.average = Some(loc.heatmap.values().to_vec());
+                }
+                r
+            })
+            .collect();
+        let mut all = vec![("recipe".to_string(), recipe.describe())];
+        if let Some(b) = &results.query.region {
+            all.push((
+                "region".into(),
+                format!(
+                    "{:.0}, {:.0} – {:.0}, {:.0} ({})",
+                    b.x1, b.y1, b.x2, b.y2, results.query.box_mode
+                ),
+            ));
+            if results.query.fallback {
+                all.push((
+                    "region note".into(),
+                    "no factor passed the mass threshold; the one with the largest share was used"
+                        .into(),
+                ));
+            }
+        }
+        all.extend(settings);
+        let t = &results.timings;
+        all.push((
+            "time".into(),
+            format!(
+                "{:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
+                t.total_ms, t.features_ms, t.describe_ms, t.search_ms, t.localize_ms
+            ),
+        ));
+        SearchReport {
+            title: format!("deepfactor search: {name}"),
+            query,
+            results: views,
+            settings: all,
+        }
+    }
+}
+
 fn check_view(
     what: &str,
     bbox: Option<&BBox>,
@@ -335,7 +435,7 @@ fn check_view(
         None => return Ok(()),
     };
     for (i, f) in factors.iter().enumerate() {
-        heatmap::check_heatmap(grid, &f.values)
+        Heatmap::new(*grid, f.values.clone())
             .map_err(|e| Error::invalid(format!("{what}: factor {}: {e}", f.factor)))?;
         if factors[..i].iter().any(|g| g.factor == f.factor) {
             return Err(Error::invalid(format!(
@@ -345,7 +445,7 @@ fn check_view(
         }
     }
     if let Some(avg) = average {
-        heatmap::check_heatmap(grid, avg)
+        Heatmap::new(*grid, avg.to_vec())
             .map_err(|e| Error::invalid(format!("{what}: averaged heatmap: {e}")))?;
     }
     Ok(())
@@ -514,8 +614,29 @@ fn source_name(source: &ImageSource, name: &str) -> PathBuf {
 /// What to draw on one picture.
 struct Layers<'a> {
     grid: Option<&'a CellGrid>,
-    factors: Vec<(&'a [f32], Rgb<u8>)>,
+    factors: Vec<(Heatmap, Rgb<u8>)>,
     bbox: Option<&'a BBox>,
+}
+
+/// The heatmaps of `factors` over `grid` with their colours in `colors` (none without a
+/// grid); the values were checked by [`SearchReport::validate`].
+fn colored_heatmaps(
+    grid: Option<&CellGrid>,
+    factors: &[&FactorHeatmap],
+    colors: &[(usize, Rgb<u8>)],
+) -> Result<Vec<(Heatmap, Rgb<u8>)>> {
+    let Some(g) = grid else {
+        return Ok(Vec::new());
+    };
+    factors
+        .iter()
+        .map(|f| {
+            Ok((
+                Heatmap::new(*g, f.values.clone())?,
+                color_of(colors, f.factor),
+            ))
+        })
+        .collect()
 }
 
 /// `img` scaled so its longest side is at most `max_side` (never enlarged).
@@ -554,8 +675,9 @@ fn render_view(
         }
     }
     let mut thumb = thumbnail(img, max_side);
-    if let (Some(g), false) = (layers.grid, layers.factors.is_empty()) {
-        heatmap::overlay_factors(&mut thumb, g, &layers.factors, alpha)?;
+    if !layers.factors.is_empty() {
+        let maps: Vec<(&Heatmap, Rgb<u8>)> = layers.factors.iter().map(|(h, c)| (h, *c)).collect();
+        overlay::overlay_factors(&mut thumb, &maps, alpha);
     }
     if let Some(b) = layers.bbox {
         let sx = thumb.width() as f32 / img.width() as f32;
@@ -592,11 +714,11 @@ fn render_query(
     let err_name = source_name(&q.image, &q.name);
     let all = Layers {
         grid: q.grid.as_ref(),
-        factors: q
-            .factors
-            .iter()
-            .map(|f| (f.values.as_slice(), color_of(colors, f.factor)))
-            .collect(),
+        factors: colored_heatmaps(
+            q.grid.as_ref(),
+            &q.factors.iter().collect::<Vec<_>>(),
+            colors,
+        )?,
         bbox: q.bbox.as_ref(),
     };
     let main = render_view(&img, &err_name, &all, main_side, alpha)?;
@@ -605,11 +727,11 @@ fn render_query(
         let c = color_of(colors, f.factor);
         let one = Layers {
             grid: q.grid.as_ref(),
-            factors: vec![(f.values.as_slice(), c)],
+            factors: colored_heatmaps(q.grid.as_ref(), &[f], colors)?,
             bbox: q.bbox.as_ref(),
         };
-        let mass = match (q.grid.as_ref(), q.bbox.as_ref()) {
-            (Some(g), Some(b)) => Some(g.mass_inside(&f.values, b)),
+        let mass = match (one.factors.first(), q.bbox.as_ref()) {
+            (Some((h, _)), Some(b)) => Some(h.mass_inside(b)),
             _ => None,
         };
         per_factor.push((
@@ -639,17 +761,18 @@ fn render_result(
     let err_name = source_name(&r.image, &r.name);
     let layers = Layers {
         grid: r.grid.as_ref(),
-        factors: r
-            .factors
-            .iter()
-            .map(|f| (f.values.as_slice(), color_of(colors, f.factor)))
-            .collect(),
+        factors: colored_heatmaps(
+            r.grid.as_ref(),
+            &r.factors.iter().collect::<Vec<_>>(),
+            colors,
+        )?,
         bbox: r.bbox.as_ref(),
     };
     let overlay = render_view(&img, &err_name, &layers, side, alpha)?;
     let average = match (with_average, r.grid.as_ref(), r.average.as_deref()) {
         (true, Some(g), Some(avg)) => {
-            let mut pic = heatmap::colormap_image(g, avg, overlay.width(), overlay.height())?;
+            let avg = Heatmap::new(*g, avg.to_vec())?;
+            let mut pic = overlay::colormap_image(&avg, overlay.width(), overlay.height());
             if let Some(b) = &r.bbox {
                 let sx = pic.width() as f32 / img.width() as f32;
                 let sy = pic.height() as f32 / img.height() as f32;

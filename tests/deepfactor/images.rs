@@ -1,7 +1,7 @@
 //! Decoding: every supported oddity gives correct pixels, every bad file a clear error naming it.
 
 use crate::common;
-use deepfactor::backbone::preprocess::load_rgb;
+use deepfactor::images::{self, load_rgb};
 use deepfactor::Error;
 use std::path::PathBuf;
 
@@ -74,4 +74,47 @@ fn exif_orientation_is_applied() {
     // The stored top-left (dark red, blue high) moves to the top-right.
     let tr = img.get_pixel(31, 0);
     assert!(tr[2] > 200 && tr[0] < 60, "{tr:?}");
+}
+
+#[test]
+fn truncated_jpeg_is_noticed_and_complete_files_are_not() {
+    let warning = images::truncation(&fixture("truncated.jpg"))
+        .unwrap()
+        .expect("the truncated JPEG is noticed");
+    assert!(warning.contains("truncated JPEG"), "{warning}");
+    for name in ["cmyk.jpg", "gray.jpg", "exif-rotate90.jpg", "gray16.png"] {
+        assert_eq!(images::truncation(&fixture(name)).unwrap(), None, "{name}");
+    }
+    let err = images::truncation(&fixture("no-such-file.jpg")).unwrap_err();
+    assert!(err.to_string().contains("no-such-file.jpg"), "{err}");
+}
+
+#[test]
+fn one_walker_finds_every_supported_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_pixel(8, 6, image::Rgb([200, 30, 40]));
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let names = [
+        "a.jpg",
+        "b.JPEG",
+        "c.png",
+        "d.webp",
+        "e.tif",
+        "sub/f.tiff",
+        "sub/g.bmp",
+    ];
+    for n in names {
+        img.save(dir.path().join(n)).unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+    let found = images::image_files(dir.path());
+    assert!(found.unreadable.is_empty());
+    let want: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
+    assert_eq!(found.files, want);
+    // Every one of them decodes to the same pixels' size.
+    for p in &found.files {
+        assert_eq!(load_rgb(p).unwrap().dimensions(), (8, 6), "{}", p.display());
+    }
+    let missing = images::image_files(&dir.path().join("nowhere"));
+    assert_eq!(missing.unreadable.len(), 1);
 }

@@ -1,9 +1,10 @@
 //! Localization with real weights: an object pasted into two backgrounds at known places.
 
 use crate::common;
-use deepfactor::backbone::preprocess::load_rgb;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
-use deepfactor::localize::{Binarize, Localizer};
+use deepfactor::heatmap::Binarize;
+use deepfactor::images::load_rgb;
+use deepfactor::localize::Localizer;
 use deepfactor::BBox;
 use image::{imageops, RgbImage};
 

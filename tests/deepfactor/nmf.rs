@@ -1,8 +1,8 @@
 //! The NMF engine: agreement with scikit-learn, properties, batched/joint, edge cases,
 //! determinism, the candle path and the compression baselines.
 
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::{Init, Layout, Nmf};
-use deepfactor::Matrix;
 use serde_json::Value;
 
 fn matrix(v: &Value) -> Matrix {

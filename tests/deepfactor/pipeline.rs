@@ -2,7 +2,7 @@
 //! overlapping stages; the results must be those of describing each file alone, in order, with
 //! bad files reported by name and without disturbing their neighbours.
 
-use deepfactor::backbone::weights::TensorMap;
+use deepfactor::backbone::TensorMap;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind};
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 use deepfactor::index::Extractor;

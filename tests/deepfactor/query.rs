@@ -9,6 +9,7 @@ use deepfactor::index::{update_from_folder, IndexOptions, IndexWriter, UpdateOpt
 use deepfactor::localize::Localizer;
 use deepfactor::pipeline::Pipeline;
 use deepfactor::query::{expand, BoxMode, Expansion, Localize, Query, Searcher};
+use deepfactor::report::SearchReport;
 use deepfactor::BBox;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,7 +96,7 @@ fn region_search_localizes_and_reports() {
     assert!(!filter.query.kept.is_empty() && !filter.query.heatmaps.is_empty());
     for h in &filter.hits {
         let loc = h.location.as_ref().expect("every hit localized");
-        assert_eq!(loc.heatmap.len(), loc.grid.len());
+        assert_eq!(loc.heatmap.values().len(), loc.heatmap.grid().len());
     }
     // Localized in the query photo itself, the region comes back where it was asked.
     let own = filter
@@ -147,8 +148,7 @@ fn region_search_localizes_and_reports() {
 
     // The report renders.
     let html = dir.path().join("report.html");
-    filter
-        .to_report(&query_file, searcher.index().recipe(), vec![])
+    SearchReport::from_results(&filter, &query_file, searcher.index().recipe(), vec![])
         .write_html(&html)
         .unwrap();
     let page = std::fs::read_to_string(&html).unwrap();
@@ -326,4 +326,69 @@ fn command_line_builds_searches_and_evaluates() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-image.jpg"));
+}
+
+/// `index build` over a folder with a truncated JPEG and an empty file: the truncated one is
+/// indexed with a warning (counted), the empty one fails, and each message names its file
+/// once.
+#[test]
+fn index_build_warns_about_truncated_jpegs() {
+    let Some(weights) = common::lite0_weights() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let jpg = tmp.path().join("photos");
+    std::fs::create_dir(&jpg).unwrap();
+    let fixtures = common::repo_root().join("tests/fixtures/images");
+    std::fs::copy(fixtures.join("truncated.jpg"), jpg.join("truncated.jpg")).unwrap();
+    std::fs::copy(fixtures.join("gray.jpg"), jpg.join("gray.jpg")).unwrap();
+    std::fs::write(jpg.join("empty.png"), b"").unwrap();
+    let index = tmp.path().join("ix");
+    let build = |json: bool| {
+        let mut cmd = deepfactor_bin();
+        cmd.args(["index", "build"])
+            .arg(&jpg)
+            .arg("-o")
+            .arg(&index)
+            .args(["--size", "128", "--weights", weights.to_str().unwrap()]);
+        if json {
+            cmd.arg("--json");
+        }
+        run_ok(&mut cmd)
+    };
+    let out = build(false);
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{out}"))
+            .to_string()
+    };
+    let warned = line("truncated.jpg");
+    assert!(
+        warned.contains("warning") && warned.contains("truncated JPEG"),
+        "{warned}"
+    );
+    assert_eq!(warned.matches("truncated.jpg").count(), 1, "{warned}");
+    let failed = line("empty.png");
+    assert!(
+        failed.contains("failed") && failed.contains("not an image"),
+        "{failed}"
+    );
+    assert_eq!(failed.matches("empty.png").count(), 1, "{failed}");
+    assert!(
+        out.contains("2 indexed") && out.contains("1 failed"),
+        "{out}"
+    );
+
+    // JSON: the counts and the warning; a second build retries only the failure.
+    std::fs::remove_dir_all(&index).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&build(true)).unwrap();
+    assert_eq!(report["counts"]["indexed"], 2, "{report}");
+    assert_eq!(report["counts"]["warned"], 1, "{report}");
+    assert_eq!(report["counts"]["failed"], 1, "{report}");
+    let w = &report["warnings"][0];
+    assert!(
+        w["path"].as_str().unwrap().ends_with("truncated.jpg"),
+        "{report}"
+    );
 }

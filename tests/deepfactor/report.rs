@@ -170,7 +170,7 @@ fn sheet_from_real_photos() {
     let images: Vec<(String, RgbImage)> = names
         .iter()
         .map(|p| {
-            let img = deepfactor::backbone::preprocess::load_rgb(p).unwrap();
+            let img = deepfactor::images::load_rgb(p).unwrap();
             (p.file_name().unwrap().to_string_lossy().into_owned(), img)
         })
         .collect();

@@ -385,3 +385,122 @@ fn at_m_a_scalar(m: [f32; 16]) -> [f32; 4] {
     let (y10, y11) = at(cols[0].1, cols[1].1, cols[2].1, cols[3].1);
     [y00, y01, y10, y11]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BufferPool, CpuConv, Nhwc};
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use std::sync::Arc;
+
+    /// Values in `[-1, 1)` from a fixed seed.
+    fn values(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                z ^= z << 13;
+                z ^= z >> 7;
+                z ^= z << 17;
+                (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// The Winograd path against the unfolded (direct) product of the same convolution, on
+    /// maps whose tiles do not fit evenly: odd sizes, maps smaller than one 2×2 output tile or
+    /// its 4×4 input patch, one-cell rows and columns, several bands per image, with and
+    /// without zero or mirrored padding, vector and scalar channel tails, a residual. Output
+    /// buffers come from a pool of NaN-filled buffers, so an output the transforms skip shows.
+    #[test]
+    fn winograd_matches_the_direct_path_at_tile_edges() {
+        let sizes = [
+            (1, 1),
+            (1, 2),
+            (2, 1),
+            (2, 2),
+            (3, 3),
+            (1, 7),
+            (6, 1),
+            (2, 5),
+            (3, 4),
+            (4, 3),
+            (5, 5),
+            (7, 9),
+            (33, 47),
+        ];
+        let pads = [Pad::Zero(0), Pad::Zero(1), Pad::Zero(2), Pad::Reflect(1)];
+        // (C_in, C_out, residual, activation)
+        let channels = [
+            (16, 8, false, Activation::Relu),
+            (19, 21, true, Activation::Identity),
+            (40, 9, true, Activation::Relu6),
+        ];
+        let mut checked = 0;
+        for (ci_case, &(c_in, c_out, residual, act)) in channels.iter().enumerate() {
+            let seed = 100 * ci_case as u64;
+            let weight = values(&[c_out, c_in, 3, 3], seed + 1);
+            let bias = values(&[c_out], seed + 2);
+            for pad in pads {
+                let fast = CpuConv::with_paths(&weight, Some(&bias), 1, pad, false, true).unwrap();
+                let direct =
+                    CpuConv::with_paths(&weight, Some(&bias), 1, pad, false, false).unwrap();
+                assert_eq!((fast.path(), direct.path()), ("winograd", "unfolded"));
+                for (h, w) in sizes {
+                    let fits = match pad {
+                        Pad::Zero(p) => h + 2 * p >= 3 && w + 2 * p >= 3,
+                        Pad::Reflect(p) => h > p && w > p,
+                        Pad::TfSame => true,
+                    };
+                    let pool = Arc::new(BufferPool::default());
+                    for _ in 0..4 {
+                        pool.give(vec![f32::NAN; 3 * (h + 4) * (w + 4) * c_out]);
+                    }
+                    let x = values(&[3, c_in, h, w], seed + 10 * h as u64 + w as u64);
+                    let x = Nhwc::from_nchw(&x, Some(pool.clone())).unwrap();
+                    if !fits {
+                        assert!(fast.forward(&x, act, None).is_err(), "{pad:?} {h}×{w}");
+                        continue;
+                    }
+                    let (ho, wo) = match pad {
+                        Pad::Zero(p) | Pad::Reflect(p) => (h + 2 * p - 2, w + 2 * p - 2),
+                        Pad::TfSame => (h, w),
+                    };
+                    let res = residual.then(|| {
+                        Nhwc::from_nchw(&values(&[3, c_out, ho, wo], seed + 7), None).unwrap()
+                    });
+                    for threads in [1, 3] {
+                        let rayon = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let got = rayon
+                            .install(|| fast.forward(&x, act, res.as_ref()))
+                            .unwrap();
+                        let want = direct.forward(&x, act, res.as_ref()).unwrap();
+                        assert_eq!((got.n, got.h, got.w, got.c), (3, ho, wo, c_out));
+                        assert_eq!((want.h, want.w), (ho, wo));
+                        assert!(
+                            got.data.iter().all(|v| v.is_finite()),
+                            "{c_in}→{c_out} {pad:?} {h}×{w}: an output left unwritten"
+                        );
+                        let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let err = got
+                            .data
+                            .iter()
+                            .zip(&want.data)
+                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                        assert!(
+                            err <= 1e-5 * scale.max(1.0),
+                            "{c_in}→{c_out} {pad:?} {h}×{w}, {threads} threads: max \
+                             difference {err} (scale {scale})"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} cases ran");
+    }
+}

@@ -132,8 +132,9 @@ pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
 }
 
 /// The localization binarization rule named on the command line.
-pub fn binarize_rule(name: &str) -> anyhow::Result<deepfactor::localize::Binarize> {
-    use deepfactor::localize::{Binarize, DEFAULT_TOP_FRACTION};
+pub fn binarize_rule(name: &str) -> anyhow::Result<deepfactor::heatmap::Binarize> {
+    use deepfactor::heatmap::Binarize;
+    use deepfactor::localize::DEFAULT_TOP_FRACTION;
     match name {
         "top30" => Ok(Binarize::TopFraction(DEFAULT_TOP_FRACTION)),
         "otsu" => Ok(Binarize::Otsu),

@@ -5,7 +5,8 @@ use deepfactor::index::{
     update_from_folder, Extracted, Extractor, Index, IndexOptions, IndexWriter, SearchOptions,
     StoredFactors, UpdateOptions, UpdateReport,
 };
-use deepfactor::{Error, Matrix, Recipe, Result};
+use deepfactor::linalg::Matrix;
+use deepfactor::{Error, Recipe, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,7 +21,7 @@ struct Histogram {
 impl Histogram {
     fn new() -> Histogram {
         let mut recipe = super::recipe(64);
-        recipe.descriptor = "rgb-histogram-4".into();
+        recipe.descriptor = deepfactor::DescriptorSpec::External("rgb-histogram-4".into());
         Histogram {
             recipe,
             calls: AtomicUsize::new(0),
@@ -49,6 +50,7 @@ impl Histogram {
             width: w,
             height: h,
             factors: Some(StoredFactors::quantize(&v, &u, 2, 2)?),
+            warning: None,
         })
     }
 }
