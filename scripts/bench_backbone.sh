@@ -32,6 +32,15 @@ done
 "$PYTHON" -c 'import torch, timm' 2>/dev/null || {
     echo "bench_backbone.sh: $PYTHON lacks torch or timm; set PYTHON=/path/to/python" >&2; exit 2; }
 root=$(pwd)
+# The bench binary cargo builds (for the given manifest), run directly afterwards so that no
+# cargo invocation (and no build-folder lock) sits between the timed runs.
+bench_exe() {
+    cargo bench --quiet --no-run --bench deepfactor --message-format=json "$@" | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
+        print(m["executable"])'
+}
 before_bin=""
 if [ -n "$against" ]; then
     rev=$(git rev-parse --short "$against^{commit}") || exit 2
@@ -40,17 +49,13 @@ if [ -n "$against" ]; then
         mkdir -p "$src"
         git archive "$rev" | tar -x -C "$src"
     fi
-    before_bin=$(CARGO_TARGET_DIR=$root/target cargo bench --quiet --no-run --bench deepfactor \
-        --manifest-path "$src/Cargo.toml" --message-format=json | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
-        print(m["executable"])')
+    before_bin=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} bench_exe --manifest-path "$src/Cargo.toml")
     [ -x "$before_bin" ] || { echo "bench_backbone.sh: no bench binary for $against" >&2; exit 1; }
     # That build linked its own binaries into target/release; link this tree's back.
     cargo build --release --quiet >&2
 fi
-cargo bench --quiet --no-run --bench deepfactor >&2
+ours_bin=$(bench_exe)
+[ -x "$ours_bin" ] || { echo "bench_backbone.sh: cargo built no bench binary" >&2; exit 1; }
 names=${only:-vgg16 vgg19 resnet50 efficientnet-lite0}
 field() { sed -nE "s/.*[ ^]$1=([^ ]+).*/\1/p" <<<" $2"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
@@ -61,7 +66,7 @@ for b in ${batches//,/ }; do
         for name in $names; do
             oi="" ti="" oc="" tc="" r="" cr="" bi="" br=""
             for _ in $(seq "$reps"); do
-                ours=$(RAYON_NUM_THREADS=$t cargo bench --quiet --bench deepfactor -- backbone \
+                ours=$(RAYON_NUM_THREADS=$t "$ours_bin" backbone \
                     --iters "$iters" --batch "$b" --only "$name" 2>"$errlog") || { cat "$errlog" >&2; exit 1; }
                 theirs=$("$PYTHON" scripts/bench_backbone_torch.py --iters "$iters" --batch "$b" \
                     --threads "$t" --only "$name")

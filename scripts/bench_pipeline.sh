@@ -39,10 +39,12 @@ die() { echo "bench_pipeline.sh: $*" >&2; exit 2; }
 "$PYTHON" -c 'import torch, timm, sklearn, scipy, PIL' 2>/dev/null \
     || die "$PYTHON lacks torch, timm, scikit-learn, scipy or pillow; set PYTHON=/path/to/python"
 cargo build --release --quiet >&2
-bin=${CARGO_TARGET_DIR:-$root/target}/release/deepfactor
 work=$root/target/bench_pipeline
 rm -rf "$work"
 mkdir -p "$work"
+# A copy, so that a build during the run cannot swap the binary under it.
+bin=$work/deepfactor
+cp "${CARGO_TARGET_DIR:-$root/target}/release/deepfactor" "$bin"
 photos=$(cd "$photos" && pwd)
 mapfile -t files < <(find "$photos" -maxdepth 1 -type f \
     \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) -printf '%f\n' | sort | head -n "$count")

@@ -11,9 +11,10 @@
 #
 # Two steps, as ../shared/GPU.md describes (the GPU machine has no cargo and no internet):
 #   scripts/gpu-bench.sh prepare   here: builds the bench binary with --features cuda (the CUDA
-#       toolkit of GPU.md in $CUDA_ROOT, default ~/.cache/cuda13/x/nvidia/cu13) in target/cuda
-#       (a target folder of its own, so the CPU build's binaries stay as they are) and copies it,
-#       stripped, with the Lite0 weights if scripts/setup.sh fetched them, to target/gpubin/.
+#       toolkit of GPU.md in $CUDA_ROOT, default ~/.cache/cuda13/x/nvidia/cu13) and copies it,
+#       stripped, with the Lite0 weights if scripts/setup.sh fetched them, to target/gpubin/;
+#       then links the CPU build's binaries back into target/release (the CUDA build put its
+#       own there; they would not start without the driver).
 #   scripts/gpu-bench.sh run [--batch 16] [--iters 3] [--reps 2] [--nmf-batch 256]
 #       on the GPU machine, from the repository root, with target/gpubin carried over. The
 #       PyTorch side needs only torch (its Lite0 is written out in gpu_bench_torch.py); $PYTHON
@@ -33,7 +34,6 @@ prepare)
     [ -f "$R/lib/stubs/libcuda.so" ] || die "no link-time stub $R/lib/stubs/libcuda.so (../shared/GPU.md, step 1)"
     export CUDA_ROOT=$R CUDA_HOME=$R CUDA_PATH=$R PATH=$R/bin:$PATH \
         CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} LIBRARY_PATH=$R/lib:$R/lib/stubs
-    export CARGO_TARGET_DIR=$root/target/cuda
     exe=$(cargo bench --no-run --features cuda --bench deepfactor --message-format=json \
         | python3 -c 'import json, sys
 for line in sys.stdin:
@@ -48,6 +48,7 @@ for line in sys.stdin:
     w=${DEEPFACTOR_HOME:-$HOME/.cache/deepfactor}/weights/efficientnet-lite0-57934424.pth
     [ -f "$w" ] && cp "$w" "$gpubin/lite0.pth"
     du -sh "$gpubin"/* >&2
+    env -u LIBRARY_PATH cargo build --release --quiet >&2
     echo "gpu-bench.sh: ready; on the GPU machine run scripts/gpu-bench.sh run, carrying target/gpubin" >&2
     ;;
 run)
