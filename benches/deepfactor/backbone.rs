@@ -93,9 +93,12 @@ pub fn checkpoints(kind: BackboneKind) -> Vec<String> {
         BackboneKind::Resnet50 => ["conv1", "maxpool"]
             .into_iter()
             .map(String::from)
-            .chain([3, 4, 6, 3].iter().enumerate().flat_map(|(s, &n)| {
-                (0..n).map(move |b| format!("layer{}.{b}", s + 1))
-            }))
+            .chain(
+                [3, 4, 6, 3]
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(s, &n)| (0..n).map(move |b| format!("layer{}.{b}", s + 1))),
+            )
             .collect(),
         _ => kind.layers().into_iter().map(|l| l.name).collect(),
     };
