@@ -32,15 +32,6 @@ done
 "$PYTHON" -c 'import torch, timm' 2>/dev/null || {
     echo "bench_backbone.sh: $PYTHON lacks torch or timm; set PYTHON=/path/to/python" >&2; exit 2; }
 root=$(pwd)
-# The bench binary cargo builds (for the given manifest), run directly afterwards so that no
-# cargo invocation (and no build-folder lock) sits between the timed runs.
-bench_exe() {
-    cargo bench --quiet --no-run --bench deepfactor --message-format=json "$@" | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
-        print(m["executable"])'
-}
 before_bin=""
 if [ -n "$against" ]; then
     rev=$(git rev-parse --short "$against^{commit}") || exit 2
@@ -49,12 +40,13 @@ if [ -n "$against" ]; then
         mkdir -p "$src"
         git archive "$rev" | tar -x -C "$src"
     fi
-    before_bin=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} bench_exe --manifest-path "$src/Cargo.toml")
+    before_bin=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} scripts/bench_exe.sh \
+        --manifest-path "$src/Cargo.toml")
     [ -x "$before_bin" ] || { echo "bench_backbone.sh: no bench binary for $against" >&2; exit 1; }
     # That build linked its own binaries into target/release; link this tree's back.
     cargo build --release --quiet >&2
 fi
-ours_bin=$(bench_exe)
+ours_bin=$(scripts/bench_exe.sh)
 [ -x "$ours_bin" ] || { echo "bench_backbone.sh: cargo built no bench binary" >&2; exit 1; }
 names=${only:-vgg16 vgg19 resnet50 efficientnet-lite0}
 field() { sed -nE "s/.*[ ^]$1=([^ ]+).*/\1/p" <<<" $2"; }

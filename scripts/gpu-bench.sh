@@ -34,12 +34,7 @@ prepare)
     [ -f "$R/lib/stubs/libcuda.so" ] || die "no link-time stub $R/lib/stubs/libcuda.so (../shared/GPU.md, step 1)"
     export CUDA_ROOT=$R CUDA_HOME=$R CUDA_PATH=$R PATH=$R/bin:$PATH \
         CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} LIBRARY_PATH=$R/lib:$R/lib/stubs
-    exe=$(cargo bench --no-run --features cuda --bench deepfactor --message-format=json \
-        | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
-        print(m["executable"])')
+    exe=$(scripts/bench_exe.sh --features cuda)
     [ -n "$exe" ] && [ -x "$exe" ] || die "cargo built no bench binary"
     rm -rf "$gpubin"
     mkdir -p "$gpubin"

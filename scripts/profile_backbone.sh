@@ -23,11 +23,7 @@ while [ $# -gt 0 ]; do
 done
 "$PYTHON" -c 'import torch, timm' 2>/dev/null || {
     echo "profile_backbone.sh: $PYTHON lacks torch or timm; set PYTHON=/path/to/python" >&2; exit 2; }
-bin=$(cargo bench --quiet --no-run --bench deepfactor --message-format=json | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
-        print(m["executable"])')
+bin=$(scripts/bench_exe.sh)
 for name in ${only:-vgg16 vgg19 resnet50 efficientnet-lite0}; do
     ours=$(RAYON_NUM_THREADS=$threads "$bin" backbone --layers --iters "$iters" --only "$name")
     theirs=$("$PYTHON" scripts/bench_backbone_torch.py --layers --iters "$iters" \

@@ -273,7 +273,11 @@ impl Pipeline {
             let counts = a.gt(0f32)?.to_dtype(DType::F32)?.sum(1)?.to_vec2::<f32>()?;
             let weights: Vec<f32> = counts
                 .iter()
-                .flat_map(|n| crow_from_counts(n, h * w))
+                .flat_map(|n| {
+                    // Counts of cells: whole numbers, exact in f32 below 2²⁴ cells.
+                    let n: Vec<usize> = n.iter().map(|&x| x.round() as usize).collect();
+                    crate::descriptor::crow::channel_weights_from_counts(&n, h * w)
+                })
                 .collect();
             let weights = Tensor::from_vec(weights, (b, 1, c), a.device())?;
             a = a.broadcast_mul(&weights)?;
@@ -301,26 +305,6 @@ impl Pipeline {
             })
             .collect()
     }
-}
-
-/// CroW channel weights from each channel's count of positive cells among `cells`:
-/// `ln(Σ Q / Q_c)`, 0 for never-active channels (as
-/// [`channel_weights`](crate::descriptor::crow::channel_weights)).
-fn crow_from_counts(counts: &[f32], cells: usize) -> Vec<f32> {
-    let q: Vec<f64> = counts
-        .iter()
-        .map(|&n| f64::from(n) / cells.max(1) as f64)
-        .collect();
-    let total: f64 = q.iter().sum();
-    q.iter()
-        .map(|&qc| {
-            if qc > 0.0 {
-                (total / qc).ln() as f32
-            } else {
-                0.0
-            }
-        })
-        .collect()
 }
 
 impl Extractor for Pipeline {

@@ -278,7 +278,7 @@ pub(crate) fn reflect_pad(x: &Tensor, p: usize) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -310,7 +310,7 @@ mod tests {
     }
 
     /// Values in `[lo, hi)` from a fixed seed.
-    fn uniform(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Tensor {
+    pub(crate) fn uniform(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Tensor {
         let n: usize = shape.iter().product();
         let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let v: Vec<f32> = (0..n)

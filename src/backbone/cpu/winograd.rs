@@ -390,22 +390,13 @@ fn at_m_a_scalar(m: [f32; 16]) -> [f32; 4] {
 mod tests {
     use super::super::{BufferPool, CpuConv, Nhwc};
     use super::*;
-    use candle_core::{Device, Tensor};
+    use crate::backbone::layers::tests::uniform;
+    use candle_core::Tensor;
     use std::sync::Arc;
 
     /// Values in `[-1, 1)` from a fixed seed.
     fn values(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                z ^= z << 13;
-                z ^= z >> 7;
-                z ^= z << 17;
-                (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        uniform(shape, seed, -1.0, 1.0)
     }
 
     /// The Winograd path against the unfolded (direct) product of the same convolution, on
