@@ -25,7 +25,9 @@
 //! - [`query`] — region queries with expansion and localization, and benchmark runs;
 //! - [`localize`] — where a query's region is in the hits;
 //! - [`report`] — HTML and PNG reports of a search;
-//! - [`eval`] — ground truth and metrics.
+//! - [`eval`] — ground truth and metrics;
+//! - [`probe`] — beside the pipeline: memorization probes (train small nets, compress their
+//!   activations, area under the accuracy-vs-K curve).
 //!
 //! Submodules are private: each module re-exports what it offers, so an item has one path.
 
@@ -43,6 +45,7 @@ pub mod linalg;
 pub mod localize;
 pub mod nmf;
 pub mod pipeline;
+pub mod probe;
 pub mod query;
 mod recipe;
 pub mod report;

@@ -47,7 +47,7 @@
 
 mod color;
 mod draw;
-mod font;
+pub(crate) mod font; // also the probe plots' text
 mod html;
 mod overlay;
 mod sheet;

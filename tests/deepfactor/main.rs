@@ -11,5 +11,6 @@ mod index;
 mod localize;
 mod nmf;
 mod pipeline;
+mod probe;
 mod query;
 mod report;

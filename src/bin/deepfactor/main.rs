@@ -4,6 +4,7 @@
 //! stdout, progress and diagnostics to stderr; `--json` switches stdout to one JSON document.
 
 mod index;
+mod probe;
 mod recipe_args;
 mod search;
 
@@ -30,6 +31,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Build, update, look at, check and maintain index directories.
     Index(index::IndexArgs),
+    /// Memorization probes: train small nets with randomized labels, compress their
+    /// activations (NMF, PCA, k-means, random ablation), AuC vs memorization.
+    Probe(probe::ProbeArgs),
     /// Search an index with an image or a region of it.
     Search(search::SearchArgs),
     /// Learn a PCA whitening from training images, or describe a whitening file.
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Index(args) => index::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Search(args) => search::run(args),
         Command::Whiten(args) => whiten::run(args),
     };
