@@ -97,6 +97,7 @@ impl Matrix {
     }
 }
 
+pub(crate) mod blas;
 mod eigen;
 pub(crate) mod kernel;
 mod sparse;

@@ -450,6 +450,11 @@ impl Describer {
         self.crow
     }
 
+    /// The NMF settings, for the NMF kinds.
+    pub fn nmf(&self) -> Option<&Nmf> {
+        self.nmf.as_ref()
+    }
+
     /// The box threshold of [`Describer::describe_region`].
     pub fn box_threshold(&self) -> f32 {
         self.cfg.box_threshold

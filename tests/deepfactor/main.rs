@@ -11,6 +11,7 @@ mod images;
 mod index;
 mod localize;
 mod nmf;
+mod pipeline;
 mod probe;
 mod query;
 mod report;
