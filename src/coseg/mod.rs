@@ -516,6 +516,33 @@ pub struct Segment {
 }
 
 impl CosegModel {
+    /// What a [`crate::eval::CosegRecord`] records of how this model was made: `backbone`'s
+    /// name, layer, input size and fingerprint (the backbone its stack was extracted with)
+    /// and the settings.
+    pub fn provenance(&self, backbone: &crate::backbone::Backbone) -> crate::eval::CosegProvenance {
+        let g = &self.settings;
+        crate::eval::CosegProvenance {
+            backbone: backbone.kind().name().to_string(),
+            layer: backbone.layer().name.clone(),
+            input_size: backbone.preprocess().input_size,
+            weights_fingerprint: backbone.fingerprint().to_string(),
+            method: g.method.clone(),
+            k: g.k,
+            normalise: match g.normalise {
+                Normalise::Set => "set".into(),
+                Normalise::Image => "image".into(),
+            },
+            threshold: match g.threshold {
+                Threshold::Otsu => "otsu".into(),
+                Threshold::Fixed(t) => t.to_string(),
+            },
+            refine: match g.refine {
+                Refine::Colour => "colour".into(),
+                Refine::None => "none".into(),
+            },
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.factors.len()

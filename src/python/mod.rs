@@ -13,10 +13,12 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod backbone;
+mod coseg;
 mod errors;
 mod eval;
 mod index;
 mod nmf;
+mod probe;
 mod progress;
 
 /// The module `deepfactor._native`.
@@ -27,6 +29,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     backbone::register(m)?;
     index::register(m)?;
     eval::register(m)?;
+    coseg::register(m)?;
+    probe::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

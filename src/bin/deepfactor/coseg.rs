@@ -11,8 +11,8 @@ use deepfactor::coseg::{
     Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{
-    score_box, score_mask, CosegDatasetRecord, CosegGroundTruth, CosegImageRecord, CosegProvenance,
-    CosegRecord, ImageScore, Mask, OneShotRecord, PartMatcher, SetScores, SkippedRecord,
+    score_box, score_mask, CosegDatasetRecord, CosegGroundTruth, CosegImageRecord, CosegRecord,
+    ImageScore, Mask, OneShotRecord, PartMatcher, SetScores, SkippedRecord,
 };
 use deepfactor::report::{coseg_overlay, palette, CosegReport, CosegView};
 use deepfactor::BBox;
@@ -492,32 +492,7 @@ fn run_set(
         views.extend(o.view);
         lines.push(o.record);
     }
-    let g = model.settings.clone();
-    let mut record = CosegRecord::new(
-        &set.name,
-        &set_scores,
-        lines,
-        CosegProvenance {
-            backbone: backbone.kind().name().to_string(),
-            layer: backbone.layer().name.clone(),
-            input_size: backbone.preprocess().input_size,
-            weights_fingerprint: backbone.fingerprint().to_string(),
-            method: g.method.clone(),
-            k: g.k,
-            normalise: match g.normalise {
-                Normalise::Set => "set".into(),
-                Normalise::Image => "image".into(),
-            },
-            threshold: match g.threshold {
-                Threshold::Otsu => "otsu".into(),
-                Threshold::Fixed(t) => t.to_string(),
-            },
-            refine: match g.refine {
-                Refine::Colour => "colour".into(),
-                Refine::None => "none".into(),
-            },
-        },
-    );
+    let mut record = CosegRecord::new(&set.name, &set_scores, lines, model.provenance(backbone));
     record.skipped = skipped;
     record.object_factors = model.object.clone();
     record.border_ratios = model.stats.border_ratio.clone();

@@ -13,7 +13,11 @@ messages.
 - :class:`Backbone` — images (paths, PIL images, uint8 arrays) → activations (H×W×C float32);
 - :func:`describe` — activations → a descriptor (NMF V+U, NMF V, CroW, MAC, SPoC, GeM, R-MAC);
 - :class:`Index` — build, open, add, search (hits with boxes and heatmaps);
-- :class:`GroundTruth`, :func:`evaluate` — the official retrieval protocols on rankings.
+- :class:`GroundTruth`, :func:`evaluate` — the official retrieval protocols on rankings;
+- :func:`coseg` — co-segmentation and co-localization of an image set (masks, boxes, heatmaps,
+  the scores record of ``deepfactor coseg --json``);
+- :func:`compress`, :func:`probe_measure` — the memorization probes: a probe's rank-K
+  compression, and a checkpoint's measurement (the record of ``deepfactor probe measure --json``).
 """
 
 from ._native import (
@@ -25,12 +29,15 @@ from ._native import (
     Index,
     InvalidArgument,
     __version__,
+    compress,
+    coseg,
     describe,
     evaluate,
     nmf,
     nmf_fit_v,
     nmf_joint,
     nmf_transform,
+    probe_measure,
 )
 
 __all__ = [
@@ -42,10 +49,13 @@ __all__ = [
     "Index",
     "InvalidArgument",
     "__version__",
+    "compress",
+    "coseg",
     "describe",
     "evaluate",
     "nmf",
     "nmf_fit_v",
     "nmf_joint",
     "nmf_transform",
+    "probe_measure",
 ]

@@ -182,3 +182,51 @@ def evaluate(
     distractors: Optional[bool] = None,
 ) -> dict[str, Any]:
     """Scores rankings; returns the results record (`map` in percent, `per_query`, …)."""
+
+def coseg(
+    images: Union[PathLike, Sequence[PathLike]],
+    k: Optional[int] = None,
+    method: Literal["auto", "border", "single"] = "auto",
+    layer: Optional[str] = None,
+    backbone: str = "efficientnet-lite0",
+    weights: Optional[PathLike] = None,
+    size: int = 512,
+    reflect: bool = False,
+    masks: Optional[PathLike] = None,
+    normalise: Literal["image", "set"] = "image",
+    threshold: str = "otsu",
+    refine: Literal["colour", "none"] = "colour",
+    thesis: bool = False,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Co-segments a folder or list of images as `deepfactor coseg` does.
+
+    Returns ``{"images": [...], "record": {...}, "skipped": [(path, reason), ...]}``: per image
+    ``path``, ``name``, ``mask`` (uint8 H×W, 1 = object), ``box`` (pixels or None),
+    ``heatmap`` (float32 rows × columns of cells) and ``grid`` (rows, cols, image width,
+    image height); ``record`` is the JSON of ``deepfactor coseg --json`` (scores when
+    ``masks`` names a folder of ``<stem>.png`` ground truth).
+    """
+
+def compress(
+    a: F32,
+    k: int,
+    method: Literal["nmf", "pca", "kmeans", "random", "nmf-residual", "pca-residual"] = "nmf",
+    seed: int = 0,
+) -> F32:
+    """A probe's rank-k compression of `a` (rows × columns float32), same shape; exact
+    (returned unchanged) where the method's rank-k approximation is."""
+
+def probe_measure(
+    checkpoint: PathLike,
+    data: PathLike = "/usr/share/datasets/fashion-mnist",
+    probes: Optional[Sequence[str]] = None,
+    layers: Optional[Sequence[str]] = None,
+    k: Optional[Sequence[int]] = None,
+    batch_size: int = 50,
+    batches: int = 10,
+    seed: int = 0,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """A trained checkpoint's memorization probes: one record of
+    `deepfactor probe measure --json` (curves and AuC per probe, batch kind and layer set)."""
