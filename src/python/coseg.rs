@@ -224,30 +224,12 @@ fn coseg<'py>(
                 // As the CLI: a mask that cannot be read or has another size is noted, and the
                 // image is not scored.
                 let truth = match mask_files.get(&path) {
-                    Some(p) => match Mask::load(p) {
-                        Ok(m)
-                            if (m.width(), m.height()) == (seg.mask.width(), seg.mask.height()) =>
-                        {
-                            Some(m)
-                        }
-                        Ok(m) => {
+                    Some(p) => match Mask::load_truth(p, seg.mask.width(), seg.mask.height()) {
+                        Ok(m) => Some(m),
+                        Err(reason) => {
                             failures.push(SkippedRecord {
                                 path: path.display().to_string(),
-                                reason: format!(
-                                    "not scored: its mask {} is {}×{}, the image {}×{}",
-                                    p.display(),
-                                    m.width(),
-                                    m.height(),
-                                    seg.mask.width(),
-                                    seg.mask.height()
-                                ),
-                            });
-                            None
-                        }
-                        Err(e) => {
-                            failures.push(SkippedRecord {
-                                path: path.display().to_string(),
-                                reason: format!("not scored: {e}"),
+                                reason,
                             });
                             None
                         }

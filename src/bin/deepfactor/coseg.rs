@@ -579,21 +579,10 @@ fn process_image(
     };
     let mut failure = None;
     let truth = match &set.masks[gt] {
-        Some(p) => match Mask::load(p) {
-            Ok(m) if (m.width(), m.height()) == (seg.mask.width(), seg.mask.height()) => Some(m),
-            Ok(m) => {
-                failure = Some(format!(
-                    "not scored: its mask {} is {}×{}, the image {}×{}",
-                    p.display(),
-                    m.width(),
-                    m.height(),
-                    seg.mask.width(),
-                    seg.mask.height()
-                ));
-                None
-            }
-            Err(e) => {
-                failure = Some(format!("not scored: {e}"));
+        Some(p) => match Mask::load_truth(p, seg.mask.width(), seg.mask.height()) {
+            Ok(m) => Some(m),
+            Err(reason) => {
+                failure = Some(reason);
                 None
             }
         },
