@@ -398,6 +398,21 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
     let h = model.object_heatmap(1).unwrap();
     let cols = h.grid().cols;
     assert_eq!(h.values()[2 * cols + 10], 0.0);
+    // With γ = 0 the one-shot heatmaps are the unsupervised ones; γ outside [0, 1] is refused.
+    let (plain, _) = Coseg::builder()
+        .refine(Refine::None)
+        .appearance_weight(0.0)
+        .build()
+        .unwrap()
+        .one_shot(&stack, 0, &truth, &[8], 0.2)
+        .unwrap();
+    for i in 0..stack.len() {
+        assert_eq!(
+            plain.object_heatmap(i).unwrap(),
+            unsupervised.object_heatmap(i).unwrap()
+        );
+    }
+    assert!(Coseg::builder().appearance_weight(1.5).build().is_err());
     // An annotation that marks nothing is refused, naming the image.
     let err = coseg
         .one_shot(
