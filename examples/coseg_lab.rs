@@ -1639,6 +1639,26 @@ fn oneshot_study(root: &Path, layer: &str) -> Result<()> {
     Ok(())
 }
 
+/// The mean score of the coarse masks of `maps` over every image but the annotated `a`.
+fn score_others(
+    grids: &[CellGrid],
+    maps: &[Vec<f32>],
+    cfg: &Config,
+    images: &[PathBuf],
+    truths: &[Truth],
+    a: usize,
+) -> Result<Score> {
+    let masks = masks_from_maps(grids, maps, cfg, images)?;
+    let sc: Vec<Score> = masks
+        .iter()
+        .zip(truths)
+        .enumerate()
+        .filter(|(i, _)| *i != a)
+        .map(|(_, (m, t))| score(m, t))
+        .collect::<Result<_>>()?;
+    Ok(mean(&sc))
+}
+
 /// One-shot by the annotated image's appearance (coarse masks, Otsu, no refinement): maps
 /// made from the prototypes of the object's and the background's activations in the
 /// annotated image, alone and fused with the unsupervised (auto, K = 8) map; annotated image
@@ -1758,15 +1778,7 @@ fn proto(root: &Path, layer: &str) -> Result<()> {
                 })
                 .collect();
             for (m, mp) in maps.iter().enumerate() {
-                let masks = masks_from_maps(&grids, mp, &cfg, &images)?;
-                let sc: Vec<Score> = masks
-                    .iter()
-                    .zip(truths)
-                    .enumerate()
-                    .filter(|(i, _)| *i != a)
-                    .map(|(_, (m, t))| score(m, t))
-                    .collect::<Result<_>>()?;
-                let s = mean(&sc);
+                let s = score_others(&grids, mp, &cfg, &images, truths, a)?;
                 println!("{cname},{a},{},{:.4},{:.4}", names[m], s.jaccard, s.corloc);
             }
         }
@@ -1809,15 +1821,7 @@ fn guided(root: &Path, layer: &str) -> Result<()> {
         let a = 0usize;
         let fr = cell_fractions(&grids[a], &truths[a].mask);
         let evaluate = |maps: &[Vec<f32>], name: &str| -> Result<()> {
-            let masks = masks_from_maps(&grids, maps, &cfg, &images)?;
-            let sc: Vec<Score> = masks
-                .iter()
-                .zip(truths)
-                .enumerate()
-                .filter(|(i, _)| *i != a)
-                .map(|(_, (m, t))| score(m, t))
-                .collect::<Result<_>>()?;
-            let s = mean(&sc);
+            let s = score_others(&grids, maps, &cfg, &images, truths, a)?;
             println!("{cname},{a},{name},{:.4},{:.4}", s.jaccard, s.corloc);
             Ok(())
         };

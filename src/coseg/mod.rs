@@ -398,8 +398,7 @@ impl Coseg {
         method: String,
     ) -> CosegModel {
         let stats = FactorStats::of(&factors);
-        let set_max = factors.set_max(&object);
-        CosegModel {
+        let mut model = CosegModel {
             settings: CosegSettings {
                 method,
                 k: factors.k(),
@@ -410,9 +409,11 @@ impl Coseg {
             factors,
             object,
             stats,
-            set_max,
+            set_max: 0.0,
             appearance: None,
-        }
+        };
+        model.set_max = model.set_max_of(&model.object);
+        model
     }
 }
 
@@ -485,17 +486,6 @@ impl JointFactors {
             self.grids[i],
             self.rows(i).map(|r| self.u.get(r, k)).collect(),
         )
-    }
-
-    /// The maximum of `Σ U_k ‖V_k‖` over `factors` in every cell of the set.
-    fn set_max(&self, factors: &[usize]) -> f32 {
-        (0..self.len())
-            .map(|i| {
-                self.object_heatmap_values(i, factors)
-                    .into_iter()
-                    .fold(0f32, f32::max)
-            })
-            .fold(0f32, f32::max)
     }
 
     /// `Σ U_k ‖V_k‖` over `factors`, in image `i`'s cells.

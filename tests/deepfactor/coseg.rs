@@ -317,14 +317,13 @@ fn one_shot_merges_the_planted_factors() {
     assert!(coseg.one_shot(&stack, 0, &truth, &[], 0.2).is_err());
 }
 
+/// A block of cells: first row, first column, rows, columns.
+type Block = (usize, usize, usize, usize);
+
 /// A set whose images hold two things away from the border: the object (channels 0–3) and a
 /// distractor (channels 4–5, a `3 × 3`-cell block) — both "common", so the border rule takes
 /// both; only an annotation says which one is meant.
-fn distractor_set() -> (
-    FeatureStack,
-    Vec<Activations>,
-    Vec<(usize, usize, usize, usize)>,
-) {
+fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
     let shapes = [
         (10, 14, (3, 2, 4, 4), (3, 9)),
         (11, 15, (4, 2, 4, 5), (2, 10)),
