@@ -9,6 +9,7 @@
 mod activations;
 pub mod backbone;
 pub mod descriptor;
+mod durable;
 pub mod error;
 pub mod eval;
 pub mod geometry;
@@ -20,11 +21,11 @@ pub mod localize;
 pub mod nmf;
 pub mod pipeline;
 pub mod query;
-pub mod recipe;
+mod recipe;
 pub mod report;
 
 pub use activations::Activations;
 pub use error::{Error, Result};
 pub use geometry::{BBox, CellGrid};
 pub use linalg::Matrix;
-pub use recipe::Recipe;
+pub use recipe::{BackboneSpec, DescriptorSpec, NmfSpec, Recipe, WhiteningRef};

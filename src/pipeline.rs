@@ -2,14 +2,31 @@
 //! (and the factors an index keeps). It is the [`Extractor`] that
 //! builds indexes, and what describes queries.
 
-use crate::backbone::{Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource};
-use crate::descriptor::{Describer, Description, DescriptorConfig, DescriptorKind, Whitening};
-use crate::index::{Extracted, Extractor, StoredFactors};
+use crate::backbone::{Backbone, BackboneBuilder, BackboneKind, WeightSource};
+use crate::descriptor::{Describer, Description, DescriptorConfig, Shrinkage, Whitening};
+use crate::index::{Extracted, Extractor, Index, StoredFactors};
 use crate::Activations;
+use crate::BackboneSpec;
 use crate::{Error, Recipe, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Images decoded and run through the network at a time when learning a whitening.
+const WHITENING_BATCH: usize = 8;
+
+/// What [`Pipeline::learn_whitening`] made.
+#[derive(Debug, Clone)]
+pub struct LearnedWhitening {
+    /// The whitening.
+    pub whitening: Whitening,
+    /// Images learned from.
+    pub images: usize,
+    /// Local vectors learned from.
+    pub vectors: usize,
+    /// The images skipped, each with why (a message naming it).
+    pub skipped: Vec<String>,
+}
 
 /// A backbone and a describer, with the recipe they make.
 #[derive(Debug)]
@@ -42,17 +59,22 @@ impl Pipeline {
         device: Device,
         whitening: Option<Arc<Whitening>>,
     ) -> Result<Self> {
-        let kind = BackboneKind::from_name(&recipe.backbone)?;
-        let padding = match recipe.padding.as_str() {
-            "reflect" => Padding::Reflect,
-            _ => Padding::Zero,
+        let kind = match &recipe.backbone {
+            BackboneSpec::Builtin(kind) => *kind,
+            BackboneSpec::External(name) => {
+                return Err(Error::invalid(format!(
+                    "the recipe names backbone {name:?}, which deepfactor does not have ({}): \
+                     its descriptors were made by another extractor",
+                    BackboneKind::ALL.map(|k| k.name()).join(", ")
+                )))
+            }
         };
         let backbone = BackboneBuilder::new(kind)
             .weights(weights)
             .layer(recipe.layer.clone())
             .input_size(recipe.input_size)
             .max_side(recipe.max_side)
-            .padding(padding)
+            .padding(recipe.padding)
             .shift_negative(recipe.shift_negative)
             .device(device)
             .build()?;
@@ -66,10 +88,17 @@ impl Pipeline {
                 ),
             });
         }
-        let cfg = descriptor_config(recipe, whitening)?;
+        let cfg = DescriptorConfig::from_recipe(recipe, whitening)?;
         let pipeline = Pipeline::new(backbone, cfg.build()?);
         recipe.check_compatible(&pipeline.recipe)?;
         Ok(pipeline)
+    }
+
+    /// The pipeline `index` was built with: its recipe rebuilt (see
+    /// [`Pipeline::from_recipe`]) with the whitening the index keeps beside it. The one way
+    /// to get the pipeline that searches or extends an index.
+    pub fn for_index(index: &Index, weights: WeightSource, device: Device) -> Result<Self> {
+        Pipeline::from_recipe(index.recipe(), weights, device, index.whitening()?)
     }
 
     /// The backbone.
@@ -99,6 +128,60 @@ impl Pipeline {
         Ok((acts, d))
     }
 
+    /// Learns a PCA whitening for this pipeline's descriptors from the image files `images`
+    /// (a training set, not the images to be searched): every image's
+    /// [`Describer::local_vectors`] (before any whitening the describer applies), learned
+    /// with `shrinkage` and at most `max_dim` axes, recorded as training set `name` with the
+    /// number of images actually used. Images that cannot be read or described are skipped
+    /// and listed; fewer than two usable images is an error. `progress(done, total)` is called
+    /// as images are processed.
+    pub fn learn_whitening(
+        &self,
+        images: &[PathBuf],
+        name: &str,
+        shrinkage: Shrinkage,
+        max_dim: Option<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<LearnedWhitening> {
+        let mut data = Vec::new();
+        let (mut vectors, mut used) = (0usize, 0usize);
+        let mut skipped = Vec::new();
+        let mut done = 0;
+        for chunk in images.chunks(WHITENING_BATCH) {
+            for (path, acts) in chunk.iter().zip(self.backbone.extract_paths(chunk)) {
+                match acts.and_then(|acts| self.describer.local_vectors(&acts)) {
+                    Ok(v) => {
+                        vectors += v.rows();
+                        used += 1;
+                        data.extend_from_slice(v.as_slice());
+                    }
+                    Err(e) => skipped.push(e.naming(path)),
+                }
+                done += 1;
+                progress(done, images.len());
+            }
+        }
+        if used < 2 {
+            return Err(Error::invalid(format!(
+                "whitening needs at least 2 usable images, {used} of {} were",
+                images.len()
+            )));
+        }
+        let channels = self.backbone.layer().channels;
+        let matrix = crate::Matrix::from_vec(vectors, channels, data)?;
+        let mut learner = Whitening::learner(name, used).shrinkage(shrinkage);
+        if let Some(d) = max_dim {
+            learner = learner.max_dim(d);
+        }
+        let whitening = learner.learn(&matrix)?;
+        Ok(LearnedWhitening {
+            whitening,
+            images: used,
+            vectors,
+            skipped,
+        })
+    }
+
     fn extracted(&self, acts: &Activations, path: &Path) -> Result<Extracted> {
         let d = self.describer.describe(acts)?;
         let factors = match (&d.factors, self.store_factors) {
@@ -120,70 +203,6 @@ impl Pipeline {
     }
 }
 
-/// `name(key=value,…)` → the name and its parameters.
-fn parse_spec(spec: &str) -> (String, Vec<(String, String)>) {
-    let (name, rest) = match spec.split_once('(') {
-        Some((n, r)) => (n, r.trim_end_matches(')')),
-        None => (spec, ""),
-    };
-    let params = rest
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    (name.trim().to_string(), params)
-}
-
-/// The descriptor settings a recipe records.
-fn descriptor_config(
-    recipe: &Recipe,
-    whitening: Option<Arc<Whitening>>,
-) -> Result<DescriptorConfig> {
-    let kind = DescriptorKind::from_recipe(recipe)?;
-    let (_, params) = parse_spec(&recipe.descriptor);
-    let bad = |k: &str, v: &str| {
-        Error::invalid(format!(
-            "recipe descriptor {:?}: bad {k}={v}",
-            recipe.descriptor
-        ))
-    };
-    let mut cfg = DescriptorConfig::new(kind).crow(recipe.crow);
-    if let Some(k) = recipe.k {
-        cfg = cfg.k(k);
-    }
-    for (k, v) in &params {
-        cfg = match k.as_str() {
-            "p" => cfg.gem_p(v.parse().map_err(|_| bad(k, v))?),
-            "L" => cfg.rmac_levels(v.parse().map_err(|_| bad(k, v))?),
-            "max_iter" => cfg.max_iter(v.parse().map_err(|_| bad(k, v))?),
-            "tol" => cfg.tol(v.parse().map_err(|_| bad(k, v))?),
-            _ => cfg,
-        };
-    }
-    match (&recipe.whitening, whitening) {
-        (Some(spec), Some(w)) => {
-            let (id, params) = parse_spec(spec);
-            if id != w.id() {
-                return Err(Error::invalid(format!(
-                    "the recipe needs whitening {id}, but {} was given",
-                    w.id()
-                )));
-            }
-            cfg = cfg.whitening(w).whiten_dim(recipe.dim);
-            if let Some((_, p)) = params.iter().find(|(k, _)| k == "power") {
-                cfg = cfg.whiten_power(p.parse().map_err(|_| bad("power", p))?);
-            }
-        }
-        (Some(spec), None) => {
-            return Err(Error::invalid(format!(
-                "the recipe needs whitening {spec}, which was not given"
-            )))
-        }
-        (None, _) => {}
-    }
-    Ok(cfg)
-}
-
 impl Extractor for Pipeline {
     fn recipe(&self) -> &Recipe {
         &self.recipe
@@ -202,59 +221,4 @@ impl Extractor for Pipeline {
             })
             .collect()
     }
-}
-
-/// The file in an index directory that holds the whitening its recipe names:
-/// `<id>.whitening` (the whitening file format of [`Whitening::save`]).
-pub fn whitening_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.whitening"))
-}
-
-/// Stores `whitening` beside an index (write to a temporary file, fsync, rename, fsync the
-/// directory), so that the index's recipe can name it. Call before the first commit.
-pub fn store_index_whitening(dir: &Path, whitening: &Whitening) -> Result<()> {
-    let path = whitening_file(dir, whitening.id());
-    if path.is_file() && Whitening::load(&path).is_ok_and(|w| w.id() == whitening.id()) {
-        return Ok(());
-    }
-    let tmp = dir.join(format!(".{}.whitening.tmp", whitening.id()));
-    let bytes = whitening.to_bytes()?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Persisting the rename; not all platforms can fsync a directory.
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// The whitening an index's recipe names, read from beside the index; `None` when the recipe
-/// names none. A missing, damaged or different file is an error naming it.
-pub fn load_index_whitening(index: &crate::index::Index) -> Result<Option<Arc<Whitening>>> {
-    let Some(spec) = &index.recipe().whitening else {
-        return Ok(None);
-    };
-    let (id, _) = parse_spec(spec);
-    let path = whitening_file(index.dir(), &id);
-    if !path.is_file() {
-        return Err(Error::IndexFormat {
-            path,
-            section: "whitening".into(),
-            reason: format!("the recipe names whitening {id}, whose file is missing"),
-        });
-    }
-    let w = Whitening::load(&path)?;
-    if w.id() != id {
-        return Err(Error::IndexFormat {
-            path,
-            section: "whitening".into(),
-            reason: format!("holds whitening {}, the recipe names {id}", w.id()),
-        });
-    }
-    Ok(Some(Arc::new(w)))
 }

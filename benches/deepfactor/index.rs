@@ -131,15 +131,14 @@ impl Data {
 
 fn recipe(dim: usize) -> Recipe {
     Recipe {
-        backbone: "synthetic".into(),
+        backbone: deepfactor::BackboneSpec::External("synthetic".into()),
         weights_fingerprint: "bench".into(),
         layer: "none".into(),
         input_size: 0,
         max_side: None,
-        padding: "zero".into(),
+        padding: deepfactor::backbone::Padding::Zero,
         shift_negative: false,
-        descriptor: "clustered".into(),
-        k: None,
+        descriptor: deepfactor::DescriptorSpec::External("clustered".into()),
         crow: false,
         whitening: None,
         dim,

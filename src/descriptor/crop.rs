@@ -38,7 +38,10 @@ pub fn crop_image(image: &RgbImage, bbox: &BBox) -> Result<RgbImage> {
 /// exactly as a whole image would be. The returned grid refers to the crop's pixels.
 pub fn extract_crop(backbone: &Backbone, path: &Path, bbox: &BBox) -> Result<Activations> {
     let image = load_rgb(path)?;
-    let crop = crop_image(&image, bbox).map_err(|e| Error::image(path, e.to_string()))?;
+    let crop = crop_image(&image, bbox).map_err(|e| match e {
+        Error::InvalidArgument(r) => Error::image(path, r),
+        other => other,
+    })?;
     backbone.extract(&backbone.preprocess().prepare(&crop)?)
 }
 

@@ -72,6 +72,7 @@ use crate::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
 use crate::nmf::{Factorization, Init, Nmf};
 use crate::Activations;
 use crate::{BBox, CellGrid, Error, Matrix, Recipe, Result};
+use crate::{BackboneSpec, DescriptorSpec, NmfSpec, WhiteningRef};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -137,13 +138,6 @@ impl DescriptorKind {
     /// Whether the kind is built from NMF factors.
     pub fn is_nmf(self) -> bool {
         matches!(self, DescriptorKind::NmfV | DescriptorKind::NmfVu)
-    }
-
-    /// The kind a recipe's `descriptor` field names (the name before any parameters, see
-    /// [`Describer::spec`]).
-    pub fn from_recipe(recipe: &Recipe) -> Result<Self> {
-        let name = recipe.descriptor.split('(').next().unwrap_or_default();
-        name.parse()
     }
 }
 
@@ -269,6 +263,49 @@ impl DescriptorConfig {
         self
     }
 
+    /// The settings a recipe records: its descriptor with its parameters, CroW, and the
+    /// whitening it names, which must be `whitening` (with the recipe's dimension). A recipe
+    /// of another extractor's descriptor is refused.
+    pub fn from_recipe(recipe: &Recipe, whitening: Option<Arc<Whitening>>) -> Result<Self> {
+        let d = &recipe.descriptor;
+        let kind = d.kind().ok_or_else(|| {
+            Error::invalid(format!(
+                "the recipe's descriptor {d} is not one deepfactor makes (another extractor's)"
+            ))
+        })?;
+        let mut cfg = DescriptorConfig::new(kind).crow(recipe.crow);
+        match d {
+            DescriptorSpec::NmfV(n) | DescriptorSpec::NmfVu(n) => {
+                cfg = cfg.k(n.k).max_iter(n.max_iter).tol(n.tol);
+            }
+            DescriptorSpec::Gem { p } => cfg = cfg.gem_p(*p),
+            DescriptorSpec::Rmac { levels } => cfg = cfg.rmac_levels(*levels),
+            _ => {}
+        }
+        match (&recipe.whitening, whitening) {
+            (Some(r), Some(w)) => {
+                if r.id != w.id() {
+                    return Err(Error::invalid(format!(
+                        "the recipe needs whitening {}, but {} was given",
+                        r.id,
+                        w.id()
+                    )));
+                }
+                cfg = cfg
+                    .whitening(w)
+                    .whiten_dim(recipe.dim)
+                    .whiten_power(r.power);
+            }
+            (Some(r), None) => {
+                return Err(Error::invalid(format!(
+                    "the recipe needs whitening {r}, which was not given"
+                )))
+            }
+            (None, _) => {}
+        }
+        Ok(cfg)
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<Describer> {
         if self.kind.is_nmf() && !(1..=MAX_K).contains(&self.k) {
@@ -368,6 +405,20 @@ pub struct Description {
     pub fallback: bool,
 }
 
+impl Description {
+    /// The kept factors' heatmaps over [`Description::grid`], each scaled to a maximum of 1
+    /// (NMF kinds; empty for the pooled kinds).
+    pub fn kept_heatmaps(&self) -> Result<Vec<Heatmap>> {
+        let Some(f) = &self.factors else {
+            return Ok(Vec::new());
+        };
+        self.kept
+            .iter()
+            .map(|&k| Heatmap::from_column(&f.u, k, self.grid).map(Heatmap::unit_max))
+            .collect()
+    }
+}
+
 /// Turns activations into descriptors; made by [`DescriptorConfig::build`]. Shareable across
 /// threads.
 #[derive(Debug, Clone)]
@@ -409,19 +460,24 @@ impl Describer {
         self.whiten_dim.unwrap_or(channels)
     }
 
-    /// The kind's name followed by the parameters that change its values, e.g.
-    /// `gem(p=3)` or `nmf-vu(max_iter=200,tol=0,init=nndsvda)`: the recipe's `descriptor`
-    /// field.
-    pub fn spec(&self) -> String {
+    /// The descriptor with the parameters that change its values, as a recipe records it.
+    pub fn spec(&self) -> DescriptorSpec {
         let c = &self.cfg;
+        let nmf = NmfSpec {
+            k: c.k,
+            max_iter: c.max_iter,
+            tol: c.tol,
+        };
         match c.kind {
-            DescriptorKind::NmfV | DescriptorKind::NmfVu => format!(
-                "{}(max_iter={},tol={},init=nndsvda)",
-                c.kind, c.max_iter, c.tol
-            ),
-            DescriptorKind::Gem => format!("gem(p={})", c.gem_p),
-            DescriptorKind::Rmac => format!("rmac(L={})", c.rmac_levels),
-            k => k.name().to_string(),
+            DescriptorKind::NmfV => DescriptorSpec::NmfV(nmf),
+            DescriptorKind::NmfVu => DescriptorSpec::NmfVu(nmf),
+            DescriptorKind::Crow => DescriptorSpec::Crow,
+            DescriptorKind::Mac => DescriptorSpec::Mac,
+            DescriptorKind::Spoc => DescriptorSpec::Spoc,
+            DescriptorKind::Gem => DescriptorSpec::Gem { p: c.gem_p },
+            DescriptorKind::Rmac => DescriptorSpec::Rmac {
+                levels: c.rmac_levels,
+            },
         }
     }
 
@@ -429,22 +485,19 @@ impl Describer {
     pub fn recipe(&self, backbone: &Backbone) -> Recipe {
         let pre = backbone.preprocess();
         Recipe {
-            backbone: backbone.kind().name().to_string(),
+            backbone: BackboneSpec::Builtin(backbone.kind()),
             weights_fingerprint: backbone.fingerprint().to_string(),
             layer: backbone.layer().name.clone(),
             input_size: pre.input_size,
             max_side: pre.max_side,
-            padding: match backbone.padding() {
-                crate::backbone::Padding::Zero => "zero".to_string(),
-                crate::backbone::Padding::Reflect => "reflect".to_string(),
-            },
+            padding: backbone.padding(),
             shift_negative: backbone.shifts_negative(),
             descriptor: self.spec(),
-            k: self.k(),
             crow: self.crow,
-            whitening: self
-                .whitening()
-                .map(|w| format!("{}(power={})", w.id(), self.cfg.whiten_power)),
+            whitening: self.whitening().map(|w| WhiteningRef {
+                id: w.id().to_string(),
+                power: self.cfg.whiten_power,
+            }),
             dim: self.output_dim(backbone.layer().channels),
         }
     }

@@ -338,36 +338,49 @@ fn recipe_spec_names_the_kind_and_its_parameters() {
         .gem_p(4.0)
         .build()
         .unwrap();
-    assert_eq!(d.spec(), "gem(p=4)");
+    assert_eq!(d.spec().to_string(), "gem(p=4)");
     let r = Recipe {
-        backbone: "x".into(),
+        backbone: BackboneSpec::External("x".into()),
         weights_fingerprint: "0".into(),
         layer: "head".into(),
         input_size: 512,
         max_side: None,
-        padding: "zero".into(),
+        padding: crate::backbone::Padding::Zero,
         shift_negative: false,
         descriptor: d.spec(),
-        k: None,
         crow: false,
         whitening: None,
         dim: 10,
     };
-    assert_eq!(
-        DescriptorKind::from_recipe(&r).unwrap(),
-        DescriptorKind::Gem
-    );
+    assert_eq!(r.descriptor.kind(), Some(DescriptorKind::Gem));
+    // The settings read back from the recipe make the same descriptor.
+    let back = DescriptorConfig::from_recipe(&r, None)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(back.spec(), d.spec());
     let vu = DescriptorConfig::new(DescriptorKind::NmfVu)
         .build()
         .unwrap();
-    assert_eq!(vu.spec(), "nmf-vu(max_iter=200,tol=0,init=nndsvda)");
+    assert_eq!(
+        vu.spec().to_string(),
+        "nmf-vu(max_iter=200,tol=0,init=nndsvda)"
+    );
     assert_eq!(
         DescriptorConfig::new(DescriptorKind::Mac)
             .build()
             .unwrap()
-            .spec(),
+            .spec()
+            .to_string(),
         "mac"
     );
+    // Another extractor's descriptor cannot be rebuilt.
+    let other = Recipe {
+        descriptor: DescriptorSpec::External("rgb-histogram".into()),
+        ..r
+    };
+    let e = DescriptorConfig::from_recipe(&other, None).unwrap_err();
+    assert!(e.to_string().contains("rgb-histogram"), "{e}");
 }
 
 #[test]

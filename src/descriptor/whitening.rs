@@ -33,7 +33,6 @@ use crate::{Error, Matrix, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The `format` label of whitening files.
@@ -581,21 +580,11 @@ impl Whitening {
         Ok(w)
     }
 
-    /// Writes the whitening to `path` (a temporary sibling, synced, then renamed).
+    /// Writes the whitening to `path` atomically (a temporary sibling, synced, then renamed).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
-        let tmp = temp_sibling(path);
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+        crate::durable::write_atomic(path, &temp_sibling(path), &bytes)
     }
 
     /// Reads a whitening file written by [`Whitening::save`].

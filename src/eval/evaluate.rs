@@ -134,10 +134,11 @@ pub struct Evaluation {
 ///
 /// Every query of `gt` must be ranked, and every ranked query and image must be in `gt`
 /// (ranking the query image of a revisited query, which is not in the database, is an error
-/// too). Queries without positives are reported with `ap: None` and left out of the means.
+/// too) — unless `gt` does not list its whole database ([`GroundTruth::lists_database`]), when
+/// other ranked images count as irrelevant. Queries without positives are reported with `ap: None` and left out of the means.
 /// Fails when no query has a positive, since the mean is then undefined.
 pub fn evaluate(gt: &GroundTruth, rankings: &Rankings, protocol: Protocol) -> Result<Evaluation> {
-    evaluate_with(gt, rankings, protocol, false)
+    evaluate_with(gt, rankings, protocol, !gt.lists_database())
 }
 
 /// As [`evaluate`]; with `distractors`, ranked images that the ground truth does not list

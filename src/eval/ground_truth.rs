@@ -14,6 +14,12 @@
 //!                                gt/*_query.txt, sorted by name
 //! ```
 //!
+//! The `gt/` folder may also be given itself, as Oxford and Paris distribute it (a folder of
+//! `*_query.txt`, `*_good.txt`, … files, with an optional `queries.txt` inside): the database
+//! images are then those of the folder given with [`GroundTruth::load_with_images`], else of
+//! a `jpg/` folder beside it, else the names the ground-truth files mention (any other image
+//! ranked counts as a distractor when evaluating with distractors).
+//!
 //! Oxford's query files prefix the image name with `oxc1_`; the prefix is stripped when the
 //! name with it is not a database image. Relevant images are good ∪ ok; junk images count
 //! neither way. Blank lines are ignored; everything else must parse.
@@ -149,6 +155,8 @@ pub struct Query {
 pub struct GroundTruth {
     name: String,
     source: PathBuf,
+    images_dir: Option<PathBuf>,
+    database_listed: bool,
     kind: GroundTruthKind,
     images: Vec<String>,
     image_index: HashMap<String, usize>,
@@ -157,9 +165,16 @@ pub struct GroundTruth {
 }
 
 impl GroundTruth {
-    /// Loads ground truth from `path`: an Oxford-layout folder (with `gt/` and `jpg/`), a
-    /// revisited pickle, or a folder holding exactly one `gnd_*.pkl`.
+    /// Loads ground truth from `path`: an Oxford-layout folder (with `gt/` and `jpg/`), its
+    /// `gt/` folder itself (a folder of `*_query.txt` files), a revisited pickle, or a folder
+    /// holding exactly one `gnd_*.pkl`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        GroundTruth::load_with_images(path, None)
+    }
+
+    /// [`GroundTruth::load`], with the database images of an Oxford-layout ground truth taken
+    /// from `images` (default: `jpg/` beside `gt/`). Pickles list their database themselves.
+    pub fn load_with_images(path: impl AsRef<Path>, images: Option<&Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_file() {
             return load_pickle(path);
@@ -168,7 +183,16 @@ impl GroundTruth {
             return Err(gt_err(path, None, "no such file or folder"));
         }
         if path.join("gt").is_dir() {
-            return load_classic(path);
+            let images = images.map_or_else(|| path.join("jpg"), Path::to_path_buf);
+            return load_classic(path, &path.join("gt"), Some(&images));
+        }
+        if has_query_files(path)? {
+            let beside = path.parent().map(|p| p.join("jpg"));
+            let images = match images {
+                Some(dir) => Some(dir.to_path_buf()),
+                None => beside.filter(|d| d.is_dir()),
+            };
+            return load_classic(path, path, images.as_deref());
         }
         let mut pickles: Vec<PathBuf> = read_dir_sorted(path)?
             .into_iter()
@@ -184,7 +208,8 @@ impl GroundTruth {
             0 => Err(gt_err(
                 path,
                 None,
-                "neither a gt/ folder (Oxford layout) nor a gnd_*.pkl file (revisited) here",
+                "neither a gt/ folder or *_query.txt files (Oxford layout) nor a gnd_*.pkl \
+                 file (revisited) here",
             )),
             _ => Err(gt_err(
                 path,
@@ -205,6 +230,18 @@ impl GroundTruth {
     /// Where it was loaded from.
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// The folder whose images are the database, when a folder listed it.
+    pub fn images_dir(&self) -> Option<&Path> {
+        self.images_dir.as_deref()
+    }
+
+    /// Whether [`GroundTruth::images`] is the whole database (listed by an image folder or a
+    /// pickle), not only the images the ground-truth files name (a bare `gt/` folder without
+    /// images); [`crate::eval::evaluate`] counts other ranked images as distractors then.
+    pub fn lists_database(&self) -> bool {
+        self.database_listed
     }
 
     /// Classic or revisited annotation.
@@ -460,53 +497,92 @@ fn read_query_names(path: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn load_classic(dir: &Path) -> Result<GroundTruth> {
-    let gt_dir = dir.join("gt");
-    let images: Vec<String> = list_images(&dir.join("jpg"))?
+/// Whether `dir` holds `*_query.txt` files.
+fn has_query_files(dir: &Path) -> Result<bool> {
+    Ok(read_dir_sorted(dir)?
+        .iter()
+        .any(|p| p.is_file() && query_name(p).is_some()))
+}
+
+/// `<q>` of a `<q>_query.txt` file.
+fn query_name(p: &Path) -> Option<String> {
+    p.file_name()?
+        .to_str()?
+        .strip_suffix("_query.txt")
+        .map(String::from)
+}
+
+/// An Oxford-layout ground truth: `root` names it (and may hold `queries.txt`), `gt_dir`
+/// holds the query files, `images` lists the database (else the files' own names do).
+fn load_classic(root: &Path, gt_dir: &Path, images: Option<&Path>) -> Result<GroundTruth> {
+    let queries_file = [root.join("queries.txt"), gt_dir.join("queries.txt")]
         .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+        .find(|p| p.is_file());
+    let names = match &queries_file {
+        Some(f) => read_query_names(f)?,
+        None => {
+            let names: Vec<String> = read_dir_sorted(gt_dir)?
+                .iter()
+                .filter_map(|p| query_name(p))
+                .collect();
+            if names.is_empty() {
+                return Err(gt_err(gt_dir, None, "no <query>_query.txt files"));
+            }
+            names
+        }
+    };
+    let images_dir = images.map(Path::to_path_buf);
+    let images: Vec<String> = match images {
+        Some(dir) => list_images(dir)?.into_iter().map(|(n, _)| n).collect(),
+        None => mentioned_images(gt_dir, &names)?,
+    };
     let image_index: HashMap<String, usize> = images
         .iter()
         .enumerate()
         .map(|(i, n)| (n.clone(), i))
         .collect();
 
-    let queries_file = dir.join("queries.txt");
-    let names = if queries_file.is_file() {
-        read_query_names(&queries_file)?
-    } else {
-        let names: Vec<String> = read_dir_sorted(&gt_dir)?
-            .iter()
-            .filter_map(|p| {
-                p.file_name()?
-                    .to_str()?
-                    .strip_suffix("_query.txt")
-                    .map(String::from)
-            })
-            .collect();
-        if names.is_empty() {
-            return Err(gt_err(&gt_dir, None, "no <query>_query.txt files"));
-        }
-        names
-    };
-
     let mut queries = Vec::with_capacity(names.len());
     let mut query_index = HashMap::new();
     for name in names {
-        let query = load_classic_query(&gt_dir, &name, &image_index)?;
+        let query = load_classic_query(gt_dir, &name, &image_index)?;
         query_index.insert(name, queries.len());
         queries.push(query);
     }
     Ok(GroundTruth {
-        name: folder_name(dir),
-        source: dir.to_path_buf(),
+        name: folder_name(root),
+        source: root.to_path_buf(),
+        database_listed: images_dir.is_some(),
+        images_dir,
         kind: GroundTruthKind::Classic,
         images,
         image_index,
         queries,
         query_index,
     })
+}
+
+/// Every image name the files of `names` mention (query images without Oxford's prefix,
+/// relevance lists, boxes), sorted: the database of a ground truth given without images.
+fn mentioned_images(gt_dir: &Path, names: &[String]) -> Result<Vec<String>> {
+    let mut all = std::collections::BTreeSet::new();
+    for q in names {
+        let qpath = gt_dir.join(format!("{q}_query.txt"));
+        if let Some((_, f)) = fields(&read_text(&qpath)?).next() {
+            let image = f[0].strip_prefix(OXFORD_QUERY_PREFIX).unwrap_or(f[0]);
+            all.insert(image.to_string());
+        }
+        for list in ["good", "ok", "junk", "boxes"] {
+            let p = gt_dir.join(format!("{q}_{list}.txt"));
+            if list == "boxes" && !p.is_file() {
+                continue;
+            }
+            for (_, f) in fields(&read_text(&p)?) {
+                all.insert(f[0].to_string());
+            }
+        }
+    }
+    Ok(all.into_iter().collect())
 }
 
 fn folder_name(dir: &Path) -> String {
@@ -749,6 +825,8 @@ fn load_pickle(path: &Path) -> Result<GroundTruth> {
     Ok(GroundTruth {
         name: stem.strip_prefix("gnd_").unwrap_or(&stem).to_string(),
         source: path.to_path_buf(),
+        images_dir: None,
+        database_listed: true,
         // gnd is non-empty (qimlist is), so the loop set it.
         kind: kind.unwrap_or(GroundTruthKind::Revisited),
         images: imlist,

@@ -3,7 +3,8 @@
 //! scale per heatmap. The query path reads them to draw "why did this match" heatmaps and to
 //! localize without running the network again.
 
-use crate::{Error, Matrix, Result};
+use crate::heatmap::Heatmap;
+use crate::{CellGrid, Error, Matrix, Result};
 use half::f16;
 
 /// Largest number of factors stored per image.
@@ -171,6 +172,25 @@ impl StoredFactors {
         let q = self.heatmaps.get(i * cells..(i + 1) * cells)?;
         let s = *self.scales.get(i)?;
         Some(q.iter().map(|&v| f32::from(v) * s).collect())
+    }
+
+    /// The heatmaps' grid over an image of `image_width × image_height` pixels.
+    pub fn grid(&self, image_width: u32, image_height: u32) -> CellGrid {
+        CellGrid {
+            rows: self.rows,
+            cols: self.cols,
+            image_width,
+            image_height,
+        }
+    }
+
+    /// Every heatmap (dequantized) as a [`Heatmap`] over [`StoredFactors::grid`].
+    pub fn heatmaps_over(&self, image_width: u32, image_height: u32) -> Result<Vec<Heatmap>> {
+        let grid = self.grid(image_width, image_height);
+        (0..self.k)
+            .filter_map(|i| self.heatmap(i))
+            .map(|v| Heatmap::new(grid, v))
+            .collect()
     }
 
     /// All heatmaps as the `cells × K` matrix `U` (dequantized).

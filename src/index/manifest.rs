@@ -9,7 +9,7 @@ use super::storage::{self, Store};
 use crate::{Error, Recipe, Result};
 use rkyv::rancor;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// Name of the pointer file.
@@ -281,27 +281,9 @@ pub(crate) fn write_manifest(
 /// Points `dir/CURRENT` at generation `g`: writes `CURRENT.tmp`, syncs it, renames it over
 /// `CURRENT`, syncs the directory. The rename is the commit point.
 pub(crate) fn write_current(dir: &Path, g: u64) -> Result<()> {
-    let tmp = dir.join(CURRENT_TMP);
-    {
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(format!("{}\n", manifest_name(g)).as_bytes())
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    }
-    let cur = dir.join(CURRENT);
-    std::fs::rename(&tmp, &cur).map_err(|e| Error::io(&cur, e))?;
-    sync_dir(dir)
-}
-
-/// Makes the directory's entries (new files, renames) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    crate::durable::write_atomic(
+        &dir.join(CURRENT),
+        &dir.join(CURRENT_TMP),
+        format!("{}\n", manifest_name(g)).as_bytes(),
+    )
 }

@@ -19,19 +19,18 @@
 //! ```
 //! # fn main() -> deepfactor::Result<()> {
 //! use deepfactor::index::{ImageMeta, Index, IndexOptions, IndexWriter, NewImage, SearchOptions};
-//! use deepfactor::Recipe;
+//! use deepfactor::{BackboneSpec, DescriptorSpec, Recipe};
 //! # let dir = std::env::temp_dir().join(format!("deepfactor-doc-{}", std::process::id()));
 //! # let _ = std::fs::remove_dir_all(&dir);
 //! let recipe = Recipe {
-//!     backbone: "example".into(),
+//!     backbone: BackboneSpec::External("example".into()),
 //!     weights_fingerprint: "0".into(),
 //!     layer: "head".into(),
 //!     input_size: 224,
 //!     max_side: None,
-//!     padding: "zero".into(),
+//!     padding: deepfactor::backbone::Padding::Zero,
 //!     shift_negative: false,
-//!     descriptor: "example".into(),
-//!     k: None,
+//!     descriptor: DescriptorSpec::External("example".into()),
 //!     crow: false,
 //!     whitening: None,
 //!     dim: 2,
@@ -66,6 +65,7 @@
 //! ([`IndexWriter`]) and `update` (the [`Extractor`] seam and folder updates).
 #![warn(missing_docs)]
 
+mod companion;
 mod exact;
 mod factors;
 mod format;

@@ -155,6 +155,19 @@ fn bitset(rows: usize, deleted: &[u32]) -> Vec<u64> {
 }
 
 impl Index {
+    /// Whether `dir` holds an index: its `CURRENT` file exists (whether the index opens is
+    /// another matter; [`Index::open`] says).
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join(manifest::CURRENT).exists()
+    }
+
+    /// The PCA whitening the recipe names, read from the index's companion file
+    /// `<id>.whitening`; `None` when the recipe names none. A missing, damaged or different
+    /// file is an error naming it.
+    pub fn whitening(&self) -> Result<Option<Arc<crate::descriptor::Whitening>>> {
+        super::companion::load_whitening(&self.dir, self.recipe())
+    }
+
     /// Opens the index at `dir`: reads `CURRENT`, the manifest and every live segment into
     /// memory and validates their structure and contents (checksums are left to
     /// [`Index::verify`]). Large descriptor sets take a while to read: see
@@ -471,9 +484,10 @@ impl Index {
     }
 
     /// Checks everything: each segment's contents, checksums and padding, finite
-    /// descriptors, factor data, and that no id is live twice. The manifest's checksums were
-    /// checked when the index was opened.
+    /// descriptors, factor data, that no id is live twice, and the whitening companion file
+    /// the recipe names. The manifest's checksums were checked when the index was opened.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.whitening()?;
         let mut bytes = 0u64;
         for s in &self.segments {
             s.seg.verify()?;

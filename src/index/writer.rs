@@ -118,18 +118,47 @@ fn is_index_file(name: &str) -> bool {
         || manifest::parse_segment_name(name).is_some()
         || name == manifest::CURRENT_TMP
         || name == manifest::LOCK
+        || super::companion::is_companion_name(name)
 }
 
 impl IndexWriter {
     /// Creates an index in `dir` (which must not exist, be empty, or hold only the leftovers
-    /// of a creation that did not finish) and returns its writer.
+    /// of a creation that did not finish) and returns its writer. A recipe that names a
+    /// whitening needs [`IndexWriter::create_with_whitening`].
     pub fn create(
         dir: impl AsRef<Path>,
         recipe: Recipe,
         options: IndexOptions,
     ) -> Result<IndexWriter> {
+        IndexWriter::create_with_whitening(dir, recipe, options, None)
+    }
+
+    /// [`IndexWriter::create`] for a recipe that may name a whitening: `whitening` (the one
+    /// the recipe names) is stored beside the index as its companion file `<id>.whitening`
+    /// before the first commit.
+    pub fn create_with_whitening(
+        dir: impl AsRef<Path>,
+        recipe: Recipe,
+        options: IndexOptions,
+        whitening: Option<&crate::descriptor::Whitening>,
+    ) -> Result<IndexWriter> {
         let dir = dir.as_ref();
+        match (&recipe.whitening, whitening) {
+            (Some(r), None) => {
+                return Err(Error::invalid(format!(
+                    "the recipe names whitening {r}: create the index with it"
+                )))
+            }
+            (None, Some(w)) => {
+                return Err(Error::invalid(format!(
+                    "whitening {} given for a recipe without whitening",
+                    w.id()
+                )))
+            }
+            _ => {}
+        }
         options.validate()?;
+        recipe.validate()?;
         if recipe.dim == 0 || recipe.dim > MAX_DIM {
             return Err(Error::invalid(format!(
                 "recipe: descriptor dimension {} is outside 1..={MAX_DIM}",
@@ -162,6 +191,9 @@ impl IndexWriter {
                 dir.display()
             )));
         }
+        if let Some(w) = whitening {
+            super::companion::store_whitening(dir, &recipe, w)?;
+        }
         let record = ManifestRecord {
             generation: 1,
             next_id: 0,
@@ -170,7 +202,7 @@ impl IndexWriter {
             segments: Vec::new(),
         };
         manifest::write_manifest(dir, &record, &recipe)?;
-        manifest::sync_dir(dir)?;
+        crate::durable::sync_dir(dir)?;
         manifest::write_current(dir, 1)?;
         IndexWriter::with_lock(dir, lock)
     }
@@ -190,13 +222,24 @@ impl IndexWriter {
         recipe: Recipe,
         options: IndexOptions,
     ) -> Result<IndexWriter> {
+        IndexWriter::open_or_create_with_whitening(dir, recipe, options, None)
+    }
+
+    /// [`IndexWriter::open_or_create`] for a recipe that may name a whitening (see
+    /// [`IndexWriter::create_with_whitening`]).
+    pub fn open_or_create_with_whitening(
+        dir: impl AsRef<Path>,
+        recipe: Recipe,
+        options: IndexOptions,
+        whitening: Option<&crate::descriptor::Whitening>,
+    ) -> Result<IndexWriter> {
         let dir = dir.as_ref();
-        if dir.join(manifest::CURRENT).exists() {
+        if Index::exists(dir) {
             let w = IndexWriter::open(dir)?;
             w.recipe().check_compatible(&recipe)?;
             Ok(w)
         } else {
-            IndexWriter::create(dir, recipe, options)
+            IndexWriter::create_with_whitening(dir, recipe, options, whitening)
         }
     }
 
@@ -483,7 +526,7 @@ impl IndexWriter {
             segments: work.iter().map(|w| w.record.clone()).collect(),
         };
         manifest::write_manifest(&self.dir, &record, self.recipe())?;
-        manifest::sync_dir(&self.dir)?;
+        crate::durable::sync_dir(&self.dir)?;
         manifest::write_current(&self.dir, record.generation)?;
         // Committed. Take the new snapshot from what was just written and read back.
         let segments: Vec<LiveSegment> = work

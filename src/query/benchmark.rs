@@ -20,7 +20,8 @@ pub struct BenchmarkOptions {
     pub expansion: Expansion,
     /// Evaluate localization too.
     pub localize: bool,
-    /// Folder of the images (default: `jpg/` beside the ground truth).
+    /// Folder of the images (default: the ground truth's [`GroundTruth::images_dir`], else
+    /// `jpg/` beside the ground truth).
     pub images: Option<PathBuf>,
     /// Scoring protocol.
     pub protocol: Protocol,
@@ -95,8 +96,8 @@ pub fn run_benchmark(
     options: &BenchmarkOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BenchmarkRun> {
-    let images = match &options.images {
-        Some(d) => d.clone(),
+    let images = match options.images.as_deref().or(gt.images_dir()) {
+        Some(d) => d.to_path_buf(),
         None => {
             let src = gt.source();
             let base = if src.is_dir() {

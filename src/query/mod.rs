@@ -20,7 +20,7 @@
 pub mod benchmark;
 
 use crate::backbone::WeightSource;
-use crate::descriptor::{crop_image, Description};
+use crate::descriptor::{extract_crop, Description};
 use crate::heatmap::Heatmap;
 use crate::index::{Index, SearchMode, SearchOptions};
 use crate::localize::{kept_average, JointLocalization, Localizer, Located};
@@ -423,9 +423,7 @@ impl Searcher {
     /// Opens the index in `dir` and rebuilds its pipeline from its recipe.
     pub fn open(dir: impl AsRef<Path>, options: SearcherOptions) -> Result<Self> {
         let index = Index::open(dir.as_ref())?;
-        let whitening = crate::pipeline::load_index_whitening(&index)?;
-        let pipeline =
-            Pipeline::from_recipe(index.recipe(), options.weights, options.device, whitening)?;
+        let pipeline = Pipeline::for_index(&index, options.weights, options.device)?;
         let localizer = options.localizer.build()?;
         Searcher::new(index, pipeline, localizer)
     }
@@ -445,7 +443,68 @@ impl Searcher {
         &self.localizer
     }
 
-    /// Describes the query image (or its region) as the index's descriptors are made.
+    /// Runs a query: features, description, retrieval (with expansion), localization — each
+    /// stage a call into its module, each timed.
+    pub fn search(&self, q: &Query) -> Result<SearchResults> {
+        q.validate()?;
+        let start = Instant::now();
+        let mut timings = Timings::default();
+        let acts = timed(&mut timings.features_ms, || self.features(q))?;
+        let desc = timed(&mut timings.describe_ms, || self.describe(q, &acts))?;
+        let mut hits = timed(&mut timings.search_ms, || self.retrieve(q, &desc.vector))?;
+        let region = q.region.unwrap_or(BBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: acts.grid.image_width as f32,
+            y2: acts.grid.image_height as f32,
+        });
+        let joint = timed(&mut timings.localize_ms, || {
+            self.localize(q, &acts, &desc, &region, &mut hits)
+        })?;
+        timings.total_ms = ms(start);
+        // The query's heatmaps: the kept factors of its own factorization (a crop's factors
+        // lie on the crop, not on the query image).
+        let heatmaps = match (q.region, q.box_mode) {
+            (Some(_), BoxMode::Crop) => Vec::new(),
+            _ => desc.kept_heatmaps()?,
+        };
+        Ok(SearchResults {
+            hits,
+            query: QuerySummary {
+                region: q.region,
+                box_mode: q.box_mode,
+                grid: acts.grid,
+                kept: desc.kept,
+                fallback: desc.fallback,
+                mass_inside: desc.mass_inside,
+                heatmaps,
+                joint,
+            },
+            timings,
+        })
+    }
+
+    /// Stage 1: the query image's activations (whole image), and its region checked against
+    /// them.
+    fn features(&self, q: &Query) -> Result<Arc<Activations>> {
+        let acts: Arc<Activations> = match &q.image {
+            QueryImage::Path(p) => Arc::new(self.pipeline.backbone().extract_path(p)?),
+            QueryImage::Activations(a) => a.clone(),
+        };
+        if let Some(b) = &q.region {
+            let (w, h) = (acts.grid.image_width as f32, acts.grid.image_height as f32);
+            if b.clip(w, h).area() <= 0.0 {
+                return Err(Error::invalid(format!(
+                    "the region ({}, {}, {}, {}) lies outside the {w}×{h} query image",
+                    b.x1, b.y1, b.x2, b.y2
+                )));
+            }
+        }
+        Ok(acts)
+    }
+
+    /// Stage 2: the query's descriptor, made as the index's descriptors are made — of the
+    /// whole image, of its region by the factor filter, or of the cut-out.
     fn describe(&self, q: &Query, acts: &Activations) -> Result<Description> {
         let d = self.pipeline.describer();
         match (q.region, q.box_mode) {
@@ -455,16 +514,48 @@ impl Searcher {
                 let QueryImage::Path(path) = &q.image else {
                     return Err(Error::invalid("a crop query needs the image file"));
                 };
-                let img = crate::images::load_rgb(path)?;
-                let cut = crop_image(&img, &b).map_err(|e| match e {
-                    Error::InvalidArgument(r) => Error::image(path, r),
-                    other => other,
-                })?;
-                let prepared = self.pipeline.backbone().preprocess().prepare(&cut)?;
-                let crop_acts = self.pipeline.backbone().extract(&prepared)?;
-                d.describe(&crop_acts)
+                d.describe(&extract_crop(self.pipeline.backbone(), path, &b)?)
             }
         }
+    }
+
+    /// Stage 3: the index searched with the descriptor (again with the expanded query when
+    /// asked), the hits cut to `top_k` and `min_score`, with their files.
+    fn retrieve(&self, q: &Query, vector: &[f32]) -> Result<Vec<SearchHit>> {
+        let depth = match q.expansion {
+            Expansion::None => 0,
+            Expansion::Average(n) | Expansion::Alpha { n, .. } => n,
+        };
+        let mut hits = self.run_search(vector, q.top_k.max(depth), q)?;
+        if depth > 0 && !hits.is_empty() {
+            let mut neighbours = Vec::with_capacity(depth);
+            for h in hits.iter().take(depth) {
+                if let Some(v) = self.index.descriptor(h.id)? {
+                    neighbours.push((h.score, v));
+                }
+            }
+            let expanded = expand(vector, &neighbours, q.expansion);
+            hits = self.run_search(&expanded, q.top_k, q)?;
+        }
+        hits.truncate(q.top_k);
+        if let Some(min) = q.min_score {
+            hits.retain(|h| h.score >= min);
+        }
+        hits.iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let doc = self.index.document(h.id)?.ok_or_else(|| {
+                    Error::invalid(format!("hit {} vanished from the index", h.id))
+                })?;
+                Ok(SearchHit {
+                    rank: i + 1,
+                    id: h.id,
+                    path: doc.meta.path,
+                    score: h.score,
+                    location: None,
+                })
+            })
+            .collect()
     }
 
     fn run_search(&self, vector: &[f32], k: usize, q: &Query) -> Result<Vec<crate::index::Hit>> {
@@ -482,268 +573,112 @@ impl Searcher {
         self.index.search(self.pipeline.recipe(), vector, &opts)
     }
 
-    /// Runs a query.
-    pub fn search(&self, q: &Query) -> Result<SearchResults> {
-        q.validate()?;
-        let start = Instant::now();
-        let mut timings = Timings::default();
-
-        let t = Instant::now();
-        let acts: Arc<Activations> = match &q.image {
-            QueryImage::Path(p) => Arc::new(self.pipeline.backbone().extract_path(p)?),
-            QueryImage::Activations(a) => a.clone(),
-        };
-        if let Some(b) = &q.region {
-            let (w, h) = (acts.grid.image_width as f32, acts.grid.image_height as f32);
-            if b.clip(w, h).area() <= 0.0 {
-                return Err(Error::invalid(format!(
-                    "the region ({}, {}, {}, {}) lies outside the {w}×{h} query image",
-                    b.x1, b.y1, b.x2, b.y2
-                )));
-            }
-        }
-        timings.features_ms = ms(t);
-
-        let t = Instant::now();
-        let desc = self.describe(q, &acts)?;
-        timings.describe_ms = ms(t);
-
-        let t = Instant::now();
-        let depth = match q.expansion {
-            Expansion::None => 0,
-            Expansion::Average(n) | Expansion::Alpha { n, .. } => n,
-        };
-        let mut hits = self.run_search(&desc.vector, q.top_k.max(depth), q)?;
-        if depth > 0 && !hits.is_empty() {
-            let mut neighbours = Vec::with_capacity(depth);
-            for h in hits.iter().take(depth) {
-                if let Some(v) = self.index.descriptor(h.id)? {
-                    neighbours.push((h.score, v));
-                }
-            }
-            let expanded = expand(&desc.vector, &neighbours, q.expansion);
-            hits = self.run_search(&expanded, q.top_k, q)?;
-        }
-        hits.truncate(q.top_k);
-        if let Some(min) = q.min_score {
-            hits.retain(|h| h.score >= min);
-        }
-        let mut out = Vec::with_capacity(hits.len());
-        for (i, h) in hits.iter().enumerate() {
-            let doc = self
-                .index
-                .document(h.id)?
-                .ok_or_else(|| Error::invalid(format!("hit {} vanished from the index", h.id)))?;
-            out.push(SearchHit {
-                rank: i + 1,
-                id: h.id,
-                path: doc.meta.path,
-                score: h.score,
-                location: None,
-            });
-        }
-        timings.search_ms = ms(t);
-
-        // The query's heatmaps: the kept factors, from its own factorization.
-        let heatmaps = match (&desc.factors, q.box_mode, q.region) {
-            (Some(f), BoxMode::Filter, _) | (Some(f), _, None) => desc
-                .kept
-                .iter()
-                .map(|&k| Heatmap::from_column(&f.u, k, acts.grid).map(Heatmap::unit_max))
-                .collect::<Result<Vec<_>>>()?,
-            _ => Vec::new(),
-        };
-
-        let t = Instant::now();
-        let region = q.region.unwrap_or(BBox {
-            x1: 0.0,
-            y1: 0.0,
-            x2: acts.grid.image_width as f32,
-            y2: acts.grid.image_height as f32,
-        });
-        let mut joint_view = None;
+    /// Stage 4: where `region` of the query is in the first hits, as the query asks; the
+    /// joint factorization's view of the query when it ran.
+    fn localize(
+        &self,
+        q: &Query,
+        acts: &Activations,
+        desc: &Description,
+        region: &BBox,
+        hits: &mut [SearchHit],
+    ) -> Result<Option<JointLocalization>> {
+        let len = hits.len();
         match q.localize {
-            Localize::None => {}
-            Localize::Joint(n) => {
-                let n = n.min(out.len());
-                let paths: Vec<PathBuf> = out[..n].iter().map(|h| h.path.clone()).collect();
-                let results = self.pipeline.backbone().extract_paths(&paths);
-                let mut ok = Vec::new();
-                let mut slots = Vec::new();
-                for (i, r) in results.into_iter().enumerate() {
-                    match r {
-                        Ok(a) => {
-                            ok.push(a);
-                            slots.push(i);
-                        }
-                        // A hit whose file is gone or unreadable now is not localized.
-                        Err(_) => continue,
-                    }
-                }
-                if !ok.is_empty() {
-                    let refs: Vec<&Activations> = ok.iter().collect();
-                    let joint = self.localizer.joint(&acts, &region, &refs)?;
-                    for (slot, loc) in slots.iter().zip(&joint.targets) {
-                        out[*slot].location = Some(loc.clone());
-                    }
-                    joint_view = Some(joint);
-                }
-            }
+            Localize::None => Ok(None),
+            Localize::Joint(n) => self.localize_joint(acts, region, &mut hits[..n.min(len)]),
             Localize::Stored(n) => {
-                let f = match &desc.factors {
-                    Some(f) => f.clone(),
-                    None => self.pipeline.describer().factorize(&acts)?,
-                };
-                let kept: Vec<usize> = if desc.kept.is_empty() {
-                    (0..f.v.rows()).collect()
-                } else {
-                    desc.kept.clone()
-                };
-                let concepts: Vec<(usize, Vec<f32>)> =
-                    kept.iter().map(|&k| (k, f.v.row(k).to_vec())).collect();
-                let rule = self
-                    .localizer
-                    .resolve(&kept_average(&f.u, acts.grid, &kept)?, &region);
-                for hit in out.iter_mut().take(n) {
-                    let Some(sf) = self.index.factors(hit.id)? else {
-                        continue;
-                    };
-                    let target_v: Vec<Vec<f32>> =
-                        (0..sf.k()).filter_map(|i| sf.concept(i)).collect();
-                    let doc = self.index.document(hit.id)?;
-                    let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
-                    let grid = crate::CellGrid {
-                        rows: sf.rows(),
-                        cols: sf.cols(),
-                        image_width: w,
-                        image_height: h,
-                    };
-                    let target_h = (0..sf.k())
-                        .filter_map(|i| sf.heatmap(i))
-                        .map(|v| Heatmap::new(grid, v))
-                        .collect::<Result<Vec<_>>>()?;
-                    hit.location = Some(
-                        self.localizer
-                            .from_stored(&concepts, &target_v, &target_h, grid, rule)?,
-                    );
-                }
+                self.localize_stored(acts, desc, region, &mut hits[..n.min(len)])?;
+                Ok(None)
             }
         }
-        timings.localize_ms = ms(t);
-        timings.total_ms = ms(start);
+    }
 
-        Ok(SearchResults {
-            hits: out,
-            query: QuerySummary {
-                region: q.region,
-                box_mode: q.box_mode,
-                grid: acts.grid,
-                kept: desc.kept.clone(),
-                fallback: desc.fallback,
-                mass_inside: desc.mass_inside.clone(),
-                heatmaps,
-                joint: joint_view,
-            },
-            timings,
-        })
+    /// Joint localization: the hits' activations factorized with the query's. A hit whose
+    /// file is gone or unreadable now is not localized.
+    fn localize_joint(
+        &self,
+        acts: &Activations,
+        region: &BBox,
+        hits: &mut [SearchHit],
+    ) -> Result<Option<JointLocalization>> {
+        let paths: Vec<PathBuf> = hits.iter().map(|h| h.path.clone()).collect();
+        let mut ok = Vec::new();
+        let mut slots = Vec::new();
+        for (i, r) in self
+            .pipeline
+            .backbone()
+            .extract_paths(&paths)
+            .into_iter()
+            .enumerate()
+        {
+            if let Ok(a) = r {
+                ok.push(a);
+                slots.push(i);
+            }
+        }
+        if ok.is_empty() {
+            return Ok(None);
+        }
+        let refs: Vec<&Activations> = ok.iter().collect();
+        let joint = self.localizer.joint(acts, region, &refs)?;
+        for (slot, loc) in slots.iter().zip(&joint.targets) {
+            hits[*slot].location = Some(loc.clone());
+        }
+        Ok(Some(joint))
+    }
+
+    /// Localization from the factors stored in the index: the query's kept concepts matched
+    /// to each hit's stored concepts (hits without stored factors are not localized).
+    fn localize_stored(
+        &self,
+        acts: &Activations,
+        desc: &Description,
+        region: &BBox,
+        hits: &mut [SearchHit],
+    ) -> Result<()> {
+        let f = match &desc.factors {
+            Some(f) => f.clone(),
+            None => self.pipeline.describer().factorize(acts)?,
+        };
+        let kept: Vec<usize> = if desc.kept.is_empty() {
+            (0..f.v.rows()).collect()
+        } else {
+            desc.kept.clone()
+        };
+        let concepts: Vec<(usize, Vec<f32>)> =
+            kept.iter().map(|&k| (k, f.v.row(k).to_vec())).collect();
+        // A crop's factors lie on the crop: no calibration on the query image then.
+        let query_map = if f.u.rows() == acts.grid.len() {
+            kept_average(&f.u, acts.grid, &kept)?
+        } else {
+            Heatmap::zeros(acts.grid)?
+        };
+        let rule = self.localizer.resolve(&query_map, region);
+        for hit in hits {
+            let Some(sf) = self.index.factors(hit.id)? else {
+                continue;
+            };
+            let doc = self.index.document(hit.id)?;
+            let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
+            let target_v: Vec<Vec<f32>> = (0..sf.k()).filter_map(|i| sf.concept(i)).collect();
+            let target_h = sf.heatmaps_over(w, h)?;
+            hit.location = Some(self.localizer.from_stored(
+                &concepts,
+                &target_v,
+                &target_h,
+                sf.grid(w, h),
+                rule,
+            )?);
+        }
+        Ok(())
     }
 }
 
-impl SearchResults {
-    /// The visual report of this search: the query with its region and kept heatmaps, each
-    /// hit with its score, factor overlay and predicted box. `query_image` is the query file;
-    /// `settings` are shown as a table (recipe, box mode, expansion, timings are added).
-    pub fn to_report(
-        &self,
-        query_image: &Path,
-        recipe: &crate::Recipe,
-        settings: Vec<(String, String)>,
-    ) -> crate::report::SearchReport {
-        use crate::report::{FactorHeatmap, QueryView, ResultView, SearchReport};
-        let name = query_image.file_name().map_or_else(
-            || query_image.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let mut query = QueryView::new(name.clone(), query_image);
-        query.bbox = self.query.region;
-        query.grid = Some(self.query.grid);
-        // The joint factorization's kept factors if it ran (their numbers label the hits'
-        // overlays), else the query's own kept factors.
-        query.factors = match &self.query.joint {
-            Some(j) => j
-                .kept
-                .iter()
-                .zip(&j.query_heatmaps)
-                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
-                .collect(),
-            None => self
-                .query
-                .kept
-                .iter()
-                .zip(&self.query.heatmaps)
-                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
-                .collect(),
-        };
-        let results = self
-            .hits
-            .iter()
-            .map(|h| {
-                let file = h.path.file_name().map_or_else(
-                    || h.path.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
-                let mut r = ResultView::new(h.rank, file, h.path.as_path(), h.score);
-                r.details.push(("id".into(), h.id.to_string()));
-                r.details
-                    .push(("path".into(), h.path.display().to_string()));
-                if let Some(loc) = &h.location {
-                    if let Some(st) = loc.strength {
-                        r.details
-                            .push(("region strength".into(), format!("{st:.2} of the query's")));
-                    }
-                    r.grid = Some(*loc.heatmap.grid());
-                    r.bbox = loc.bbox;
-                    r.factors = loc
-                        .factor_maps
-                        .iter()
-                        .map(|(k, m)| FactorHeatmap::new(*k, m.values().to_vec()))
-                        .collect();
-                    r.average = Some(loc.heatmap.values().to_vec());
-                }
-                r
-            })
-            .collect();
-        let mut all = vec![("recipe".to_string(), recipe.describe())];
-        if let Some(b) = &self.query.region {
-            all.push((
-                "region".into(),
-                format!(
-                    "{:.0}, {:.0} – {:.0}, {:.0} ({})",
-                    b.x1, b.y1, b.x2, b.y2, self.query.box_mode
-                ),
-            ));
-            if self.query.fallback {
-                all.push((
-                    "region note".into(),
-                    "no factor passed the mass threshold; the one with the largest share was used"
-                        .into(),
-                ));
-            }
-        }
-        all.extend(settings);
-        let t = &self.timings;
-        all.push((
-            "time".into(),
-            format!(
-                "{:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
-                t.total_ms, t.features_ms, t.describe_ms, t.search_ms, t.localize_ms
-            ),
-        ));
-        SearchReport {
-            title: format!("deepfactor search: {name}"),
-            query,
-            results,
-            settings: all,
-        }
-    }
+/// Runs `f`, adding its duration in milliseconds to `slot`.
+fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let out = f();
+    *slot += ms(t);
+    out
 }

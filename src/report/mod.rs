@@ -56,7 +56,8 @@ pub use html::{base64_encode, escape_html};
 
 use crate::heatmap::Heatmap;
 use crate::images::load_rgb;
-use crate::{BBox, CellGrid, Error, Result};
+use crate::query::SearchResults;
+use crate::{BBox, CellGrid, Error, Recipe, Result};
 use image::{imageops::FilterType, Rgb, RgbImage};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -308,6 +309,104 @@ impl SearchReport {
         )
         .map_err(|e| Error::image(path, format!("cannot encode the sheet as PNG: {e}")))?;
         std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    }
+}
+
+impl SearchReport {
+    /// The visual report of a search: the query with its region and kept heatmaps, each
+    /// hit with its score, factor overlay and predicted box. `query_image` is the query file;
+    /// `settings` are shown as a table (recipe, box mode, expansion, timings are added).
+    pub fn from_results(
+        results: &SearchResults,
+        query_image: &Path,
+        recipe: &Recipe,
+        settings: Vec<(String, String)>,
+    ) -> SearchReport {
+        let name = query_image.file_name().map_or_else(
+            || query_image.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut query = QueryView::new(name.clone(), query_image);
+        query.bbox = results.query.region;
+        query.grid = Some(results.query.grid);
+        // The joint factorization's kept factors if it ran (their numbers label the hits'
+        // overlays), else the query's own kept factors.
+        query.factors = match &results.query.joint {
+            Some(j) => j
+                .kept
+                .iter()
+                .zip(&j.query_heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
+                .collect(),
+            None => results
+                .query
+                .kept
+                .iter()
+                .zip(&results.query.heatmaps)
+                .map(|(&k, h)| FactorHeatmap::new(k, h.values().to_vec()))
+                .collect(),
+        };
+        let views = results
+            .hits
+            .iter()
+            .map(|h| {
+                let file = h.path.file_name().map_or_else(
+                    || h.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let mut r = ResultView::new(h.rank, file, h.path.as_path(), h.score);
+                r.details.push(("id".into(), h.id.to_string()));
+                r.details
+                    .push(("path".into(), h.path.display().to_string()));
+                if let Some(loc) = &h.location {
+                    if let Some(st) = loc.strength {
+                        r.details
+                            .push(("region strength".into(), format!("{st:.2} of the query's")));
+                    }
+                    r.grid = Some(*loc.heatmap.grid());
+                    r.bbox = loc.bbox;
+                    r.factors = loc
+                        .factor_maps
+                        .iter()
+                        .map(|(k, m)| FactorHeatmap::new(*k, m.values().to_vec()))
+                        .collect();
+                    r.average = Some(loc.heatmap.values().to_vec());
+                }
+                r
+            })
+            .collect();
+        let mut all = vec![("recipe".to_string(), recipe.describe())];
+        if let Some(b) = &results.query.region {
+            all.push((
+                "region".into(),
+                format!(
+                    "{:.0}, {:.0} – {:.0}, {:.0} ({})",
+                    b.x1, b.y1, b.x2, b.y2, results.query.box_mode
+                ),
+            ));
+            if results.query.fallback {
+                all.push((
+                    "region note".into(),
+                    "no factor passed the mass threshold; the one with the largest share was used"
+                        .into(),
+                ));
+            }
+        }
+        all.extend(settings);
+        let t = &results.timings;
+        all.push((
+            "time".into(),
+            format!(
+                "{:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
+                t.total_ms, t.features_ms, t.describe_ms, t.search_ms, t.localize_ms
+            ),
+        ));
+        SearchReport {
+            title: format!("deepfactor search: {name}"),
+            query,
+            results: views,
+            settings: all,
+        }
     }
 }
 

@@ -204,7 +204,7 @@ fn real_features_retrieve_the_query_object() {
         let d = DescriptorConfig::new(kind).build().unwrap();
         let r = d.recipe(&backbone);
         assert_eq!((r.layer.as_str(), r.input_size, r.dim), ("head", 512, 1280));
-        assert_eq!(DescriptorKind::from_recipe(&r).unwrap(), kind);
+        assert_eq!(r.descriptor.kind(), Some(kind));
         let qv = d.describe(&crop).unwrap().vector;
         assert!(
             top(&d, &qv) < pos.len(),
@@ -253,6 +253,7 @@ fn real_features_retrieve_the_query_object() {
         .recipe(&backbone)
         .whitening
         .unwrap()
+        .to_string()
         .starts_with(w.id()));
     let qv = white.describe(&crop).unwrap().vector;
     assert!(top(&white, &qv) < pos.len(), "whitened crop query missed");
@@ -334,4 +335,104 @@ fn whiten_cli() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown descriptor"));
+}
+
+/// `whiten learn` reads every format the index reads (it used to skip WebP, TIFF and BMP), and
+/// an index built with the learned whitening keeps it beside itself and searches with it.
+#[test]
+fn whiten_learn_on_webp_tiff_bmp_and_index_with_it() {
+    let Some(weights) = common::lite0_weights() else {
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_deepfactor");
+    let w = weights.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let src = common::repo_root().join("examples/photos");
+    let formats = ["webp", "tif", "tiff", "bmp", "webp", "bmp"];
+    let names = [
+        "aloe_left",
+        "box",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "motorcycle_left",
+    ];
+    for (name, ext) in names.iter().zip(formats) {
+        let img = deepfactor::images::load_rgb(&src.join(format!("{name}.jpg"))).unwrap();
+        let img = image::imageops::thumbnail(&img, 200, 200);
+        img.save(photos.join(format!("{name}.{ext}"))).unwrap();
+    }
+    let out_file = dir.path().join("w.safetensors");
+    let out = std::process::Command::new(bin)
+        .args(["whiten", "learn", "--descriptor", "gem", "--size", "160"])
+        .args(["--weights", w, "--json", "--out"])
+        .arg(&out_file)
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["training_images"], names.len() as u64, "{v}");
+    let whitening = Whitening::load(&out_file).unwrap();
+
+    // An index with it: the companion file is written, verified, and used by search.
+    let index = dir.path().join("ix");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (p, ix, wf) = (
+        photos.to_str().unwrap(),
+        index.to_str().unwrap(),
+        out_file.to_str().unwrap(),
+    );
+    run(&[
+        "index",
+        "build",
+        p,
+        "-o",
+        ix,
+        "--descriptor",
+        "gem",
+        "--size",
+        "160",
+        "--weights",
+        w,
+        "--whitening",
+        wf,
+    ]);
+    assert!(index
+        .join(format!("{}.whitening", whitening.id()))
+        .is_file());
+    run(&["index", "verify", ix]);
+    let query = photos.join("box.tif");
+    let out = run(&[
+        "search",
+        ix,
+        query.to_str().unwrap(),
+        "-k",
+        "1",
+        "--weights",
+        w,
+        "--json",
+    ]);
+    let res: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        res["hits"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("box.tif"),
+        "{out}"
+    );
 }

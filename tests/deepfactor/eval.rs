@@ -962,15 +962,20 @@ fn results_record_holds_numbers_and_protocol() {
 
     // With a recipe, the record holds it and takes the weights fingerprint from it.
     let recipe = deepfactor::Recipe {
-        backbone: "efficientnet-lite0".into(),
+        backbone: deepfactor::BackboneSpec::Builtin(
+            deepfactor::backbone::BackboneKind::EfficientNetLite0,
+        ),
         weights_fingerprint: "f00d".into(),
         layer: "head".into(),
         input_size: 512,
         max_side: None,
-        padding: "zero".into(),
+        padding: deepfactor::backbone::Padding::Zero,
         shift_negative: false,
-        descriptor: "nmf-vu".into(),
-        k: Some(8),
+        descriptor: deepfactor::DescriptorSpec::NmfVu(deepfactor::NmfSpec {
+            k: 8,
+            max_iter: 200,
+            tol: 0.0,
+        }),
         crow: true,
         whitening: None,
         dim: 1280,
@@ -985,7 +990,10 @@ fn results_record_holds_numbers_and_protocol() {
     );
     let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
     assert_eq!(json["weights_fingerprint"], "f00d");
-    assert_eq!(json["recipe"]["descriptor"], "nmf-vu");
+    assert_eq!(
+        json["recipe"]["descriptor"],
+        "nmf-vu(max_iter=200,tol=0,init=nndsvda)"
+    );
     assert_eq!(json["box_handling"], "filter");
     assert_eq!(record.recipe, Some(recipe));
 }
@@ -1137,4 +1145,63 @@ fn voc_coseg_loads() {
     let first = &set.classes[0].images[0];
     let mask = Mask::load(first.mask.as_ref().unwrap()).unwrap();
     assert!(!mask.is_empty());
+}
+
+/// `--gt` also takes the folder of `*_query.txt` files itself, as Oxford and Paris distribute
+/// their ground truth: with `jpg/` beside it, with `--images`, or alone (the database is then
+/// the images its files name, and other ranked images count as irrelevant).
+#[test]
+fn eval_accepts_the_folder_of_query_files() {
+    let bin = env!("CARGO_BIN_EXE_deepfactor");
+    let f = fixtures();
+    let map_of = |gt: &Path, extra: &[&str]| -> f64 {
+        let out = std::process::Command::new(bin)
+            .args(["eval", "--gt"])
+            .arg(gt)
+            .arg("--ranking")
+            .arg(f.join("rankings_oxford.txt"))
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["map"].as_f64().unwrap()
+    };
+    let want = 100.0 * (32.0 / 45.0 + 19.0 / 24.0) / 2.0;
+    assert_close(map_of(&f.join("oxford"), &[]), want);
+    // The gt/ folder, with jpg/ beside it.
+    assert_close(map_of(&f.join("oxford/gt"), &[]), want);
+    let gt = GroundTruth::load(f.join("oxford/gt")).unwrap();
+    assert_eq!(gt.images().len(), 10);
+    assert!(gt.lists_database());
+    // A copy of gt/ alone: the database is what its files name (all_souls_000005, 000006 and
+    // ashmolean_000004, ranked but never named, are irrelevant), and the scores are the same.
+    let alone = tempfile::tempdir().unwrap();
+    let copy = alone.path().join("gt_files_170407");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(f.join("oxford/gt")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+    }
+    let gt = GroundTruth::load(&copy).unwrap();
+    assert!(!gt.lists_database());
+    assert_eq!(gt.images().len(), 7);
+    assert_eq!(gt.queries().len(), 2);
+    assert_eq!(gt.query("all_souls_1").unwrap().image, "all_souls_000001");
+    assert_close(map_of(&copy, &[]), want);
+    // With the images named.
+    let jpg = f.join("oxford/jpg");
+    assert_close(map_of(&copy, &["--images", jpg.to_str().unwrap()]), want);
+    let gt = GroundTruth::load_with_images(&copy, Some(&jpg)).unwrap();
+    assert_eq!(gt.images().len(), 10);
+    // A folder with neither layout is refused, naming it.
+    let empty = alone.path().join("nothing");
+    std::fs::create_dir(&empty).unwrap();
+    let e = GroundTruth::load(&empty).unwrap_err().to_string();
+    assert!(e.contains("nothing") && e.contains("_query.txt"), "{e}");
 }

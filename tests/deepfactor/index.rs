@@ -32,15 +32,14 @@ pub fn tempdir() -> tempfile::TempDir {
 /// A recipe for synthetic descriptors of `dim` dimensions.
 pub fn recipe(dim: usize) -> Recipe {
     Recipe {
-        backbone: "synthetic".into(),
+        backbone: deepfactor::BackboneSpec::External("synthetic".into()),
         weights_fingerprint: "0123456789abcdef".into(),
         layer: "none".into(),
         input_size: 0,
         max_side: None,
-        padding: "zero".into(),
+        padding: deepfactor::backbone::Padding::Zero,
         shift_negative: false,
-        descriptor: "synthetic".into(),
-        k: None,
+        descriptor: deepfactor::DescriptorSpec::External("synthetic".into()),
         crow: false,
         whitening: None,
         dim,

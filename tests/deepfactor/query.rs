@@ -9,6 +9,7 @@ use deepfactor::index::{update_from_folder, IndexOptions, IndexWriter, UpdateOpt
 use deepfactor::localize::Localizer;
 use deepfactor::pipeline::Pipeline;
 use deepfactor::query::{expand, BoxMode, Expansion, Localize, Query, Searcher};
+use deepfactor::report::SearchReport;
 use deepfactor::BBox;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,8 +148,7 @@ fn region_search_localizes_and_reports() {
 
     // The report renders.
     let html = dir.path().join("report.html");
-    filter
-        .to_report(&query_file, searcher.index().recipe(), vec![])
+    SearchReport::from_results(&filter, &query_file, searcher.index().recipe(), vec![])
         .write_html(&html)
         .unwrap();
     let page = std::fs::read_to_string(&html).unwrap();

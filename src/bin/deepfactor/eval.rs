@@ -38,7 +38,9 @@ pub struct EvalArgs {
     /// own heatmap gives back its box), top30 (the thesis' fixed top 30% of cells) or otsu.
     #[arg(long, default_value = "calibrated", value_name = "RULE")]
     binarize: String,
-    /// With --index: folder of the images (default: jpg/ beside the ground truth).
+    /// Folder of the database images (default: jpg/ beside the ground truth's gt/ folder;
+    /// with a bare folder of *_query.txt files and no jpg/ beside it, the images its files
+    /// name).
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
     /// With --index: weights file, if not the backbone's default.
@@ -47,8 +49,9 @@ pub struct EvalArgs {
     /// With --index: write the rankings to this file.
     #[arg(long, value_name = "FILE")]
     save_ranking: Option<PathBuf>,
-    /// Ground truth: an Oxford-layout folder (gt/ and jpg/), a revisited gnd_*.pkl, or a folder
-    /// holding one.
+    /// Ground truth: an Oxford-layout folder (gt/ and jpg/), the folder of *_query.txt files
+    /// itself (as Oxford and Paris distribute it), a revisited gnd_*.pkl, or a folder holding
+    /// one.
     #[arg(long, value_name = "DIR")]
     gt: PathBuf,
     /// classic (Oxford/Paris mAP), revisited (Easy/Medium/Hard mAP and mP@1,5,10) or map@K
@@ -62,7 +65,7 @@ pub struct EvalArgs {
 
 /// Runs `deepfactor eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let gt = GroundTruth::load(&args.gt)
+    let gt = GroundTruth::load_with_images(&args.gt, args.images.as_deref())
         .with_context(|| format!("loading ground truth {}", args.gt.display()))?;
     let protocol = args.protocol.unwrap_or(match gt.kind() {
         GroundTruthKind::Revisited => Protocol::Revisited,
@@ -145,7 +148,12 @@ fn run_index(
     let provenance = Provenance {
         recipe: Some(searcher.index().recipe().clone()),
         box_handling: Some(handling),
-        whitening: searcher.index().recipe().whitening.clone(),
+        whitening: searcher
+            .index()
+            .recipe()
+            .whitening
+            .as_ref()
+            .map(|w| w.to_string()),
         query_expansion: Some(args.qe),
         weights_fingerprint: None,
         localization_iou,

@@ -317,24 +317,18 @@ fn human_bytes(b: u64) -> String {
 
 /// The pipeline for an index: its recipe when it exists (options that contradict it are
 /// refused), else the options.
-fn pipeline_for(dir: &Path, args: &RecipeArgs) -> anyhow::Result<(Pipeline, bool)> {
-    if dir.join("CURRENT").exists() {
+fn pipeline_for(dir: &Path, args: &RecipeArgs) -> anyhow::Result<Pipeline> {
+    if Index::exists(dir) {
         let index = Index::open(dir)?;
-        let whitening = deepfactor::pipeline::load_index_whitening(&index)?;
-        let pipeline = Pipeline::from_recipe(
-            index.recipe(),
-            args.weight_source(),
-            args.device()?,
-            whitening,
-        )
-        .with_context(|| format!("rebuilding the pipeline of {}", dir.display()))?;
+        let pipeline = Pipeline::for_index(&index, args.weight_source(), args.device()?)
+            .with_context(|| format!("rebuilding the pipeline of {}", dir.display()))?;
         if args.shapes_recipe() {
             let asked = args.pipeline()?;
             index.recipe().check_compatible(asked.recipe())?;
         }
-        Ok((pipeline, false))
+        Ok(pipeline)
     } else {
-        Ok((args.pipeline()?, true))
+        Ok(args.pipeline()?)
     }
 }
 
@@ -404,17 +398,12 @@ fn build(
     if !photos.is_dir() {
         bail!("{}: not a directory of photos", photos.display());
     }
-    let (pipeline, new) = pipeline_for(dir, args)?;
-    if new {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        if let Some(w) = pipeline.describer().whitening() {
-            deepfactor::pipeline::store_index_whitening(dir, w)?;
-        }
-    }
-    let mut writer = IndexWriter::open_or_create(
+    let pipeline = pipeline_for(dir, args)?;
+    let mut writer = IndexWriter::open_or_create_with_whitening(
         dir,
         pipeline.recipe().clone(),
         deepfactor::index::IndexOptions::new(),
+        pipeline.describer().whitening(),
     )?;
     let options = UpdateOptions::new()
         .remove_missing(remove_missing)
@@ -433,13 +422,7 @@ fn build(
 
 fn add(dir: &Path, files: &[PathBuf], args: &RecipeArgs, json: bool) -> anyhow::Result<()> {
     let index = Index::open(dir)?;
-    let whitening = deepfactor::pipeline::load_index_whitening(&index)?;
-    let pipeline = Pipeline::from_recipe(
-        index.recipe(),
-        args.weight_source(),
-        args.device()?,
-        whitening,
-    )?;
+    let pipeline = Pipeline::for_index(&index, args.weight_source(), args.device()?)?;
     drop(index);
     let mut writer = IndexWriter::open(dir)?;
     let bar = progress_bar(json);

@@ -7,6 +7,7 @@ use clap::Args;
 use deepfactor::backbone::WeightSource;
 use deepfactor::localize::Localizer;
 use deepfactor::query::{BoxMode, Expansion, Localize, Query, Searcher, SearcherOptions};
+use deepfactor::report::SearchReport;
 use deepfactor::BBox;
 use std::path::PathBuf;
 
@@ -128,7 +129,8 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
                 format!("{:?}", q.get_localize()),
             ),
         ];
-        let report = results.to_report(&a.image, searcher.index().recipe(), settings);
+        let report =
+            SearchReport::from_results(&results, &a.image, searcher.index().recipe(), settings);
         if let Some(p) = &a.report {
             report.write_html(p)?;
             eprintln!("report: {}", p.display());

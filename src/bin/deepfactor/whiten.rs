@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind, Shrinkage, Whitening, DEFAULT_K};
-use deepfactor::Matrix;
+use deepfactor::pipeline::Pipeline;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -89,14 +89,6 @@ fn learn(a: LearnArgs) -> anyhow::Result<()> {
     if let Some((dir, reason)) = found.unreadable.first() {
         bail!("{}: {reason}", dir.display());
     }
-    let images = found.files;
-    if images.len() < 2 {
-        bail!(
-            "{}: found {} image(s); whitening needs at least 2",
-            a.images.display(),
-            images.len()
-        );
-    }
     let mut builder = BackboneBuilder::new(a.backbone).input_size(a.size);
     if let Some(w) = &a.weights {
         builder = builder.weights(WeightSource::File(w.clone()));
@@ -109,48 +101,30 @@ fn learn(a: LearnArgs) -> anyhow::Result<()> {
     if a.descriptor.is_nmf() {
         cfg = cfg.k(a.k);
     }
-    let describer = cfg.build()?;
-    let bar = ProgressBar::new(images.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("learning vectors {bar:40} {pos}/{len} {elapsed}<{eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut data = Vec::new();
-    let (mut rows, mut used) = (0usize, 0usize);
-    for chunk in images.chunks(8) {
-        for (path, acts) in chunk.iter().zip(backbone.extract_paths(chunk)) {
-            match acts.and_then(|acts| describer.local_vectors(&acts)) {
-                Ok(v) => {
-                    rows += v.rows();
-                    used += 1;
-                    data.extend_from_slice(v.as_slice());
-                }
-                Err(e) => bar.suspend(|| eprintln!("skipping {}: {e}", path.display())),
-            }
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    let channels = backbone.layer().channels;
-    let vectors = Matrix::from_vec(rows, channels, data)?;
+    let pipeline = Pipeline::new(backbone, cfg.build()?);
     let name = a.name.clone().unwrap_or_else(|| {
         a.images
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| a.images.display().to_string())
     });
-    let mut learner = Whitening::learner(name, used);
-    if let Some(s) = a.shrinkage {
-        learner = learner.shrinkage(Shrinkage::Fixed(s));
+    let shrinkage = a.shrinkage.map_or(Shrinkage::LedoitWolf, Shrinkage::Fixed);
+    let bar = ProgressBar::new(found.files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("learning vectors {bar:40} {pos}/{len} {elapsed}<{eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let learned = pipeline
+        .learn_whitening(&found.files, &name, shrinkage, a.max_dim, &mut |done, _| {
+            bar.set_position(done as u64)
+        })
+        .with_context(|| format!("learning a whitening from {}", a.images.display()))?;
+    bar.finish_and_clear();
+    for s in &learned.skipped {
+        eprintln!("skipped {s}");
     }
-    if let Some(d) = a.max_dim {
-        learner = learner.max_dim(d);
-    }
-    let w = learner
-        .learn(&vectors)
-        .with_context(|| format!("learning from {rows} vectors of {used} images"))?;
-    w.save(&a.out)?;
-    print(&w, &a.out, a.json);
+    learned.whitening.save(&a.out)?;
+    print(&learned.whitening, &a.out, a.json);
     Ok(())
 }
 

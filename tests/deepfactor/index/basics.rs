@@ -290,3 +290,59 @@ fn missing_segment_is_named() {
         "{e}"
     );
 }
+
+/// The whitening a recipe names lives beside the index as `<id>.whitening`: written by the
+/// writer before the first commit, read by `Index::whitening`, checked by `verify`.
+#[test]
+fn whitening_companion_file() {
+    use deepfactor::descriptor::Whitening;
+    use deepfactor::{Matrix, WhiteningRef};
+    let tmp = super::tempdir();
+    let dim = 4;
+    let x = Matrix::from_vec(
+        5,
+        dim,
+        (0..20).map(|i| ((i * 7) % 11) as f32 / 3.0).collect(),
+    )
+    .unwrap();
+    let w = Whitening::learner("companion-test", 5).learn(&x).unwrap();
+    let mut r = recipe(dim);
+    r.whitening = Some(WhiteningRef {
+        id: w.id().to_string(),
+        power: 0.5,
+    });
+    let dir = tmp.path().join("ix");
+    // A recipe naming a whitening needs it, and the right one.
+    let e = IndexWriter::create(&dir, r.clone(), IndexOptions::new()).unwrap_err();
+    assert!(e.to_string().contains(w.id()), "{e}");
+    let other = Whitening::learner("other", 5)
+        .shrinkage(deepfactor::descriptor::Shrinkage::Fixed(0.5))
+        .learn(&x)
+        .unwrap();
+    assert!(
+        IndexWriter::create_with_whitening(&dir, r.clone(), IndexOptions::new(), Some(&other))
+            .is_err()
+    );
+    assert!(!Index::exists(&dir));
+    let mut wr =
+        IndexWriter::create_with_whitening(&dir, r.clone(), IndexOptions::new(), Some(&w)).unwrap();
+    wr.add(&r, image_for(0, dim, false)).unwrap();
+    wr.commit().unwrap();
+    drop(wr);
+    assert!(Index::exists(&dir));
+    let companion = dir.join(format!("{}.whitening", w.id()));
+    assert!(companion.is_file());
+    let ix = Index::open(&dir).unwrap();
+    assert_eq!(ix.whitening().unwrap().unwrap().id(), w.id());
+    ix.verify().unwrap();
+    // A writer reopening the index keeps the file; a missing one is named.
+    IndexWriter::open(&dir).unwrap().commit().unwrap();
+    assert!(companion.is_file());
+    std::fs::remove_file(&companion).unwrap();
+    let e = ix.verify().unwrap_err().to_string();
+    assert!(e.contains(".whitening") && e.contains("missing"), "{e}");
+    // An index without whitening has none.
+    let plain = tmp.path().join("plain");
+    IndexWriter::create(&plain, recipe(dim), IndexOptions::new()).unwrap();
+    assert!(Index::open(&plain).unwrap().whitening().unwrap().is_none());
+}

@@ -20,7 +20,7 @@ struct Histogram {
 impl Histogram {
     fn new() -> Histogram {
         let mut recipe = super::recipe(64);
-        recipe.descriptor = "rgb-histogram-4".into();
+        recipe.descriptor = deepfactor::DescriptorSpec::External("rgb-histogram-4".into());
         Histogram {
             recipe,
             calls: AtomicUsize::new(0),
