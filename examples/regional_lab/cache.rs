@@ -54,6 +54,35 @@ impl Set {
             .join(format!("{}.bin", self.images()[i]))
     }
 
+    fn crop_file(&self, size: u32, query: &str) -> PathBuf {
+        self.cache
+            .join(format!("s{size}"))
+            .join("crop-head")
+            .join(format!("{query}.bin"))
+    }
+
+    /// Head activations of query `qn`'s box cut out of its image (as a crop query makes them).
+    pub fn crop_activations(&self, size: u32, qn: usize) -> Result<Activations> {
+        read_acts(&self.crop_file(size, &self.gt.queries()[qn].name))
+    }
+
+    /// Extracts and caches every query's crop.
+    pub fn extract_crops(&self, size: u32) -> Result<()> {
+        let bb = backbone("head", size)?;
+        for (qn, q) in self.gt.queries().iter().enumerate() {
+            let file = self.crop_file(size, &q.name);
+            if file.is_file() {
+                continue;
+            }
+            let Some(b) = q.bbox else { continue };
+            let i = self.gt.image_index(&q.image).context("query image")?;
+            let acts = deepfactor::descriptor::extract_crop(&bb, &self.image_path(i)?, &b)?;
+            write_acts(&file, &acts)?;
+            let _ = qn;
+        }
+        Ok(())
+    }
+
     /// Activations of image `i` at `layer` (input shorter side `size`).
     pub fn activations(&self, size: u32, layer: &str, i: usize) -> Result<Activations> {
         read_acts(&self.act_file(size, layer, i))

@@ -2,13 +2,14 @@
 //! Joint factorization (the library's) against the stored-factor variants.
 
 use crate::cache::{factors, Set};
+use crate::retrieval::FactorDb;
 use anyhow::Result;
 use deepfactor::eval::{evaluate_localization, BoxPrediction};
 use deepfactor::heatmap::{filter_factors, Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
 use deepfactor::index::StoredFactors;
-use deepfactor::localize::{calibrate, kept_average, Localizer};
+use deepfactor::localize::{calibrate, Localizer};
 use deepfactor::nmf::Factorization;
-use deepfactor::{Activations, BBox, CellGrid};
+use deepfactor::{Activations, BBox, CellGrid, Matrix};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -45,101 +46,175 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// The binarization rules compared.
-#[derive(Clone, Copy, Debug)]
-pub enum Rule {
-    Calibrated,
-    Top30,
-    Otsu,
+fn truth_box(set: &Set, query: &str, vi: usize) -> BBox {
+    set.gt
+        .query(query)
+        .and_then(|q| q.boxes.iter().find(|(i, _)| *i == vi).map(|(_, b)| *b))
+        .unwrap_or(BBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: 0.0,
+            y2: 0.0,
+        })
 }
 
-const RULES: [Rule; 3] = [Rule::Calibrated, Rule::Top30, Rule::Otsu];
-
-impl Rule {
-    fn name(self) -> &'static str {
-        match self {
-            Rule::Calibrated => "calibrated",
-            Rule::Top30 => "top30",
-            Rule::Otsu => "otsu",
-        }
-    }
-    fn binarize(self) -> Binarize {
-        match self {
-            Rule::Calibrated => Binarize::Calibrated,
-            Rule::Top30 => Binarize::TopFraction(0.3),
-            Rule::Otsu => Binarize::Otsu,
-        }
-    }
+/// What a variant gives for one view: a heatmap to binarize, and optionally a "transfer"
+/// map (per cell, the share explained by query factors lying inside the box).
+struct ViewMap {
+    heat: Heatmap,
+    transfer: Option<Heatmap>,
 }
 
-/// A stored-factor localizer: from the query's factorization and a target's stored factors,
-/// the target's region heatmap.
-pub struct StoredInput<'a> {
-    /// Kept query concepts (unit).
-    pub q: &'a [Vec<f32>],
-    pub target: &'a StoredFactors,
-    pub grid: CellGrid,
+/// The query side of one task.
+struct QuerySide {
+    /// Unit concepts of every query factor, and each one's mass inside the box.
+    all: Vec<Vec<f32>>,
+    mass: Vec<f32>,
+    /// Indices of the kept factors (75% rule).
+    kept: Vec<usize>,
+    /// Per kept factor: mean and standard deviation over the database of its best match.
+    stats: Vec<(f32, f32)>,
 }
 
-/// Heatmap of the target: each stored factor weighted by `cos(q, v_k)^p` (best match only
-/// for `p = ∞`), summed over query concepts.
-pub fn stored_heat(inp: &StoredInput<'_>, p: f32, min_cos: f32) -> Result<Heatmap> {
-    let tv: Vec<Vec<f32>> = (0..inp.target.k())
-        .filter_map(|i| inp.target.concept(i))
-        .map(|v| unit(&v))
+/// One stored factorization, as the index keeps it, with unit concepts.
+struct Target {
+    grid: CellGrid,
+    maps: Vec<Heatmap>,
+    concepts: Vec<Vec<f32>>,
+    /// Energy share of each factor (‖u_k‖·‖v_k‖, normalized to sum 1).
+    energy: Vec<f32>,
+    recon: Matrix,
+}
+
+fn target(g: &CellGrid, f: &Factorization) -> Result<Target> {
+    let sf = StoredFactors::quantize(&f.v, &f.u, g.rows, g.cols)?;
+    let u = sf.heatmaps();
+    let v = sf.concepts();
+    let maps = Heatmap::columns(&u, *g)?;
+    let concepts = (0..v.rows()).map(|k| unit(v.row(k))).collect();
+    let mut energy: Vec<f32> = (0..v.rows())
+        .map(|k| {
+            let un = (0..u.rows()).map(|r| u.get(r, k).powi(2)).sum::<f32>().sqrt();
+            let vn = v.row(k).iter().map(|x| x * x).sum::<f32>().sqrt();
+            un * vn
+        })
         .collect();
-    let maps: Vec<Heatmap> = (0..inp.target.k())
-        .filter_map(|i| inp.target.heatmap(i))
-        .map(|h| Heatmap::new(inp.grid, h))
-        .collect::<deepfactor::Result<_>>()?;
+    let tot: f32 = energy.iter().sum::<f32>().max(1e-30);
+    energy.iter_mut().for_each(|e| *e /= tot);
+    Ok(Target {
+        grid: *g,
+        maps,
+        concepts,
+        energy,
+        recon: u.matmul(&v)?,
+    })
+}
+
+/// Stored localization: per kept query concept, the matching target factors weighted by
+/// `weight(j, cos)` (best match only when `best`).
+fn stored(
+    qs: &QuerySide,
+    t: &Target,
+    best: bool,
+    weight: &dyn Fn(usize, f32) -> f32,
+) -> Result<Heatmap> {
     let mut sel = Vec::new();
     let mut w = Vec::new();
-    for q in inp.q {
-        let cos: Vec<f32> = tv.iter().map(|t| dot(q, t)).collect();
-        if p.is_infinite() {
-            if let Some((i, &c)) = cos
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-            {
-                if c > min_cos {
-                    sel.push(&maps[i]);
-                    w.push(c);
+    for (jj, &j) in qs.kept.iter().enumerate() {
+        let cos: Vec<f32> = t.concepts.iter().map(|c| dot(&qs.all[j], c)).collect();
+        if best {
+            if let Some((i, &c)) = cos.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
+                let x = weight(jj, c);
+                if x > 0.0 {
+                    sel.push(&t.maps[i]);
+                    w.push(x);
                 }
             }
         } else {
             for (i, &c) in cos.iter().enumerate() {
-                if c > min_cos {
-                    sel.push(&maps[i]);
-                    w.push(c.powf(p));
+                let x = weight(jj, c);
+                if x > 0.0 {
+                    sel.push(&t.maps[i]);
+                    w.push(x);
                 }
             }
         }
     }
-    Ok(Heatmap::average(inp.grid, &sel, &w)?)
+    Ok(Heatmap::average(t.grid, &sel, &w)?)
 }
 
-/// Predictions of one variant, by binarization rule.
-type Preds = BTreeMap<&'static str, Vec<BoxPrediction>>;
-
-fn push(preds: &mut BTreeMap<String, Preds>, variant: &str, rule: &'static str, p: BoxPrediction) {
-    preds
-        .entry(variant.to_string())
-        .or_default()
-        .entry(rule)
-        .or_default()
-        .push(p);
+/// Transfer map: each target cell's share explained by factors whose best-matching query
+/// factor lies inside the box (mass inside, weighted).
+fn transfer(qs: &QuerySide, t: &Target) -> Result<Heatmap> {
+    let inside: Vec<f32> = t
+        .concepts
+        .iter()
+        .map(|c| {
+            let cos: Vec<f32> = qs.all.iter().map(|q| dot(q, c)).collect();
+            let (j, _) = cos
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap_or((0, &0.0));
+            qs.mass[j]
+        })
+        .collect();
+    let cells = t.grid.len();
+    let mut num = vec![0f32; cells];
+    let mut den = vec![0f32; cells];
+    for (k, m) in t.maps.iter().enumerate() {
+        // Each factor's contribution to the reconstruction's energy at a cell: u · ‖v‖.
+        let vn = t.energy[k] / m.values().iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-30);
+        for (c, &x) in m.values().iter().enumerate() {
+            num[c] += x * vn * inside[k];
+            den[c] += x * vn;
+        }
+    }
+    let vals = num
+        .iter()
+        .zip(&den)
+        .map(|(n, d)| if *d > 0.0 { n / d } else { 0.0 })
+        .collect();
+    Ok(Heatmap::new(t.grid, vals)?)
 }
 
-/// Joint factorization of `mats` (query first), then per query concept the joint factor
-/// whose concept matches best (cosine); returns each image's weighted heatmap.
-fn joint_matched(
-    mats: &[&deepfactor::Matrix],
-    grids: &[CellGrid],
-    q: &[Vec<f32>],
-    k: usize,
-    p: f32,
-) -> Result<Vec<Heatmap>> {
+/// Per cell: the share of the reconstruction explained by target factors that match some
+/// kept query concept significantly (z ≥ 2 against the database).
+fn zfill(qs: &QuerySide, t: &Target) -> Heatmap {
+    let sig: Vec<f32> = t
+        .concepts
+        .iter()
+        .map(|c| {
+            let zmax = qs
+                .kept
+                .iter()
+                .enumerate()
+                .map(|(jj, &j)| (dot(&qs.all[j], c) - qs.stats[jj].0) / qs.stats[jj].1)
+                .fold(f32::NEG_INFINITY, f32::max);
+            if zmax >= 2.0 { 1.0 } else { 0.0 }
+        })
+        .collect();
+    let cells = t.grid.len();
+    let mut num = vec![0f32; cells];
+    let mut den = vec![0f32; cells];
+    for (k, m) in t.maps.iter().enumerate() {
+        let vn = t.energy[k] / m.values().iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-30);
+        for (c, &x) in m.values().iter().enumerate() {
+            num[c] += x * vn * sig[k];
+            den[c] += x * vn;
+        }
+    }
+    let vals = num
+        .iter()
+        .zip(&den)
+        .map(|(n, d)| if *d > 0.0 { n / d } else { 0.0 })
+        .collect();
+    Heatmap::new(t.grid, vals).unwrap_or_else(|_| t.maps[0].clone())
+}
+
+/// Joint factorization of `mats` (query first), then per kept query concept the joint factor
+/// whose concept matches best (cosine); each image's weighted heatmap.
+fn joint_matched(mats: &[&Matrix], grids: &[CellGrid], q: &[Vec<f32>], k: usize) -> Result<Vec<Heatmap>> {
     let nmf = deepfactor::nmf::Nmf::new(k).max_iter(200).tol(0.0).build()?;
     let jf = nmf.fit_joint(mats)?;
     let v = &jf.factorization.v;
@@ -147,14 +222,8 @@ fn joint_matched(
     let mut w = vec![0f32; k];
     for qv in q {
         let cos: Vec<f32> = vu.iter().map(|t| dot(qv, t)).collect();
-        if p.is_infinite() {
-            if let Some((i, &c)) = cos.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
-                w[i] += c.max(0.0);
-            }
-        } else {
-            for (i, &c) in cos.iter().enumerate() {
-                w[i] += c.max(0.0).powf(p);
-            }
+        if let Some((i, &c)) = cos.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
+            w[i] += c.max(0.0);
         }
     }
     let sel: Vec<usize> = (0..k).filter(|&i| w[i] > 0.0).collect();
@@ -173,245 +242,268 @@ fn joint_matched(
         .collect()
 }
 
-fn truth_box(set: &Set, query: &str, vi: usize) -> BBox {
-    set.gt
-        .query(query)
-        .and_then(|q| q.boxes.iter().find(|(i, _)| *i == vi).map(|(_, b)| *b))
-        .unwrap_or(BBox { x1: 0.0, y1: 0.0, x2: 0.0, y2: 0.0 })
+fn crowed(a: &Activations) -> Activations {
+    let w = deepfactor::descriptor::crow::channel_weights(&a.data);
+    let mut data = a.data.clone();
+    for r in 0..data.rows() {
+        data.row_mut(r).iter_mut().zip(&w).for_each(|(v, w)| *v *= w);
+    }
+    Activations { grid: a.grid, data }
 }
 
-pub fn run(sets: &[Set], joint: bool) -> Result<()> {
+pub struct Options {
+    pub k: usize,
+    pub variants: Vec<String>,
+}
+
+const ALL_VARIANTS: &[&str] = &[
+    "joint",
+    "joint-matched",
+    "joint-recon",
+    "stored-best",
+    "stored-cos3",
+    "stored-z",
+    "stored-zbest",
+    "stored-z2",
+    "stored-z-1",
+];
+
+pub fn run(sets: &[Set], o: &Options) -> Result<()> {
+    let variants: Vec<String> = if o.variants.is_empty() {
+        ALL_VARIANTS.iter().map(|s| s.to_string()).collect()
+    } else {
+        o.variants.clone()
+    };
+    let on = |v: &str| variants.iter().any(|x| x == v);
     let mut table: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for (si, set) in sets.iter().enumerate() {
         let tasks = tasks(set);
         if tasks.is_empty() {
             continue;
         }
-        let facs = factors(set, 512, "head", 8)?;
-        let mut preds: BTreeMap<String, Preds> = BTreeMap::new();
+        let facs = factors(set, 512, "head", o.k)?;
+        let db = FactorDb::build(&facs, "v");
+        let n = set.images().len();
+        // (variant, rule) -> predictions
+        let mut preds: BTreeMap<(String, String), Vec<BoxPrediction>> = BTreeMap::new();
         let t0 = Instant::now();
         for task in &tasks {
             let (qg, qf) = &facs[task.qi];
             let maps = Heatmap::columns(&qf.u, *qg)?;
             let filt = filter_factors(&maps, &task.bbox, DEFAULT_MASS_THRESHOLD);
-            let q: Vec<Vec<f32>> = filt.kept.iter().map(|&k| unit(qf.v.row(k))).collect();
-            let qavg = kept_average(&qf.u, *qg, &filt.kept)?;
-            let name = |i: usize| set.images()[i].clone();
-            // Whole image, for reference.
-            for &vi in &task.views {
-                let g = facs[vi].0;
-                push(
-                    &mut preds,
-                    "whole image",
-                    "-",
-                    BoxPrediction {
-                        query: task.query.clone(),
-                        image: name(vi),
-                        bbox: Some(BBox::new(0.0, 0.0, g.image_width as f32, g.image_height as f32)?),
-                    },
-                );
-            }
-            // Stored variants.
-            for &vi in &task.views {
-                let (g, f): &(CellGrid, Factorization) = &facs[vi];
-                let sf = StoredFactors::quantize(&f.v, &f.u, g.rows, g.cols)?;
-                let inp = StoredInput {
-                    q: &q,
-                    target: &sf,
-                    grid: *g,
-                };
-                for (variant, p, min_cos) in [
-                    ("stored best", f32::INFINITY, 0.0),
-                    ("stored cos^1", 1.0, 0.0),
-                    ("stored cos^3", 3.0, 0.0),
-                    ("stored cos^8", 8.0, 0.0),
-                ] {
-                    let h = stored_heat(&inp, p, min_cos)?;
-                    for rule in RULES {
-                        let b = match rule {
-                            Rule::Calibrated => {
-                                let f = calibrate(&qavg, &task.bbox).unwrap_or(0.5);
-                                h.region_box(Binarize::RelativeToMax(f))
-                            }
-                            r => h.region_box(r.binarize()),
-                        };
-                        push(
-                            &mut preds,
-                            variant,
-                            rule.name(),
-                            BoxPrediction {
-                                query: task.query.clone(),
-                                image: name(vi),
-                                bbox: b,
-                            },
-                        );
+            let all: Vec<Vec<f32>> = (0..qf.v.rows()).map(|k| unit(qf.v.row(k))).collect();
+            // Database statistics of each kept concept's best match per image.
+            let qk: Vec<Vec<f32>> = filt.kept.iter().map(|&k| all[k].clone()).collect();
+            let sims = db.sims(&qk);
+            let stats = sims
+                .iter()
+                .map(|s| {
+                    let mut best = vec![f32::NEG_INFINITY; n];
+                    for (v, &x) in s.iter().enumerate() {
+                        let i = db.owner[v] as usize;
+                        best[i] = best[i].max(x);
                     }
+                    let vals: Vec<f32> = best.into_iter().filter(|x| x.is_finite()).collect();
+                    let mean = vals.iter().sum::<f32>() / vals.len().max(1) as f32;
+                    let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f32>()
+                        / vals.len().max(1) as f32;
+                    (mean, var.sqrt().max(1e-6))
+                })
+                .collect();
+            let qs = QuerySide {
+                all,
+                mass: filt.mass_inside.clone(),
+                kept: filt.kept.clone(),
+                stats,
+            };
+            let qavg = {
+                let refs: Vec<&Heatmap> = filt.kept.iter().map(|&k| &maps[k]).collect();
+                Heatmap::average(*qg, &refs, &vec![1.0; refs.len()])?
+            };
+            let cal = calibrate(&qavg, &task.bbox).unwrap_or(0.5);
+            let targets: Vec<Target> = task
+                .views
+                .iter()
+                .map(|&vi| target(&facs[vi].0, &facs[vi].1))
+                .collect::<Result<_>>()?;
+            let mut out: Vec<(String, Vec<ViewMap>)> = Vec::new();
+            let z = |jj: usize, c: f32| {
+                let (m, s) = qs.stats[jj];
+                ((c - m) / s).max(0.0)
+            };
+            for (name, best, w) in [
+                ("stored-best", true, &(|_: usize, c: f32| c) as &dyn Fn(usize, f32) -> f32),
+                ("stored-cos3", false, &|_: usize, c: f32| c.max(0.0).powi(3)),
+                ("stored-z", false, &z),
+                ("stored-zbest", true, &z),
+                ("stored-z2", false, &|jj: usize, c: f32| z(jj, c).powi(2)),
+                ("stored-z-1", false, &|jj: usize, c: f32| (z(jj, c) - 1.0).max(0.0)),
+            ] {
+                if !on(name) {
+                    continue;
                 }
-            }
-            // Oracle: the single stored factor of the view whose box fits best.
-            for &vi in &task.views {
-                let (g, f): &(CellGrid, Factorization) = &facs[vi];
-                let truth = truth_box(set, &task.query, vi);
-                let best = Heatmap::columns(&f.u, *g)?
+                let maps = targets
                     .iter()
-                    .filter_map(|h| h.region_box(Binarize::Otsu))
-                    .max_by(|a, b| a.iou(&truth).total_cmp(&b.iou(&truth)));
-                push(&mut preds, "oracle stored factor", "otsu", BoxPrediction {
-                    query: task.query.clone(),
-                    image: name(vi),
-                    bbox: best,
-                });
+                    .map(|t| {
+                        Ok(ViewMap {
+                            heat: stored(&qs, t, best, w)?,
+                            transfer: Some(zfill(&qs, t)),
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                out.push((name.to_string(), maps));
             }
-            // Joint (the library's), K = 8, query + all views at once.
-            if joint {
+            let need_acts = on("joint") || on("joint-matched") || on("joint-recon");
+            if need_acts {
                 let qa = set.activations(512, "head", task.qi)?;
                 let ta: Vec<Activations> = task
                     .views
                     .iter()
                     .map(|&vi| set.activations(512, "head", vi))
                     .collect::<Result<_>>()?;
-                let refs: Vec<&Activations> = ta.iter().collect();
-                let crowed = |a: &Activations| {
-                    let w = deepfactor::descriptor::crow::channel_weights(&a.data);
-                    let mut data = a.data.clone();
-                    for r in 0..data.rows() {
-                        data.row_mut(r).iter_mut().zip(&w).for_each(|(v, w)| *v *= w);
-                    }
-                    Activations { grid: a.grid, data }
-                };
-                let qc = crowed(&qa);
-                let tc: Vec<Activations> = ta.iter().map(crowed).collect();
-                let crefs: Vec<&Activations> = tc.iter().collect();
-                // Joint factorizations whose factors are chosen by matching the query's own
-                // kept concepts: on the real activations (CroW-weighted, the concepts' space)
-                // and on the stored factors' reconstructions U·V.
-                let recon: Vec<deepfactor::Matrix> = task
-                    .views
-                    .iter()
-                    .map(|&vi| {
-                        let (g, f) = &facs[vi];
-                        let sf = StoredFactors::quantize(&f.v, &f.u, g.rows, g.cols)?;
-                        Ok(sf.heatmaps().matmul(&sf.concepts())?)
-                    })
-                    .collect::<Result<_>>()?;
                 let grids: Vec<CellGrid> =
                     std::iter::once(qa.grid).chain(ta.iter().map(|a| a.grid)).collect();
-                for (variant, use_recon, k, p) in [
-                    ("joint-matched k8 best", false, 8, f32::INFINITY),
-                    ("joint-matched k8 cos^3", false, 8, 3.0),
-                    ("joint-matched k16 best", false, 16, f32::INFINITY),
-                    ("joint-matched stored-recon k8 best", true, 8, f32::INFINITY),
-                    ("joint-matched stored-recon k16 best", true, 16, f32::INFINITY),
-                ] {
-                    let mut mats: Vec<&deepfactor::Matrix> = vec![&qc.data];
-                    if use_recon {
-                        mats.extend(recon.iter());
-                    } else {
-                        mats.extend(tc.iter().map(|a| &a.data));
-                    }
-                    let heats = joint_matched(&mats, &grids, &q, k, p)?;
-                    let cal = calibrate(&heats[0], &task.bbox).unwrap_or(0.5);
-                    for (ti, &vi) in task.views.iter().enumerate() {
-                        let h = &heats[ti + 1];
-                        for rule in RULES {
-                            let b = match rule {
-                                Rule::Calibrated => h.region_box(Binarize::RelativeToMax(cal)),
-                                r => h.region_box(r.binarize()),
-                            };
-                            push(&mut preds, variant, rule.name(), BoxPrediction {
-                                query: task.query.clone(),
-                                image: name(vi),
-                                bbox: b,
-                            });
+                let qc = crowed(&qa);
+                let qk: Vec<Vec<f32>> = qs.kept.iter().map(|&k| qs.all[k].clone()).collect();
+                if on("joint-matched") {
+                    let tc: Vec<Activations> = ta.iter().map(crowed).collect();
+                    let mut mats: Vec<&Matrix> = vec![&qc.data];
+                    mats.extend(tc.iter().map(|a| &a.data));
+                    let h = joint_matched(&mats, &grids, &qk, 8)?;
+                    out.push((
+                        "joint-matched".into(),
+                        h[1..]
+                            .iter()
+                            .zip(&targets)
+                            .map(|(h, t)| {
+                                Ok(ViewMap {
+                                    heat: h.clone(),
+                                    transfer: Some(transfer(&qs, t)?),
+                                })
+                            })
+                            .collect::<Result<_>>()?,
+                    ));
+                }
+                if on("joint-recon") {
+                    let mut mats: Vec<&Matrix> = vec![&qc.data];
+                    mats.extend(targets.iter().map(|t| &t.recon));
+                    let h = joint_matched(&mats, &grids, &qk, 8)?;
+                    out.push((
+                        "joint-recon".into(),
+                        h[1..]
+                            .iter()
+                            .zip(&targets)
+                            .map(|(h, t)| {
+                                Ok(ViewMap {
+                                    heat: h.clone(),
+                                    transfer: Some(transfer(&qs, t)?),
+                                })
+                            })
+                            .collect::<Result<_>>()?,
+                    ));
+                }
+                if on("joint") {
+                    let refs: Vec<&Activations> = ta.iter().collect();
+                    for (rule, b) in [
+                        ("calibrated", Binarize::Calibrated),
+                        ("top30", Binarize::TopFraction(0.3)),
+                        ("otsu", Binarize::Otsu),
+                    ] {
+                        let loc = Localizer::builder().binarize(b).build()?;
+                        let j = loc.joint(&qa, &task.bbox, &refs)?;
+                        for (&vi, l) in task.views.iter().zip(&j.targets) {
+                            preds
+                                .entry(("joint (library)".into(), rule.into()))
+                                .or_default()
+                                .push(BoxPrediction {
+                                    query: task.query.clone(),
+                                    image: set.images()[vi].clone(),
+                                    bbox: l.bbox,
+                                });
                         }
                     }
                 }
-                for rule in RULES {
-                    for (variant, k, pair, crow) in [
-                        ("joint k8", 8, false, false),
-
-                        ("joint k8 crow", 8, false, true),
+            }
+            for (variant, maps) in out {
+                for (&vi, m) in task.views.iter().zip(&maps) {
+                    let whole = BBox::new(
+                        0.0,
+                        0.0,
+                        m.heat.grid().image_width as f32,
+                        m.heat.grid().image_height as f32,
+                    )?;
+                    let fill = m.transfer.as_ref().map(|t| {
+                        // Energy-weighted mean of the transfer map.
+                        t.values().iter().sum::<f32>() / t.values().len() as f32
+                    });
+                    for (rule, b) in [
+                        ("calibrated", m.heat.region_box(Binarize::RelativeToMax(cal))),
+                        ("top30", m.heat.region_box(Binarize::TopFraction(0.3))),
+                        ("otsu", m.heat.region_box(Binarize::Otsu)),
                     ] {
-                        let loc = Localizer::builder().k(k).binarize(rule.binarize()).build()?;
-                        let (q, t) = if crow { (&qc, &crefs) } else { (&qa, &refs) };
-                        if k == 8 && !pair && !crow && matches!(rule, Rule::Otsu) {
-                            let j = Localizer::builder().k(8).build()?;
-                            let mut mats = vec![q.data.clone()];
-                            mats.extend(t.iter().map(|a| a.data.clone()));
-                            let _ = &j;
-                            let r: Vec<&deepfactor::Matrix> = mats.iter().collect();
-                            let nmf = deepfactor::nmf::Nmf::new(8).max_iter(200).tol(0.0).build()?;
-                            let jf = nmf.fit_joint(&r)?;
-                            for (ti, &vi) in task.views.iter().enumerate() {
-                                let truth = truth_box(set, &task.query, vi);
-                                let best = Heatmap::columns(&jf.u_per_image[ti + 1], t[ti].grid)?
-                                    .iter()
-                                    .filter_map(|h| h.region_box(Binarize::Otsu))
-                                    .max_by(|a, b| a.iou(&truth).total_cmp(&b.iou(&truth)));
-                                push(&mut preds, "oracle joint factor (unbalanced)", "otsu", BoxPrediction {
-                                    query: task.query.clone(),
-                                    image: name(vi),
-                                    bbox: best,
-                                });
+                        let mut put = |r: String, b: Option<BBox>| {
+                            preds.entry((variant.clone(), r)).or_default().push(BoxPrediction {
+                                query: task.query.clone(),
+                                image: set.images()[vi].clone(),
+                                bbox: b,
+                            })
+                        };
+                        put(rule.into(), b);
+                        if let Some(f) = fill {
+                            for tau in [0.4f32, 0.5, 0.6] {
+                                put(
+                                    format!("{rule} + fill≥{tau}"),
+                                    if f >= tau { Some(whole) } else { b },
+                                );
                             }
                         }
-                        let located: Vec<Option<BBox>> = if pair {
-                            t.iter()
-                                .map(|x| Ok(loc.joint(q, &task.bbox, &[*x])?.targets[0].bbox))
-                                .collect::<Result<_>>()?
-                        } else {
-                            loc.joint(q, &task.bbox, t)?.targets.iter().map(|l| l.bbox).collect()
-                        };
-                        for (&vi, b) in task.views.iter().zip(located) {
-                            push(
-                                &mut preds,
-                                variant,
-                                rule.name(),
-                                BoxPrediction {
-                                    query: task.query.clone(),
-                                    image: name(vi),
-                                    bbox: b,
-                                },
-                            );
-                        }
+                    }
+                    if let Some(t) = &m.transfer {
+                        let mx = t.max().max(1e-6);
+                        preds
+                            .entry((variant.clone(), "transfer≥0.5".into()))
+                            .or_default()
+                            .push(BoxPrediction {
+                                query: task.query.clone(),
+                                image: set.images()[vi].clone(),
+                                bbox: t.region_box(Binarize::RelativeToMax((0.5 / mx).min(1.0))),
+                            });
                     }
                 }
             }
         }
-        eprintln!("{}: {} tasks in {:.1} s", set.name, tasks.len(), t0.elapsed().as_secs_f64());
-        for (variant, by_rule) in &preds {
-            for (rule, p) in by_rule {
-                let e = evaluate_localization(&set.gt, p)?;
-                // Median area of the predicted box over the truth's.
-                let mut ratios: Vec<f32> = p
-                    .iter()
-                    .filter_map(|bp| {
-                        let vi = set.gt.image_index(&bp.image)?;
-                        let t = truth_box(set, &bp.query, vi);
-                        bp.bbox.map(|b| b.area() / t.area().max(1.0))
-                    })
-                    .collect();
-                ratios.sort_by(|a, b| a.total_cmp(b));
-                let med = ratios.get(ratios.len() / 2).copied().unwrap_or(f32::NAN);
-                let label = format!("{variant} / {rule} (area ×{med:.1} on {})", set.name);
-                let row = match table.iter_mut().position(|(l, _)| *l == label) {
-                    Some(i) => &mut table[i].1,
-                    None => {
-                        table.push((label, vec![(f64::NAN, f64::NAN); sets.len()]));
-                        &mut table.last_mut().expect("just pushed").1
-                    }
-                };
-                row[si] = (e.mean_iou, e.corloc);
-            }
+        eprintln!(
+            "{}: {} tasks in {:.1} s",
+            set.name,
+            tasks.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        for ((variant, rule), p) in &preds {
+            let e = evaluate_localization(&set.gt, p)?;
+            let label = format!("{variant} / {rule}");
+            let row = match table.iter().position(|(l, _)| *l == label) {
+                Some(i) => &mut table[i].1,
+                None => {
+                    table.push((label, vec![(f64::NAN, f64::NAN); sets.len()]));
+                    &mut table.last_mut().expect("just pushed").1
+                }
+            };
+            row[si] = (e.mean_iou, e.corloc);
         }
+        let _ = truth_box(set, "", 0);
     }
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
-    println!("| variant / binarization | {} (IoU / CorLoc) | mean IoU |", names.join(" | "));
-    println!("|---|{}---|", "---|".repeat(names.len()));
+    println!(
+        "| variant / binarization (K = {}) | {} (IoU / CorLoc) | mean IoU | mean CorLoc |",
+        o.k,
+        names.join(" | ")
+    );
+    println!("|---|{}---|---|", "---|".repeat(names.len()));
     for (label, vals) in &table {
-        let mean = vals.iter().map(|v| v.0).sum::<f64>() / vals.len() as f64;
+        let mi = vals.iter().map(|v| v.0).sum::<f64>() / vals.len() as f64;
+        let mc = vals.iter().map(|v| v.1).sum::<f64>() / vals.len() as f64;
         let cells: Vec<String> = vals.iter().map(|(i, c)| format!("{i:.1} / {c:.1}")).collect();
-        println!("| {label} | {} | {mean:.1} |", cells.join(" | "));
+        println!("| {label} | {} | {mi:.1} | {mc:.1} |", cells.join(" | "));
     }
     Ok(())
 }

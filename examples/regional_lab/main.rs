@@ -67,15 +67,34 @@ fn main() -> Result<()> {
             retrieval::run(&sets, &cfgs, &lambdas)
         }
         "localize" => {
-            let mut joint = true;
+            let mut o = localize::Options {
+                k: 8,
+                variants: Vec::new(),
+            };
             let mut sets = Vec::new();
-            for a in &args[1..] {
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
                 match a.as_str() {
-                    "--no-joint" => joint = false,
+                    "--k" => o.k = it.next().map(|s| s.parse()).transpose()?.unwrap_or(8),
+                    "--variants" => {
+                        o.variants = it
+                            .next()
+                            .map(String::as_str)
+                            .unwrap_or("")
+                            .split(',')
+                            .map(String::from)
+                            .collect()
+                    }
                     s => sets.push(cache::Set::open(Path::new(s))?),
                 }
             }
-            localize::run(&sets, joint)
+            localize::run(&sets, &o)
+        }
+        "crops" => {
+            for s in &args[1..] {
+                cache::Set::open(Path::new(s))?.extract_crops(512)?;
+            }
+            Ok(())
         }
         other => bail!("unknown command {other}"),
     }

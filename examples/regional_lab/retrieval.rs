@@ -159,6 +159,15 @@ pub struct Aggregates {
     pub best3: Vec<f32>,
     /// ASMK-like: mean over query factors of the sum over the image's factors of max(s, 0)³.
     pub all3: Vec<f32>,
+    /// Mean over query factors of the best match standardized over the database.
+    pub zbest: Vec<f32>,
+}
+
+fn standardize(x: &mut [f32]) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt().max(1e-6);
+    x.iter_mut().for_each(|v| *v = (*v - mean) / sd);
 }
 
 pub fn aggregate(db: &FactorDb, sims: &[Vec<f32>], n_images: usize) -> Aggregates {
@@ -166,6 +175,7 @@ pub fn aggregate(db: &FactorDb, sims: &[Vec<f32>], n_images: usize) -> Aggregate
     let mut best = vec![0f32; n_images];
     let mut best3 = vec![0f32; n_images];
     let mut all3 = vec![0f32; n_images];
+    let mut zbest = vec![0f32; n_images];
     for s in sims {
         let mut b = vec![f32::NEG_INFINITY; n_images];
         for (v, &x) in s.iter().enumerate() {
@@ -173,13 +183,17 @@ pub fn aggregate(db: &FactorDb, sims: &[Vec<f32>], n_images: usize) -> Aggregate
             b[i] = b[i].max(x);
             all3[i] += x.max(0.0).powi(3) / m;
         }
+        b.iter_mut().for_each(|x| if !x.is_finite() { *x = 0.0 });
         for i in 0..n_images {
-            let x = if b[i].is_finite() { b[i] } else { 0.0 };
-            best[i] += x / m;
-            best3[i] += x.max(0.0).powi(3) / m;
+            best[i] += b[i] / m;
+            best3[i] += b[i].max(0.0).powi(3) / m;
+        }
+        standardize(&mut b);
+        for i in 0..n_images {
+            zbest[i] += b[i] / m;
         }
     }
-    Aggregates { best, best3, all3 }
+    Aggregates { best, best3, all3, zbest }
 }
 
 /// mAP (classic) of rankings by `scores[q][i]`.
@@ -235,7 +249,7 @@ pub fn cosine_scores(db: &[Vec<f32>], q: &[f32]) -> Vec<f32> {
 pub fn run(sets: &[Set], cfgs: &[FactorCfg], lambdas: &[f32]) -> Result<()> {
     // rows: label -> per-set mAP
     let mut table: Vec<(String, Vec<f64>)> = Vec::new();
-    let mut put = |label: String, si: usize, v: f64, table: &mut Vec<(String, Vec<f64>)>| {
+    let put = |label: String, si: usize, v: f64, table: &mut Vec<(String, Vec<f64>)>| {
         if let Some(row) = table.iter_mut().find(|(l, _)| *l == label) {
             row.1[si] = v;
         } else {
@@ -251,58 +265,108 @@ pub fn run(sets: &[Set], cfgs: &[FactorCfg], lambdas: &[f32]) -> Result<()> {
         let gfull: Vec<Vec<f32>> = g.full.iter().map(|q| cosine_scores(&g.db, q)).collect();
         put("global filter (vu head k8)".into(), si, map_of(set, &gf)?, &mut table);
         put("global full (vu head k8)".into(), si, map_of(set, &gfull)?, &mut table);
+        for (kind, kname) in [(DescriptorKind::NmfVu, "vu"), (DescriptorKind::NmfV, "v")] {
+            for k in [8usize, 16] {
+                if k == 8 && kname == "vu" {
+                    continue;
+                }
+                let g2 = global(set, 512, "head", k, kind)?;
+                let s2: Vec<Vec<f32>> = g2.filter.iter().map(|q| cosine_scores(&g2.db, q)).collect();
+                put(format!("global filter ({kname} head k{k})"), si, map_of(set, &s2)?, &mut table);
+            }
+        }
+        // The crop query's global descriptor (V+U, K = 8), when crops are cached.
+        let dvu = DescriptorConfig::new(DescriptorKind::NmfVu).k(8).build()?;
+        let crop_acts: Option<Vec<deepfactor::Activations>> = (0..set.gt.queries().len())
+            .map(|qn| set.crop_activations(512, qn).ok())
+            .collect();
+        let gcrop: Option<Vec<Vec<f32>>> = match &crop_acts {
+            Some(c) => {
+                let v = c
+                    .iter()
+                    .map(|a| Ok(cosine_scores(&g.db, &dvu.describe(a)?.vector)))
+                    .collect::<Result<Vec<_>>>()?;
+                put("global crop (vu head k8)".into(), si, map_of(set, &v)?, &mut table);
+                Some(v)
+            }
+            None => None,
+        };
         for cfg in cfgs {
             let facs = factors(set, cfg.size, &cfg.layer, cfg.k)?;
             let db = FactorDb::build(&facs, &cfg.concepts);
-            let mut aggs: Vec<Aggregates> = Vec::new();
-            let mut kept = 0usize;
-            for q in set.gt.queries() {
-                let qi = set.gt.image_index(&q.image).unwrap_or(0);
-                let (grid, f) = &facs[qi];
-                let b = q.bbox.unwrap_or(BBox {
-                    x1: 0.0,
-                    y1: 0.0,
-                    x2: grid.image_width as f32,
-                    y2: grid.image_height as f32,
-                });
-                let qf = query_factors(grid, f, &b, &cfg.concepts)?;
-                kept += qf.vecs.len();
-                let sims = db.sims(&qf.vecs);
-                aggs.push(aggregate(&db, &sims, n));
-            }
-            eprintln!(
-                "{} {cfg}: {} factor vectors, {:.2} query factors kept",
-                set.name,
-                db.len(),
-                kept as f64 / aggs.len() as f64
-            );
-            for (name, pick) in [
-                ("best", 0usize),
-                ("best3", 1),
-                ("all3", 2),
-            ] {
-                let get = |a: &Aggregates| -> Vec<f32> {
-                    match pick {
-                        0 => a.best.clone(),
-                        1 => a.best3.clone(),
-                        _ => a.all3.clone(),
+            let dk = DescriptorConfig::new(DescriptorKind::NmfVu).k(cfg.k).build()?;
+            for source in ["filter", "crop", "both"] {
+                if source != "filter" && crop_acts.is_none() {
+                    continue;
+                }
+                let mut aggs: Vec<Aggregates> = Vec::new();
+                let mut kept = 0usize;
+                for (qn, q) in set.gt.queries().iter().enumerate() {
+                    let qi = set.gt.image_index(&q.image).unwrap_or(0);
+                    let (grid, f) = &facs[qi];
+                    let b = q.bbox.unwrap_or(BBox {
+                        x1: 0.0,
+                        y1: 0.0,
+                        x2: grid.image_width as f32,
+                        y2: grid.image_height as f32,
+                    });
+                    let mut vecs = Vec::new();
+                    if source != "crop" {
+                        vecs.extend(query_factors(grid, f, &b, &cfg.concepts)?.vecs);
                     }
+                    if source != "filter" {
+                        if let Some(c) = &crop_acts {
+                            let cf = dk.factorize(&c[qn])?;
+                            vecs.extend(
+                                concept_rows(&c[qn].grid, &cf, &cfg.concepts)
+                                    .into_iter()
+                                    .map(|(_, v)| v),
+                            );
+                        }
+                    }
+                    kept += vecs.len();
+                    let sims = db.sims(&vecs);
+                    aggs.push(aggregate(&db, &sims, n));
+                }
+                eprintln!(
+                    "{} {cfg} {source}: {} factor vectors, {:.2} query factors",
+                    set.name,
+                    db.len(),
+                    kept as f64 / aggs.len() as f64
+                );
+                let glob: &Vec<Vec<f32>> = if source == "filter" {
+                    &gf
+                } else {
+                    gcrop.as_ref().unwrap_or(&gf)
                 };
-                for &lam in lambdas {
-                    let scores: Vec<Vec<f32>> = aggs
-                        .iter()
-                        .zip(&gf)
-                        .map(|(a, gs)| {
-                            let s = get(a);
-                            gs.iter().zip(&s).map(|(g, x)| (1.0 - lam) * g + lam * x).collect()
-                        })
-                        .collect();
-                    put(
-                        format!("{cfg} {name} λ={lam}"),
-                        si,
-                        map_of(set, &scores)?,
-                        &mut table,
-                    );
+                for (name, pick) in [("best", 0usize), ("best3", 1), ("zbest", 3)] {
+                    let get = |a: &Aggregates| -> Vec<f32> {
+                        match pick {
+                            0 => a.best.clone(),
+                            1 => a.best3.clone(),
+                            2 => a.all3.clone(),
+                            _ => a.zbest.clone(),
+                        }
+                    };
+                    for &lam in lambdas {
+                        let scores: Vec<Vec<f32>> = aggs
+                            .iter()
+                            .zip(glob)
+                            .map(|(a, gs)| {
+                                let mut s = get(a);
+                                standardize(&mut s);
+                                let mut g = gs.clone();
+                                standardize(&mut g);
+                                g.iter().zip(&s).map(|(g, x)| (1.0 - lam) * g + lam * x).collect()
+                            })
+                            .collect();
+                        put(
+                            format!("{cfg} {source} {name} λ={lam}"),
+                            si,
+                            map_of(set, &scores)?,
+                            &mut table,
+                        );
+                    }
                 }
             }
         }

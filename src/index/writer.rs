@@ -7,8 +7,8 @@ use super::manifest::{self, ManifestRecord, SegmentRecord, SettingsRecord};
 use super::options::IndexOptions;
 use super::reader::{Index, LiveSegment, OpenMode};
 use super::segment::{
-    encode_meta, write_segment, FactorDims, ImageMeta, Segment, SegmentContent, VectorEncoding,
-    MAX_DIM, MAX_SEGMENT_DOCS,
+    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent,
+    RegionRef, Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
 };
 use crate::{Error, Recipe, Result};
 use half::f16;
@@ -759,6 +759,37 @@ fn build_and_write(
     } else {
         None
     };
+    // Region vectors: the unit concept vectors of the stored factors, rounded to f16 as
+    // stored (the graph is built on the stored values).
+    let mut region_vectors = Vec::new();
+    let mut region_refs = Vec::new();
+    if let Some(channels) = factor_channels {
+        let mut buf = Vec::new();
+        for (row, &(k, r, c)) in dims.iter().enumerate() {
+            if k == 0 {
+                continue;
+            }
+            buf.clear();
+            blob(row, &mut buf)?;
+            let f = StoredFactors::decode(&buf, k.into(), channels, r.into(), c.into())
+                .map_err(|e| Error::invalid(format!("factors of row {row}: {e}")))?;
+            for (factor, v) in region_vectors_of(&f) {
+                region_refs.push(RegionRef {
+                    row: row as u32,
+                    factor: factor as u16,
+                    reserved: 0,
+                });
+                region_vectors.extend(v.into_iter().map(|x| f16::from_f32(x).to_f32()));
+            }
+        }
+    }
+    let region_graph = match factor_channels {
+        Some(c) if !region_refs.is_empty() && region_refs.len() >= options.get_graph_min_docs() => {
+            let h = build_hnsw(&region_vectors, c, options.get_m(), options.get_ef_construction())?;
+            Some(FlatGraph::from_hnsw(&h, region_refs.len())?)
+        }
+        _ => None,
+    };
     let content = SegmentContent {
         ids,
         vectors,
@@ -767,9 +798,15 @@ fn build_and_write(
         meta,
         graph: graph.as_ref(),
         factors: factor_channels.map(|c| (c, dims)),
+        regions: Some(RegionContent {
+            vectors: &region_vectors,
+            refs: &region_refs,
+            graph: region_graph.as_ref(),
+        }),
     };
     let (file_len, header_hash) = write_segment(path, &content, blob)?;
     drop(graph);
+    drop(region_graph);
     let seg = Segment::open(path, OpenMode::Read)?;
     if seg.container.header_hash != header_hash {
         return Err(super::format::bad(
