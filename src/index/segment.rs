@@ -1048,6 +1048,20 @@ impl Segment {
         self.info.regions
     }
 
+    /// Whether the segment stores factors but, written in format version 1, no factor
+    /// vectors (compaction rewrites it with them).
+    pub fn lacks_factor_vectors(&self) -> bool {
+        self.container.version < 2 && self.info.factor_channels > 0
+    }
+
+    /// The region vectors of `row`: the positions of its entries in RVEC/RREF.
+    pub fn region_range(&self, row: usize) -> std::ops::Range<usize> {
+        let refs = self.region_refs();
+        let start = refs.partition_point(|r| (r.row as usize) < row);
+        let end = start + refs[start..].partition_point(|r| r.row as usize == row);
+        start..end
+    }
+
     /// The region vectors, `regions × factor channels`, f16.
     pub fn region_vectors(&self) -> Vectors<'_> {
         match self.slots.regions {

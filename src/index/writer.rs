@@ -442,7 +442,10 @@ impl IndexWriter {
         self.commit_inner(false)
     }
 
-    /// Commits, then merges all segments into one without tombstones.
+    /// Commits, then merges all segments into one without tombstones. Segments written in
+    /// format version 1 are rewritten in the current format, which adds their factor vectors
+    /// (made from the stored factors; no image is read again): this is the upgrade of an
+    /// older index.
     pub fn compact(&mut self) -> Result<CommitReport> {
         self.commit_inner(true)
     }
@@ -454,7 +457,7 @@ impl IndexWriter {
                 .snapshot
                 .live_segments()
                 .iter()
-                .all(|s| s.record.deleted.is_empty());
+                .all(|s| s.record.deleted.is_empty() && !s.seg.lacks_factor_vectors());
         if self.pending.is_empty() && deleted == 0 && (!merge_all || single_clean) {
             return Ok(CommitReport {
                 generation: self.snapshot.generation(),
@@ -843,7 +846,11 @@ fn level(live: usize, factor: usize) -> u32 {
 /// its images deleted. Groups are sorted position lists, disjoint, in increasing order.
 fn plan_merges(work: &[Working], factor: usize, all: bool) -> Vec<Vec<usize>> {
     if all {
-        let dirty = work.len() > 1 || work.iter().any(|w| !w.record.deleted.is_empty());
+        // A segment of format 1 with factors lacks factor vectors: compacting rewrites it.
+        let dirty = work.len() > 1
+            || work
+                .iter()
+                .any(|w| !w.record.deleted.is_empty() || w.seg.lacks_factor_vectors());
         return if dirty {
             vec![(0..work.len()).collect()]
         } else {
