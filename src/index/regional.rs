@@ -25,11 +25,12 @@ use super::options::SearchMode;
 use super::reader::{Index, LiveSegment};
 use super::SearchOptions;
 use crate::{Error, Recipe, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Default weight λ of the factor score.
-pub const DEFAULT_FACTOR_WEIGHT: f32 = 0.75;
+pub const DEFAULT_FACTOR_WEIGHT: f32 = 0.9;
 /// Default number of nearest factor vectors fetched per query factor by the graph search.
 pub const DEFAULT_FACTOR_SHORTLIST: usize = 200;
 /// Default number of global hits fetched by the graph search before rescoring (at least the
@@ -43,10 +44,10 @@ pub const DEFAULT_STANDARDIZE_SAMPLE: usize = 4096;
 #[serde(rename_all = "lowercase")]
 pub enum FactorAggregation {
     /// Mean over the query's factors of the best cosine in the image.
-    #[default]
     Best,
     /// Mean over the query's factors of the best cosine, clipped at 0 and cubed (ASMK's
     /// selectivity with α = 3): strong matches count, weak ones hardly.
+    #[default]
     Best3,
 }
 
@@ -367,27 +368,34 @@ impl Index {
             }
         }
         // Standardization statistics over a fixed sample of live images.
+        // Each image is scored once, whether in the sample, the candidates or both.
         let sample = sample_slots(segs, self.len(), factor_search.sample);
-        let mut gs = Vec::with_capacity(sample.len());
-        let mut fs = Vec::with_capacity(sample.len());
-        for &slot in &sample {
-            let sc = score_slot(segs, slot, query, &qf, factor_search.aggregation);
-            gs.push(sc.global);
-            fs.push(sc.factor);
-        }
+        let all: BTreeSet<Slot> = sample.iter().copied().chain(candidates.iter().copied()).collect();
+        let all: Vec<Slot> = all.into_iter().collect();
+        let scored: Vec<Scored> = all
+            .par_iter()
+            .map(|&slot| score_slot(segs, slot, query, &qf, factor_search.aggregation))
+            .collect();
+        let at = |slot: &Slot| all.binary_search(slot).ok().map(|i| &scored[i]);
+        let (gs, fs): (Vec<f32>, Vec<f32>) = sample
+            .iter()
+            .filter_map(|s| at(s).map(|x| (x.global, x.factor)))
+            .unzip();
         let (gm, fm) = (moments(&gs), moments(&fs));
         let mut hits: Vec<RegionalHit> = Vec::with_capacity(candidates.len());
         for slot in candidates {
             let Some(&id) = segs[slot.0].seg.ids().get(slot.1) else {
                 continue;
             };
-            let sc = score_slot(segs, slot, query, &qf, factor_search.aggregation);
+            let Some(sc) = at(&slot) else {
+                continue;
+            };
             hits.push(RegionalHit {
                 id,
                 score: mix_scores(sc.global, sc.factor, gm, fm, factor_search.weight),
                 global: sc.global,
                 factor: sc.factor,
-                matches: sc.matches,
+                matches: sc.matches.clone(),
             });
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));

@@ -901,6 +901,15 @@ impl Searcher {
     }
 }
 
+/// Factor matches as text: `q3→f5 0.82, q1→f2 0.71` (query factor → image factor, cosine).
+pub fn describe_matches(matches: &[FactorMatch]) -> String {
+    matches
+        .iter()
+        .map(|m| format!("q{}→f{} {:.2}", m.query_factor, m.image_factor, m.score))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs `f`, adding its duration in milliseconds to `slot`.
 fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let t = Instant::now();

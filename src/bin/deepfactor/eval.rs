@@ -53,13 +53,18 @@ pub struct EvalArgs {
     /// With --index: weight λ of the factor score in the ranking (0..=1).
     #[arg(long, value_name = "W", default_value_t = deepfactor::index::DEFAULT_FACTOR_WEIGHT)]
     factor_weight: f32,
-    /// With --index: how an image's factor matches aggregate: best (mean best cosine) or best3.
-    #[arg(long, value_name = "AGG", default_value = "best")]
+    /// With --index: how an image's factor matches aggregate: best3 (mean best cosine, clipped
+    /// at 0 and cubed; default) or best (mean best cosine).
+    #[arg(long, value_name = "AGG", default_value = "best3")]
     factor_agg: String,
     /// With --index: query factors: query (those of the region) or with-crop (plus the
     /// cut-out's factors).
     #[arg(long, value_name = "SOURCE", default_value = "query")]
     factor_source: String,
+    /// With --index: hits per query written with their scores and factor matches under
+    /// `top_hits` in the JSON record.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    report_hits: usize,
     /// With --index: search with the HNSW graphs (global and factor vectors) instead of
     /// exactly.
     #[arg(long)]
@@ -154,6 +159,7 @@ fn run_index(
             .weight(args.factor_weight)
             .aggregation(args.factor_agg.parse()?),
         factor_source: args.factor_source.parse::<FactorSource>()?,
+        report_hits: args.report_hits,
         ..BenchmarkOptions::default()
     };
     options.factor_search.validate()?;
