@@ -364,13 +364,21 @@ impl Index {
             }
         } else {
             for (i, s) in segs.iter().enumerate() {
-                candidates.extend((0..s.seg.docs()).filter(|&r| !s.is_deleted(r)).map(|r| (i, r)));
+                candidates.extend(
+                    (0..s.seg.docs())
+                        .filter(|&r| !s.is_deleted(r))
+                        .map(|r| (i, r)),
+                );
             }
         }
         // Standardization statistics over a fixed sample of live images.
         // Each image is scored once, whether in the sample, the candidates or both.
         let sample = sample_slots(segs, self.len(), factor_search.sample);
-        let all: BTreeSet<Slot> = sample.iter().copied().chain(candidates.iter().copied()).collect();
+        let all: BTreeSet<Slot> = sample
+            .iter()
+            .copied()
+            .chain(candidates.iter().copied())
+            .collect();
         let all: Vec<Slot> = all.into_iter().collect();
         let scored: Vec<Scored> = all
             .par_iter()
@@ -436,7 +444,7 @@ fn sample_slots(segs: &[LiveSegment], live: usize, n: usize) -> Vec<Slot> {
             if s.is_deleted(r) {
                 continue;
             }
-            if at % stride == 0 {
+            if at.is_multiple_of(stride) {
                 out.push((i, r));
             }
             at += 1;
@@ -509,7 +517,11 @@ mod tests {
         // Globals 1, 2, 3 (mean 2, sd √(2/3)); factor scores 0, 0, 3 (mean 1, sd √2).
         let s = vec![(1.0, vec![0.0]), (2.0, vec![0.0]), (3.0, vec![3.0])];
         let half = mix_standardized(&s, FactorAggregation::Best, 0.5);
-        let zg = [-1.0 / (2.0f32 / 3.0).sqrt(), 0.0, 1.0 / (2.0f32 / 3.0).sqrt()];
+        let zg = [
+            -1.0 / (2.0f32 / 3.0).sqrt(),
+            0.0,
+            1.0 / (2.0f32 / 3.0).sqrt(),
+        ];
         let zf = [-1.0 / 2f32.sqrt(), -1.0 / 2f32.sqrt(), 2.0 / 2f32.sqrt()];
         for i in 0..3 {
             assert!((half[i] - 0.5 * (zg[i] + zf[i])).abs() < 1e-5, "{half:?}");
@@ -526,7 +538,10 @@ mod tests {
         assert!(FactorSearch::new().weight(1.5).validate().is_err());
         assert!(FactorSearch::new().factor_shortlist(0).validate().is_err());
         assert!(FactorSearch::new().validate().is_ok());
-        assert_eq!("best3".parse::<FactorAggregation>().ok(), Some(FactorAggregation::Best3));
+        assert_eq!(
+            "best3".parse::<FactorAggregation>().ok(),
+            Some(FactorAggregation::Best3)
+        );
         assert!("sum".parse::<FactorAggregation>().is_err());
     }
 }

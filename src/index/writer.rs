@@ -7,8 +7,8 @@ use super::manifest::{self, ManifestRecord, SegmentRecord, SettingsRecord};
 use super::options::IndexOptions;
 use super::reader::{Index, LiveSegment, OpenMode};
 use super::segment::{
-    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent,
-    RegionRef, Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
+    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent, RegionRef,
+    Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
 };
 use crate::{Error, Recipe, Result};
 use half::f16;
@@ -788,7 +788,12 @@ fn build_and_write(
     }
     let region_graph = match factor_channels {
         Some(c) if !region_refs.is_empty() && region_refs.len() >= options.get_graph_min_docs() => {
-            let h = build_hnsw(&region_vectors, c, options.get_m(), options.get_ef_construction())?;
+            let h = build_hnsw(
+                &region_vectors,
+                c,
+                options.get_m(),
+                options.get_ef_construction(),
+            )?;
             Some(FlatGraph::from_hnsw(&h, region_refs.len())?)
         }
         _ => None,

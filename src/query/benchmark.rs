@@ -3,11 +3,11 @@
 //! every relevant image that has a ground-truth box (the thesis' Table 5.2 protocol).
 
 use super::{BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher};
-use crate::index::{FactorMatch, FactorSearch};
 use crate::eval::{
     evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
     LocalizationEvaluation, Protocol, Rankings,
 };
+use crate::index::{FactorMatch, FactorSearch};
 use crate::{BBox, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -123,10 +123,12 @@ fn run_index(
     use crate::recipe_args::binarize_rule;
     use deepfactor::backbone::WeightSource;
     use deepfactor::eval::BoxHandling;
+    use deepfactor::index::FactorSearch;
     use deepfactor::localize::Localizer;
     use deepfactor::query::benchmark::{run_benchmark, BenchmarkOptions};
-    use deepfactor::index::FactorSearch;
-    use deepfactor::query::{BoxMode, Expansion, FactorMode, FactorSource, Searcher, SearcherOptions};
+    use deepfactor::query::{
+        BoxMode, Expansion, FactorMode, FactorSource, Searcher, SearcherOptions,
+    };
     let (box_mode, handling) = match args.box_mode.as_str() {
         "filter" => (Some(BoxMode::Filter), BoxHandling::Filter),
         "crop" => (Some(BoxMode::Crop), BoxHandling::Crop),
@@ -214,7 +216,10 @@ fn run_index(
             obj.insert("mean_kept_factors".into(), serde_json::json!(run.mean_kept));
             obj.insert("region_fallbacks".into(), serde_json::json!(run.fallbacks));
             obj.insert("mean_query_ms".into(), serde_json::json!(run.mean_query_ms));
-            obj.insert("mean_search_ms".into(), serde_json::json!(run.mean_search_ms));
+            obj.insert(
+                "mean_search_ms".into(),
+                serde_json::json!(run.mean_search_ms),
+            );
             obj.insert(
                 "search_mode".into(),
                 serde_json::json!(if args.hnsw { "hnsw" } else { "exact" }),

@@ -5,8 +5,8 @@ use crate::recipe_args::{binarize_rule, device};
 use anyhow::Context;
 use clap::Args;
 use deepfactor::backbone::WeightSource;
-use deepfactor::localize::Localizer;
 use deepfactor::index::{FactorAggregation, FactorSearch};
+use deepfactor::localize::Localizer;
 use deepfactor::query::{
     describe_matches, BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher,
     SearcherOptions,

@@ -493,10 +493,30 @@ fn factor_vector_damage_is_named() {
     let (_, rvec, _) = *t.iter().find(|(k, _, _)| k == b"RVEC").unwrap();
     let (_, info, _) = *t.iter().find(|(k, _, _)| k == b"INFO").unwrap();
     let cases: Vec<(&str, usize, Vec<u8>, &str)> = vec![
-        ("owner row out of range", rref, 9999u32.to_le_bytes().to_vec(), "RREF"),
-        ("owner factor out of range", rref + 4, 77u16.to_le_bytes().to_vec(), "RREF"),
-        ("vector changed", rvec, 0x7bffu16.to_le_bytes().to_vec(), "RVEC"),
-        ("count wrong", info + 36, 5u32.to_le_bytes().to_vec(), "RVEC"),
+        (
+            "owner row out of range",
+            rref,
+            9999u32.to_le_bytes().to_vec(),
+            "RREF",
+        ),
+        (
+            "owner factor out of range",
+            rref + 4,
+            77u16.to_le_bytes().to_vec(),
+            "RREF",
+        ),
+        (
+            "vector changed",
+            rvec,
+            0x7bffu16.to_le_bytes().to_vec(),
+            "RVEC",
+        ),
+        (
+            "count wrong",
+            info + 36,
+            5u32.to_le_bytes().to_vec(),
+            "RVEC",
+        ),
     ];
     for (what, at, bytes, section) in cases {
         let mut b = orig.clone();
@@ -505,10 +525,17 @@ fn factor_vector_damage_is_named() {
         // Resealed, the file no longer matches its manifest's checksum: checked alone, as
         // `Index::open` and `verify` check a segment.
         let err = check_segment_bytes(&b, &seg).expect_err(what);
-        let Error::IndexFormat { path, section: s, .. } = &err else {
+        let Error::IndexFormat {
+            path, section: s, ..
+        } = &err
+        else {
             panic!("{what}: not a format error: {err}");
         };
-        assert_eq!(path.file_name().unwrap().to_string_lossy(), name, "{what}: {err}");
+        assert_eq!(
+            path.file_name().unwrap().to_string_lossy(),
+            name,
+            "{what}: {err}"
+        );
         assert!(s.contains(section), "{what}: {err}");
     }
     check_segment_bytes(&orig, &seg).unwrap();

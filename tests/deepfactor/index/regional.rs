@@ -169,7 +169,11 @@ fn factor_vectors_round_trip() {
                 assert!((m.score - 1.0).abs() < 2e-3, "{m:?}");
                 // The stored concept and the factor vector agree.
                 let stored = ix.factors(id).unwrap().unwrap().concept(f).unwrap();
-                let cos: f32 = unit(&stored).iter().zip(unit(concept)).map(|(a, b)| a * b).sum();
+                let cos: f32 = unit(&stored)
+                    .iter()
+                    .zip(unit(concept))
+                    .map(|(a, b)| a * b)
+                    .sum();
                 assert!((cos - 1.0).abs() < 2e-3);
             }
         }
@@ -186,18 +190,31 @@ fn planted_object_found_only_through_factor_vectors() {
     let qf = query_factors(&w, 3);
     // Global search: the planted image is at the very bottom.
     let global: Vec<u64> = ix
-        .search(&r, &w.query, &SearchOptions::new().k(400).mode(SearchMode::Exact))
+        .search(
+            &r,
+            &w.query,
+            &SearchOptions::new().k(400).mode(SearchMode::Exact),
+        )
         .unwrap()
         .iter()
         .map(|h| h.id)
         .collect();
-    assert!(rank_of(&global, w.planted).unwrap() > 300, "global finds it");
+    assert!(
+        rank_of(&global, w.planted).unwrap() > 300,
+        "global finds it"
+    );
     // Factor-level search: first, exactly and through the graphs (the factor graph alone
     // brings it into the shortlist: the global shortlist does not hold it).
     for (mode, global_shortlist) in [(SearchMode::Exact, 200), (SearchMode::Hnsw, 20)] {
         let fs = FactorSearch::new().global_shortlist(global_shortlist);
         let hits = ix
-            .search_factors(&r, &w.query, &qf, &SearchOptions::new().k(10).mode(mode), &fs)
+            .search_factors(
+                &r,
+                &w.query,
+                &qf,
+                &SearchOptions::new().k(10).mode(mode),
+                &fs,
+            )
             .unwrap();
         assert_eq!(hits[0].id, w.planted, "{mode:?}: {hits:?}");
         let m = hits[0].matches[0];
@@ -294,7 +311,12 @@ fn mixed_scores_follow_the_formula() {
         let want = mix_standardized(&by_hand, agg, 0.6);
         for h in &hits {
             let i = h.id as usize;
-            assert!((h.score - want[i]).abs() < 1e-2, "{agg}: {} vs {}", h.score, want[i]);
+            assert!(
+                (h.score - want[i]).abs() < 1e-2,
+                "{agg}: {} vs {}",
+                h.score,
+                want[i]
+            );
             assert!((h.global - by_hand[i].0).abs() < 1e-5);
             assert!((h.factor - agg.aggregate(&by_hand[i].1)).abs() < 1e-2);
         }
