@@ -7,6 +7,7 @@ mod backbone;
 mod descriptor;
 mod index;
 mod nmf;
+mod pipeline;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,11 @@ const GROUPS: &[Group] = &[
         "nmf",
         "NMF milliseconds per iteration: dense, sparse, batched",
         nmf::run,
+    ),
+    (
+        "pipeline",
+        "images/s of features + NMF + descriptor for a batch of equal-size images (CPU or GPU)",
+        pipeline::run,
     ),
 ];
 

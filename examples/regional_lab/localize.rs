@@ -7,9 +7,10 @@ use anyhow::Result;
 use deepfactor::eval::{evaluate_localization, BoxPrediction};
 use deepfactor::heatmap::{filter_factors, Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
 use deepfactor::index::StoredFactors;
+use deepfactor::linalg::Matrix;
 use deepfactor::localize::{calibrate, Localizer};
 use deepfactor::nmf::Factorization;
-use deepfactor::{Activations, BBox, CellGrid, Matrix};
+use deepfactor::{Activations, BBox, CellGrid};
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -2,7 +2,7 @@
 
 use crate::cache::{factors, Set};
 use anyhow::Result;
-use deepfactor::descriptor::factors::vu_concepts;
+use deepfactor::descriptor::vu_concepts;
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 use deepfactor::eval::{evaluate, Protocol, Rankings};
 use deepfactor::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};

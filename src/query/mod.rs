@@ -17,7 +17,11 @@
 //! # Ok(()) }
 //! ```
 
-pub mod benchmark;
+mod benchmark;
+
+pub use benchmark::{
+    image_file, run_benchmark, BenchmarkOptions, BenchmarkRun, HitRecord, QueryHits,
+};
 
 use crate::backbone::WeightSource;
 use crate::descriptor::{extract_crop, Description};

@@ -8,17 +8,17 @@
 //!   it fetches nothing and needs no JavaScript. All text is HTML-escaped.
 //! - [`SearchReport::write_sheet`]: one PNG contact sheet, a grid of thumbnails with the query
 //!   (and each kept factor on its own) on the first row(s) and the results after, in rank order,
-//!   labelled with the embedded bitmap font of [`font`] (no system fonts needed).
+//!   labelled with an embedded bitmap font (no system fonts needed).
 //!
 //! Coordinates: boxes are in pixels of the original image (after EXIF orientation, as
 //! [`crate::images::load_rgb`] decodes it); heatmaps are at feature-map
 //! resolution, one value per cell of a [`CellGrid`] whose image size must equal the image's.
 //! The renderer upsamples them ([`Heatmap::upsample`]) to whatever size it draws.
 //!
-//! Colours: every factor id gets one colour of [`color::PALETTE`] for the whole report, in
+//! Colours: every factor id gets one colour of a fixed palette for the whole report, in
 //! order of first appearance (the query's kept factors first), so a factor looks the same on
 //! the query and on every result. Each pixel of an overlay takes the colour of its strongest
-//! factor, with opacity by strength ([`overlay::overlay_factors`]). A result's averaged
+//! factor, with opacity by strength. A result's averaged
 //! heatmap, when given, is drawn with the perceptual viridis map. Boxes are white with a dark
 //! rim, their thickness scaling with the picture.
 //!
@@ -45,13 +45,16 @@
 //! # }
 //! ```
 
-pub mod color;
-pub mod draw;
-pub mod font;
+mod color;
+mod coseg;
+mod draw;
+pub(crate) mod font; // also the probe plots' text
 mod html;
-pub mod overlay;
+mod overlay;
 mod sheet;
 
+pub use color::palette;
+pub use coseg::{coseg_overlay, CosegReport, CosegView};
 pub use html::{base64_encode, escape_html};
 
 use crate::heatmap::Heatmap;
@@ -663,7 +666,7 @@ fn colored_heatmaps(
 }
 
 /// `img` scaled so its longest side is at most `max_side` (never enlarged).
-fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
+pub(crate) fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let long = w.max(h);
     if long <= max_side {

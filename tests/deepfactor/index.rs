@@ -12,7 +12,8 @@ mod regional;
 mod update;
 
 use deepfactor::index::{ImageMeta, IndexOptions, IndexWriter, NewImage, StoredFactors};
-use deepfactor::{Matrix, Recipe};
+use deepfactor::linalg::Matrix;
+use deepfactor::Recipe;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};

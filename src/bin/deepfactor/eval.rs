@@ -125,7 +125,7 @@ fn run_index(
     use deepfactor::eval::BoxHandling;
     use deepfactor::index::FactorSearch;
     use deepfactor::localize::Localizer;
-    use deepfactor::query::benchmark::{run_benchmark, BenchmarkOptions};
+    use deepfactor::query::{run_benchmark, BenchmarkOptions};
     use deepfactor::query::{
         BoxMode, Expansion, FactorMode, FactorSource, Searcher, SearcherOptions,
     };

@@ -7,7 +7,7 @@ use deepfactor::index::{
     mix_standardized, FactorAggregation, FactorSearch, Index, IndexWriter, NewImage, QueryFactor,
     SearchMode, SearchOptions, StoredFactors,
 };
-use deepfactor::Matrix;
+use deepfactor::linalg::Matrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
