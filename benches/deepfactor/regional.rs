@@ -108,7 +108,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut w = IndexWriter::create(tmp.path(), r.clone(), IndexOptions::new()).map_err(e)?;
         for id in 0..n as u64 {
-            let v: Vec<f32> = (0..a.k).flat_map(|_| concept(&mut rng, a.channels)).collect();
+            let v: Vec<f32> = (0..a.k)
+                .flat_map(|_| concept(&mut rng, a.channels))
+                .collect();
             let u: Vec<f32> = (0..4 * a.k).map(|i| (i % 7) as f32 * 0.1).collect();
             let factors = StoredFactors::quantize(
                 &Matrix::from_vec(a.k, a.channels, v).map_err(e)?,
