@@ -34,7 +34,7 @@
 pub mod stored;
 
 pub use stored::{
-    region_fill, Baseline, ConceptSample, HitFactors, Matching, QueryConcept,
+    reconstruction, region_fill, Baseline, ConceptSample, HitFactors, Matching, QueryConcept,
     DEFAULT_BASELINE_SAMPLE, DEFAULT_WHOLE_VIEW, SIGNIFICANT_Z,
 };
 
@@ -711,6 +711,148 @@ mod tests {
             loc.resolve(&Heatmap::zeros(g).unwrap(), &peak),
             Binarize::TopFraction(DEFAULT_TOP_FRACTION)
         );
+    }
+
+    /// A `rows × cols` grid of 10-pixel cells, and a heatmap that is 1 on the cells of rows
+    /// `r` and columns `c`, 0 elsewhere.
+    fn block(g: CellGrid, r: std::ops::Range<usize>, c: std::ops::Range<usize>) -> Heatmap {
+        let v = (0..g.len())
+            .map(|i| f32::from(r.contains(&(i / g.cols)) && c.contains(&(i % g.cols))))
+            .collect();
+        Heatmap::new(g, v).unwrap()
+    }
+
+    fn complement(h: &Heatmap) -> Heatmap {
+        Heatmap::new(*h.grid(), h.values().iter().map(|x| 1.0 - x).collect()).unwrap()
+    }
+
+    #[test]
+    fn stored_localization_widens_to_the_whole_view_only_when_the_object_fills_it() {
+        let g = grid(8, 8);
+        let v = Matrix::from_vec(2, 3, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).unwrap();
+        let q = [QueryConcept {
+            factor: 5,
+            vector: vec![1.0, 0.0, 0.1],
+            baseline: Some(Baseline {
+                mean: 0.4,
+                std: 0.1,
+            }),
+        }];
+        let loc = Localizer::builder().build().unwrap();
+        let rule = Binarize::RelativeToMax(0.5);
+        // A small object (2×3 cells): its box, no whole view.
+        let obj = block(g, 2..4, 3..6);
+        let maps = [obj.clone(), complement(&obj)];
+        let hit = HitFactors {
+            concepts: &v,
+            heatmaps: &maps,
+        };
+        let small = loc.from_stored(&q, hit, g, rule).unwrap();
+        assert!(!small.whole_view);
+        assert!((small.fill.unwrap() - 6.0 / 64.0).abs() < 1e-5, "{:?}", small.fill);
+        let truth = BBox::new(30.0, 20.0, 60.0, 40.0).unwrap();
+        assert!(small.bbox.unwrap().iou(&truth) > 0.7, "{:?}", small.bbox);
+        assert_eq!(small.factor_maps.len(), 1);
+        assert_eq!(small.factor_maps[0].0, 5);
+        // An object over 7 of 8 rows: the whole image.
+        let big = block(g, 0..7, 0..8);
+        let maps = [big.clone(), complement(&big)];
+        let hit = HitFactors {
+            concepts: &v,
+            heatmaps: &maps,
+        };
+        let whole = loc.from_stored(&q, hit, g, rule).unwrap();
+        assert!(whole.whole_view);
+        assert_eq!(whole.bbox, Some(BBox::new(0.0, 0.0, 80.0, 80.0).unwrap()));
+        // With the rule off, the heatmap's box.
+        let off = Localizer::builder().whole_view(None).build().unwrap();
+        let b = off.from_stored(&q, hit, g, rule).unwrap();
+        assert!(!b.whole_view);
+        assert_eq!(b.bbox, Some(BBox::new(0.0, 0.0, 80.0, 70.0).unwrap()));
+        assert!(b.fill.unwrap() > 0.8);
+        // Bad input is an error, not a panic.
+        assert!(loc.from_stored(&q, hit, grid(4, 4), rule).is_err());
+        let one = [big];
+        let short = HitFactors {
+            concepts: &v,
+            heatmaps: &one,
+        };
+        assert!(loc.from_stored(&q, short, g, rule).is_err());
+        for t in [0.0, -1.0, 1.5, f32::NAN] {
+            assert!(Localizer::builder().whole_view(Some(t)).build().is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn joint_on_the_stored_reconstruction_finds_what_joint_on_the_activations_finds() {
+        // Activations that are exactly of rank 2: an object concept on a block, a background
+        // concept elsewhere, in the query (4×4 cells) and in a target (8×8 cells).
+        let v = Matrix::from_vec(
+            2,
+            6,
+            vec![1.0, 0.8, 0.0, 0.1, 0.0, 0.3, 0.0, 0.1, 1.0, 0.9, 0.7, 0.2],
+        )
+        .unwrap();
+        let acts = |g: CellGrid, obj: &Heatmap| -> (Matrix, Activations) {
+            let bg = complement(obj);
+            let mut u = Matrix::zeros(g.len(), 2);
+            for c in 0..g.len() {
+                u.set(c, 0, 2.0 * obj.values()[c]);
+                u.set(c, 1, 0.5 + bg.values()[c]);
+            }
+            let data = u.matmul(&v).unwrap();
+            (u, Activations { grid: g, data })
+        };
+        let (qg, tg) = (grid(4, 4), grid(8, 8));
+        let (_, query) = acts(qg, &block(qg, 0..2, 0..2));
+        let (ut, target) = acts(tg, &block(tg, 4..7, 2..6));
+        // The target's factors as an index stores them (f16 concepts, 8-bit heatmaps), and
+        // the activations they reconstruct.
+        let sf = crate::index::StoredFactors::quantize(&v, &ut, tg.rows, tg.cols).unwrap();
+        let (sv, maps) = (sf.concepts(), sf.heatmaps_over(80, 80).unwrap());
+        let hit = HitFactors {
+            concepts: &sv,
+            heatmaps: &maps,
+        };
+        let recon = reconstruction(hit, tg).unwrap();
+        let scale = target.data.as_slice().iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (a, b) in target.data.as_slice().iter().zip(recon.data.as_slice()) {
+            assert!((a - b).abs() <= 0.01 * scale, "{a} vs {b}");
+        }
+        let concepts = [QueryConcept {
+            factor: 0,
+            vector: v.row(0).to_vec(),
+            baseline: None,
+        }];
+        let loc = Localizer::builder().k(2).build().unwrap();
+        let qbox = BBox::new(0.0, 0.0, 20.0, 20.0).unwrap();
+        let rule = Binarize::RelativeToMax(0.5);
+        let net = loc
+            .joint_matched(&query, &qbox, &concepts, &[&target], rule)
+            .unwrap();
+        let rec = loc
+            .joint_matched(&query, &qbox, &concepts, &[&recon], rule)
+            .unwrap();
+        let truth = BBox::new(20.0, 40.0, 60.0, 70.0).unwrap();
+        let (a, b) = (net.targets[0].bbox.unwrap(), rec.targets[0].bbox.unwrap());
+        assert!(a.iou(&truth) > 0.7, "{a:?}");
+        assert!(a.iou(&b) > 0.95, "{a:?} vs {b:?}");
+        assert_eq!(net.kept, rec.kept);
+        // A concept of another width, or a reconstruction of mismatched parts, is an error.
+        let wrong = [QueryConcept {
+            factor: 0,
+            vector: vec![1.0; 5],
+            baseline: None,
+        }];
+        assert!(loc
+            .joint_matched(&query, &qbox, &wrong, &[&target], rule)
+            .is_err());
+        assert!(reconstruction(hit, qg).is_err());
+        let half = HitFactors {
+            concepts: &sv,
+            heatmaps: &maps[..1],
+        };
+        assert!(reconstruction(half, tg).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! off part of an object that is everywhere.
 
 use crate::heatmap::Heatmap;
-use crate::{Error, Matrix, Result};
+use crate::{Activations, CellGrid, Error, Matrix, Result};
 use serde::{Deserialize, Serialize};
 
 /// A stored factor matches a query concept significantly when its cosine lies this many
@@ -297,6 +297,36 @@ pub fn region_fill(concepts: &[QueryConcept], hit: HitFactors<'_>) -> Option<f32
         .map(|(n, d)| if *d > 0.0 { n / d } else { 0.0 })
         .sum();
     Some((share / cells as f64) as f32)
+}
+
+/// The hit's activations as its stored factors reconstruct them: `U·V` over `grid` (cells ×
+/// channels, in the space the factors were made in) — what joint localization on stored
+/// factors factorizes in place of a network pass.
+pub fn reconstruction(hit: HitFactors<'_>, grid: CellGrid) -> Result<Activations> {
+    let cells = grid.len();
+    if hit.concepts.rows() != hit.heatmaps.len() {
+        return Err(Error::invalid(format!(
+            "stored factors: {} concept vectors for {} heatmaps",
+            hit.concepts.rows(),
+            hit.heatmaps.len()
+        )));
+    }
+    let mut u = Matrix::zeros(cells, hit.heatmaps.len());
+    for (k, m) in hit.heatmaps.iter().enumerate() {
+        if m.values().len() != cells {
+            return Err(Error::invalid(format!(
+                "stored heatmap of {} cells for a grid of {cells}",
+                m.values().len()
+            )));
+        }
+        for (c, &x) in m.values().iter().enumerate() {
+            u.set(c, k, x);
+        }
+    }
+    Ok(Activations {
+        grid,
+        data: u.matmul(hit.concepts)?,
+    })
 }
 
 #[cfg(test)]

@@ -723,7 +723,11 @@ impl Searcher {
                 let slots: Vec<usize> = (0..hits.len()).filter(|&i| stored[i].is_some()).collect();
                 let mut recon = Vec::with_capacity(slots.len());
                 for (grid, v, maps) in stored.iter().flatten() {
-                    recon.push(reconstruction(*grid, v, maps)?);
+                    let h = HitFactors {
+                        concepts: v,
+                        heatmaps: maps,
+                    };
+                    recon.push(crate::localize::reconstruction(h, *grid)?);
                 }
                 if recon.is_empty() {
                     return Ok(None);
@@ -846,28 +850,6 @@ impl Searcher {
         let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
         Ok(Some((sf.grid(w, h), sf.concepts(), sf.heatmaps_over(w, h)?)))
     }
-}
-
-/// A hit's activations as its stored factors reconstruct them: `U·V` over `grid`.
-fn reconstruction(
-    grid: crate::CellGrid,
-    v: &crate::Matrix,
-    maps: &[Heatmap],
-) -> Result<Activations> {
-    let cells = grid.len();
-    let mut u = crate::Matrix::zeros(cells, maps.len());
-    for (k, m) in maps.iter().enumerate() {
-        if m.values().len() != cells {
-            return Err(Error::invalid("stored heatmap of another grid than its image's"));
-        }
-        for (c, &x) in m.values().iter().enumerate() {
-            u.set(c, k, x);
-        }
-    }
-    Ok(Activations {
-        grid,
-        data: u.matmul(v)?,
-    })
 }
 
 /// Runs `f`, adding its duration in milliseconds to `slot`.
