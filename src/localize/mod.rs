@@ -548,10 +548,21 @@ impl Localizer {
         let maps: Vec<&Heatmap> = selected.iter().map(|s| &hit.heatmaps[s.0]).collect();
         let weights: Vec<f32> = selected.iter().map(|s| s.1).collect();
         let heatmap = Heatmap::average(grid, &maps, &weights)?;
-        let factor_maps = selected
-            .iter()
-            .map(|s| (s.2, hit.heatmaps[s.0].clone().unit_max()))
-            .collect();
+        // One map per query factor: the weighted average of the hit's factors it selected.
+        let mut labels: Vec<usize> = selected.iter().map(|s| s.2).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let factor_maps = labels
+            .into_iter()
+            .map(|label| {
+                let (m, w): (Vec<&Heatmap>, Vec<f32>) = selected
+                    .iter()
+                    .filter(|s| s.2 == label)
+                    .map(|s| (&hit.heatmaps[s.0], s.1))
+                    .unzip();
+                Ok((label, Heatmap::average(grid, &m, &w)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut located = Located {
             bbox: heatmap.region_box(binarize),
             heatmap,

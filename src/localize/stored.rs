@@ -204,15 +204,25 @@ fn cosines(q: &[f32], v: &Matrix) -> Vec<f32> {
 
 /// The hit's factors selected by the query's concepts, with their weights, each labelled with
 /// the query factor that weighs most on it. Standardized matching needs every concept's
-/// baseline; without them it falls back to [`Matching::Best`].
+/// baseline; without them, or where no factor of the hit lies above any baseline (the region
+/// is probably not there), it falls back to [`Matching::Best`], so that a box is always
+/// predicted.
 pub fn select(
     concepts: &[QueryConcept],
     hit: HitFactors<'_>,
     matching: Matching,
 ) -> Vec<(usize, f32, usize)> {
-    let k = hit.concepts.rows().min(hit.heatmaps.len());
     let standardized =
         matching == Matching::Standardized && concepts.iter().all(|c| c.baseline.is_some());
+    let picked = pick(concepts, hit, standardized);
+    if standardized && picked.is_empty() {
+        return pick(concepts, hit, false);
+    }
+    picked
+}
+
+fn pick(concepts: &[QueryConcept], hit: HitFactors<'_>, standardized: bool) -> Vec<(usize, f32, usize)> {
+    let k = hit.concepts.rows().min(hit.heatmaps.len());
     // Per hit factor: summed weight, and the label with the largest share.
     let mut weight = vec![0f32; k];
     let mut label: Vec<(f32, usize)> = vec![(0.0, 0); k];
@@ -453,6 +463,14 @@ mod tests {
         // Best matching weighs both by cosine.
         let sel = select(&q, h, Matching::Best);
         assert_eq!(sel.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1]);
+        // Where nothing lies above the baselines, the best match stands in.
+        let high = QueryConcept {
+            baseline: Some(Baseline { mean: 0.99, std: 0.01 }),
+            ..object.clone()
+        };
+        let sel = select(&[high], h, Matching::Standardized);
+        assert_eq!(sel.len(), 1);
+        assert!((sel[0].1 - 0.8).abs() < 1e-5, "{sel:?}");
         // Without a baseline standardized matching falls back to the best match.
         let mut nb = background;
         nb.baseline = None;

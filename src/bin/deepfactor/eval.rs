@@ -35,13 +35,14 @@ pub struct EvalArgs {
     #[arg(long)]
     localize: bool,
     /// With --localize: the variants, comma-separated, among stored, joint and joint-stored
-    /// (joint NMF of the stored factors' reconstructions).
-    #[arg(long, default_value = "joint,stored", value_name = "LIST")]
-    localize_with: String,
-    /// With --localize: instead of --localize-with, the before/after set — joint with the
-    /// thesis' factor selection and with matched concepts (network and stored
-    /// reconstructions), stored with the best match and standardized — each with every
-    /// binarization (calibrated, top30, otsu), the whole-view rule off and on.
+    /// (joint NMF of the stored factors' reconstructions); default joint,stored (with
+    /// --compare: all three).
+    #[arg(long, value_name = "LIST")]
+    localize_with: Option<String>,
+    /// With --localize: the before/after set — joint with the thesis' factor selection and
+    /// with matched concepts (network and stored reconstructions), stored with the best match
+    /// and standardized — each with every binarization (calibrated, top30, otsu), the
+    /// whole-view rule off and on; --localize-with keeps only the variants it names.
     #[arg(long)]
     compare: bool,
     #[command(flatten)]
@@ -118,6 +119,13 @@ fn run_index(
         other => anyhow::bail!("--box {other:?}: expected filter, crop or none"),
     };
     let loc = args.loc.builder()?;
+    let named = args
+        .localize_with
+        .as_deref()
+        .unwrap_or(if args.compare { "joint,joint-stored,stored" } else { "joint,stored" })
+        .split(',')
+        .map(|name| Localize::parse(name, 1))
+        .collect::<deepfactor::Result<Vec<_>>>()?;
     let variants = match (args.localize, args.compare) {
         (false, _) => Vec::new(),
         (true, true) => LocalizationVariant::comparison(
@@ -127,12 +135,14 @@ fn run_index(
                 Binarize::TopFraction(DEFAULT_TOP_FRACTION),
                 Binarize::Otsu,
             ],
-        ),
-        (true, false) => args
-            .localize_with
-            .split(',')
-            .map(|name| Ok(LocalizationVariant::new(Localize::parse(name, 1)?, loc)))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+        .into_iter()
+        .filter(|v| named.iter().any(|n| n.name() == v.how.name()))
+        .collect(),
+        (true, false) => named
+            .into_iter()
+            .map(|how| LocalizationVariant::new(how, loc))
+            .collect(),
     };
     let weights = args
         .weights
