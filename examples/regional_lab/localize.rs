@@ -242,59 +242,6 @@ fn joint_matched(mats: &[&Matrix], grids: &[CellGrid], q: &[Vec<f32>], k: usize)
         .collect()
 }
 
-/// Box around the kept component chosen by `pick`: "peak" = the one holding the maximum,
-/// "mass" = the one with the most mass.
-fn pick_box(h: &Heatmap, rule: Binarize, pick: &str) -> Option<BBox> {
-    let h = h.refine(deepfactor::heatmap::UPSAMPLE);
-    let g = *h.grid();
-    let on = h.binarize(rule);
-    let vals = h.values();
-    let n = g.len();
-    let mut label = vec![usize::MAX; n];
-    let mut comps: Vec<(usize, f32, f32)> = Vec::new(); // (size, mass, max)
-    let mut stack = Vec::new();
-    for s in 0..n {
-        if !on[s] || label[s] != usize::MAX {
-            continue;
-        }
-        let id = comps.len();
-        label[s] = id;
-        stack.push(s);
-        let (mut size, mut mass, mut mx) = (0usize, 0f32, 0f32);
-        while let Some(c) = stack.pop() {
-            size += 1;
-            mass += vals[c];
-            mx = mx.max(vals[c]);
-            let (r, col) = (c / g.cols, c % g.cols);
-            let mut nb = Vec::new();
-            if r > 0 { nb.push(c - g.cols); }
-            if r + 1 < g.rows { nb.push(c + g.cols); }
-            if col > 0 { nb.push(c - 1); }
-            if col + 1 < g.cols { nb.push(c + 1); }
-            for x in nb {
-                if on[x] && label[x] == usize::MAX {
-                    label[x] = id;
-                    stack.push(x);
-                }
-            }
-        }
-        comps.push((size, mass, mx));
-    }
-    let best = (0..comps.len()).max_by(|&a, &b| match pick {
-        "peak" => comps[a].2.total_cmp(&comps[b].2),
-        _ => comps[a].1.total_cmp(&comps[b].1),
-    })?;
-    let (mut r0, mut c0, mut r1, mut c1) = (usize::MAX, usize::MAX, 0, 0);
-    for (c, _) in label.iter().enumerate().filter(|(_, &l)| l == best) {
-        let (r, col) = (c / g.cols, c % g.cols);
-        r0 = r0.min(r);
-        c0 = c0.min(col);
-        r1 = r1.max(r + 1);
-        c1 = c1.max(col + 1);
-    }
-    Some(g.cells_rect(r0, c0, r1, c1))
-}
-
 fn crowed(a: &Activations) -> Activations {
     let w = deepfactor::descriptor::crow::channel_weights(&a.data);
     let mut data = a.data.clone();
@@ -491,9 +438,6 @@ pub fn run(sets: &[Set], o: &Options) -> Result<()> {
                     });
                     for (rule, b) in [
                         ("calibrated", m.heat.region_box(Binarize::RelativeToMax(cal))),
-                        ("calibrated-peak", pick_box(&m.heat, Binarize::RelativeToMax(cal), "peak")),
-                        ("calibrated-mass", pick_box(&m.heat, Binarize::RelativeToMax(cal), "mass")),
-                        ("otsu-mass", pick_box(&m.heat, Binarize::Otsu, "mass")),
                         ("top30", m.heat.region_box(Binarize::TopFraction(0.3))),
                         ("otsu", m.heat.region_box(Binarize::Otsu)),
                     ] {
@@ -506,7 +450,7 @@ pub fn run(sets: &[Set], o: &Options) -> Result<()> {
                         };
                         put(rule.into(), b);
                         if let Some(f) = fill {
-                            for tau in [0.3f32, 0.4, 0.5] {
+                            for tau in [0.4f32, 0.5, 0.6] {
                                 put(
                                     format!("{rule} + fill≥{tau}"),
                                     if f >= tau { Some(whole) } else { b },

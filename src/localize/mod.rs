@@ -760,7 +760,11 @@ mod tests {
         };
         let small = loc.from_stored(&q, hit, g, rule).unwrap();
         assert!(!small.whole_view);
-        assert!((small.fill.unwrap() - 6.0 / 64.0).abs() < 1e-5, "{:?}", small.fill);
+        assert!(
+            (small.fill.unwrap() - 6.0 / 64.0).abs() < 1e-5,
+            "{:?}",
+            small.fill
+        );
         let truth = BBox::new(30.0, 20.0, 60.0, 40.0).unwrap();
         assert!(small.bbox.unwrap().iou(&truth) > 0.7, "{:?}", small.bbox);
         assert_eq!(small.factor_maps.len(), 1);
@@ -790,7 +794,10 @@ mod tests {
         };
         assert!(loc.from_stored(&q, short, g, rule).is_err());
         for t in [0.0, -1.0, 1.5, f32::NAN] {
-            assert!(Localizer::builder().whole_view(Some(t)).build().is_err(), "{t}");
+            assert!(
+                Localizer::builder().whole_view(Some(t)).build().is_err(),
+                "{t}"
+            );
         }
     }
 
@@ -826,7 +833,11 @@ mod tests {
             heatmaps: &maps,
         };
         let recon = reconstruction(hit, tg).unwrap();
-        let scale = target.data.as_slice().iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = target
+            .data
+            .as_slice()
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()));
         for (a, b) in target.data.as_slice().iter().zip(recon.data.as_slice()) {
             assert!((a - b).abs() <= 0.01 * scale, "{a} vs {b}");
         }

@@ -221,7 +221,11 @@ pub fn select(
     picked
 }
 
-fn pick(concepts: &[QueryConcept], hit: HitFactors<'_>, standardized: bool) -> Vec<(usize, f32, usize)> {
+fn pick(
+    concepts: &[QueryConcept],
+    hit: HitFactors<'_>,
+    standardized: bool,
+) -> Vec<(usize, f32, usize)> {
     let k = hit.concepts.rows().min(hit.heatmaps.len());
     // Per hit factor: summed weight, and the label with the largest share.
     let mut weight = vec![0f32; k];
@@ -276,10 +280,13 @@ pub fn region_fill(concepts: &[QueryConcept], hit: HitFactors<'_>) -> Option<f32
             let Some(t) = unit(hit.concepts.row(i)) else {
                 return false;
             };
-            concepts.iter().zip(&units).any(|(c, q)| match (q, c.baseline) {
-                (Some(q), Some(b)) if q.len() == t.len() => b.z(dot(q, &t)) >= SIGNIFICANT_Z,
-                _ => false,
-            })
+            concepts
+                .iter()
+                .zip(&units)
+                .any(|(c, q)| match (q, c.baseline) {
+                    (Some(q), Some(b)) if q.len() == t.len() => b.z(dot(q, &t)) >= SIGNIFICANT_Z,
+                    _ => false,
+                })
         })
         .collect();
     let cells = hit.heatmaps[0].values().len();
@@ -392,7 +399,10 @@ mod tests {
         let g = grid();
         let obj: Vec<f32> = (0..16).map(|c| f32::from(c < object_cells)).collect();
         let rest: Vec<f32> = obj.iter().map(|x| 1.0 - x).collect();
-        let maps = vec![Heatmap::new(g, obj).unwrap(), Heatmap::new(g, rest).unwrap()];
+        let maps = vec![
+            Heatmap::new(g, obj).unwrap(),
+            Heatmap::new(g, rest).unwrap(),
+        ];
         (v, maps)
     }
 
@@ -415,7 +425,11 @@ mod tests {
             };
             let fill = region_fill(&q, h).unwrap();
             assert!((fill - expect).abs() < 1e-5, "{cells} cells: {fill}");
-            assert_eq!(fill >= DEFAULT_WHOLE_VIEW, cells > 8, "{cells} cells: {fill}");
+            assert_eq!(
+                fill >= DEFAULT_WHOLE_VIEW,
+                cells > 8,
+                "{cells} cells: {fill}"
+            );
         }
         // A concept that matches nothing significantly (the baseline is already high):
         // nothing fills the view.
@@ -445,7 +459,10 @@ mod tests {
         let object = QueryConcept {
             factor: 0,
             vector: vec![0.8, 0.0, 0.6],
-            baseline: Some(Baseline { mean: 0.3, std: 0.1 }),
+            baseline: Some(Baseline {
+                mean: 0.3,
+                std: 0.1,
+            }),
         };
         let background = QueryConcept {
             factor: 1,
@@ -465,7 +482,10 @@ mod tests {
         assert_eq!(sel.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1]);
         // Where nothing lies above the baselines, the best match stands in.
         let high = QueryConcept {
-            baseline: Some(Baseline { mean: 0.99, std: 0.01 }),
+            baseline: Some(Baseline {
+                mean: 0.99,
+                std: 0.01,
+            }),
             ..object.clone()
         };
         let sel = select(&[high], h, Matching::Standardized);
@@ -474,10 +494,7 @@ mod tests {
         // Without a baseline standardized matching falls back to the best match.
         let mut nb = background;
         nb.baseline = None;
-        assert_eq!(
-            select(&[object, nb], h, Matching::Standardized).len(),
-            2
-        );
+        assert_eq!(select(&[object, nb], h, Matching::Standardized).len(), 2);
     }
 
     #[test]
@@ -485,7 +502,10 @@ mod tests {
         let (v, maps) = hit(4);
         let nan = Matrix::from_vec(2, 3, vec![f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
         let short = Matrix::from_vec(1, 2, vec![1.0, 1.0]).unwrap();
-        let q = [concept(basis(3, 0), 0.5), concept(vec![f32::INFINITY; 3], 0.1)];
+        let q = [
+            concept(basis(3, 0), 0.5),
+            concept(vec![f32::INFINITY; 3], 0.1),
+        ];
         for m in [&v, &nan, &short] {
             for heat in [&maps[..], &maps[..1], &[]] {
                 let h = HitFactors {

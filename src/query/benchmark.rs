@@ -37,9 +37,7 @@ impl LocalizationVariant {
     pub fn new(how: Localize, localizer: LocalizerBuilder) -> Self {
         let detail = match how {
             Localize::Stored(_) => localizer.matching_rule().to_string(),
-            Localize::Joint(_) | Localize::JointStored(_) => {
-                localizer.selection_rule().to_string()
-            }
+            Localize::Joint(_) | Localize::JointStored(_) => localizer.selection_rule().to_string(),
             Localize::None => String::new(),
         };
         LocalizationVariant {
@@ -58,10 +56,19 @@ impl LocalizationVariant {
         for &rule in rules {
             let b = base.binarize(rule);
             for (how, b) in [
-                (Localize::Joint(1), b.selection(JointSelection::Mass).whole_view(None)),
+                (
+                    Localize::Joint(1),
+                    b.selection(JointSelection::Mass).whole_view(None),
+                ),
                 (Localize::Joint(1), b.selection(JointSelection::Matched)),
-                (Localize::JointStored(1), b.selection(JointSelection::Matched)),
-                (Localize::Stored(1), b.matching(Matching::Best).whole_view(None)),
+                (
+                    Localize::JointStored(1),
+                    b.selection(JointSelection::Matched),
+                ),
+                (
+                    Localize::Stored(1),
+                    b.matching(Matching::Best).whole_view(None),
+                ),
                 (Localize::Stored(1), b.matching(Matching::Standardized)),
             ] {
                 out.push(LocalizationVariant::new(how, b));
@@ -195,7 +202,11 @@ pub fn run_benchmark(
         .iter()
         .map(|v| v.localizer.whole_view(None).build())
         .collect::<Result<Vec<Localizer>>>()?;
-    let mut acc: Vec<VariantRun> = options.localize.iter().map(|_| VariantRun::default()).collect();
+    let mut acc: Vec<VariantRun> = options
+        .localize
+        .iter()
+        .map(|_| VariantRun::default())
+        .collect();
     // The indexed images by file stem, for the stored variants.
     let mut by_name: HashMap<String, (u64, PathBuf)> = HashMap::new();
     if !options.localize.is_empty() {

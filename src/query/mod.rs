@@ -25,15 +25,15 @@ use crate::heatmap::Heatmap;
 use crate::index::{Index, SearchMode, SearchOptions};
 use crate::localize::{
     kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection,
-    LocalizationSettings, Located, Localizer, QueryConcept,
+    LocalizationSettings, Localizer, Located, QueryConcept,
 };
 use crate::pipeline::Pipeline;
 use crate::Activations;
 use crate::{BBox, Error, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -695,7 +695,8 @@ impl Searcher {
                         &extracted[..]
                     }
                 };
-                let slots: Vec<usize> = (0..hits.len()).filter(|&i| hit_acts[i].is_some()).collect();
+                let slots: Vec<usize> =
+                    (0..hits.len()).filter(|&i| hit_acts[i].is_some()).collect();
                 let targets: Vec<&Activations> =
                     hit_acts.iter().filter_map(Option::as_ref).collect();
                 if targets.is_empty() {
@@ -842,13 +843,20 @@ impl Searcher {
 
     /// A hit's stored factors as localization reads them: the grid over its image, its
     /// concepts (`K × C`) and its heatmaps; `None` when the index stores none for it.
-    fn hit_factors(&self, id: u64) -> Result<Option<(crate::CellGrid, crate::Matrix, Vec<Heatmap>)>> {
+    fn hit_factors(
+        &self,
+        id: u64,
+    ) -> Result<Option<(crate::CellGrid, crate::Matrix, Vec<Heatmap>)>> {
         let Some(sf) = self.index.factors(id)? else {
             return Ok(None);
         };
         let doc = self.index.document(id)?;
         let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
-        Ok(Some((sf.grid(w, h), sf.concepts(), sf.heatmaps_over(w, h)?)))
+        Ok(Some((
+            sf.grid(w, h),
+            sf.concepts(),
+            sf.heatmaps_over(w, h)?,
+        )))
     }
 }
 

@@ -340,9 +340,15 @@ fn command_line_builds_searches_and_evaluates() {
     // with the whole-view rule on), each with its settings and time per image: the cookie
     // box is found in both images.
     let rows = record["localization"].as_array().unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
     assert_eq!(rows.len(), 4, "{names:?}");
-    assert!(names[0].starts_with("joint") && names[2].starts_with("stored"), "{names:?}");
+    assert!(
+        names[0].starts_with("joint") && names[2].starts_with("stored"),
+        "{names:?}"
+    );
     for r in rows {
         for key in ["mean_iou", "corloc"] {
             let v = r[key].as_f64().unwrap_or_else(|| panic!("no {key} in {r}"));

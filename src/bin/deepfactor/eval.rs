@@ -122,7 +122,11 @@ fn run_index(
     let named = args
         .localize_with
         .as_deref()
-        .unwrap_or(if args.compare { "joint,joint-stored,stored" } else { "joint,stored" })
+        .unwrap_or(if args.compare {
+            "joint,joint-stored,stored"
+        } else {
+            "joint,stored"
+        })
         .split(',')
         .map(|name| Localize::parse(name, 1))
         .collect::<deepfactor::Result<Vec<_>>>()?;

@@ -197,7 +197,11 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             h.path.display()
         );
     }
-    if results.hits.iter().any(|h| h.location.as_ref().is_some_and(|l| l.whole_view)) {
+    if results
+        .hits
+        .iter()
+        .any(|h| h.location.as_ref().is_some_and(|l| l.whole_view))
+    {
         eprintln!("*: the region fills the view; the box is the whole image");
     }
     let t = &results.timings;
