@@ -702,7 +702,12 @@ impl Searcher {
                 if targets.is_empty() {
                     return Ok(None);
                 }
-                let joint = match localizer.settings().selection_rule() {
+                let selection = if concepts.is_empty() {
+                    JointSelection::Mass
+                } else {
+                    localizer.settings().selection_rule()
+                };
+                let joint = match selection {
                     JointSelection::Mass => localizer.joint(acts, region, &targets)?,
                     JointSelection::Matched => {
                         let d = self.pipeline.describer();
@@ -735,7 +740,12 @@ impl Searcher {
                 }
                 let refs: Vec<&Activations> = recon.iter().collect();
                 let q = self.pipeline.describer().factor_input(acts)?;
-                let joint = match localizer.settings().selection_rule() {
+                let selection = if concepts.is_empty() {
+                    JointSelection::Mass
+                } else {
+                    localizer.settings().selection_rule()
+                };
+                let joint = match selection {
                     JointSelection::Mass => localizer.joint(&q, region, &refs)?,
                     JointSelection::Matched => {
                         localizer.joint_matched(&q, region, &concepts, &refs, rule)?
@@ -775,6 +785,13 @@ impl Searcher {
     ) -> Result<(Vec<QueryConcept>, crate::heatmap::Binarize)> {
         let f = match &desc.factors {
             Some(f) => f.clone(),
+            // A pooled descriptor has no concepts: only the thesis' joint selection applies.
+            None if !self.pipeline.describer().kind().is_nmf() => {
+                return Ok((
+                    Vec::new(),
+                    localizer.resolve(&Heatmap::zeros(acts.grid)?, region),
+                ))
+            }
             None => self.pipeline.describer().factorize(acts)?,
         };
         let kept: Vec<usize> = if desc.kept.is_empty() {
