@@ -13,7 +13,7 @@
 //! resized so its shorter side is `--size` (default 224).
 
 use anyhow::{bail, Context, Result};
-use deepfactor::backbone::preprocess::prepare_center_crop;
+use deepfactor::backbone::prepare_center_crop;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::images::load_rgb;
 use std::path::PathBuf;

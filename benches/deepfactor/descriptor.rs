@@ -17,9 +17,10 @@
 
 use deepfactor::backbone::{BackboneBuilder, BackboneKind};
 use deepfactor::descriptor::{crow, DescriptorConfig, DescriptorKind, Whitening};
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::Nmf;
 use deepfactor::Activations;
-use deepfactor::{CellGrid, Matrix};
+use deepfactor::CellGrid;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;

@@ -7,6 +7,8 @@ mod backbone;
 mod descriptor;
 mod index;
 mod nmf;
+mod pipeline;
+mod regional;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,16 @@ const GROUPS: &[Group] = &[
         "nmf",
         "NMF milliseconds per iteration: dense, sparse, batched",
         nmf::run,
+    ),
+    (
+        "regional",
+        "factor-level search ms per query (exact, HNSW) against global exact search",
+        regional::run,
+    ),
+    (
+        "pipeline",
+        "images/s of features + NMF + descriptor for a batch of equal-size images (CPU or GPU)",
+        pipeline::run,
     ),
 ];
 

@@ -20,8 +20,8 @@
 //! shapes) and `eigen` (symmetric eigendecomposition times).
 
 use candle_core::{Device, Tensor};
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::{Layout, Nmf};
-use deepfactor::Matrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;

@@ -4,9 +4,10 @@ use anyhow::{bail, Context, Result};
 use deepfactor::backbone::{Backbone, BackboneBuilder, BackboneKind};
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 use deepfactor::eval::GroundTruth;
+use deepfactor::linalg::Matrix;
 use deepfactor::nmf::Factorization;
-use deepfactor::query::benchmark::image_file;
-use deepfactor::{Activations, CellGrid, Matrix};
+use deepfactor::query::image_file;
+use deepfactor::{Activations, CellGrid};
 use half::f16;
 use rayon::prelude::*;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -195,8 +196,16 @@ fn read_acts(file: &Path) -> Result<Activations> {
 
 /// Every image's factorization at (`size`, `layer`, `k`) — CroW-weighted activations, NNDSVDa,
 /// 200 iterations, as the index's describer makes them — with its grid; cached.
-pub fn factors(set: &Set, size: u32, layer: &str, k: usize) -> Result<Vec<(CellGrid, Factorization)>> {
-    let file = set.cache.join(format!("s{size}")).join(format!("{layer}-k{k}.factors"));
+pub fn factors(
+    set: &Set,
+    size: u32,
+    layer: &str,
+    k: usize,
+) -> Result<Vec<(CellGrid, Factorization)>> {
+    let file = set
+        .cache
+        .join(format!("s{size}"))
+        .join(format!("{layer}-k{k}.factors"));
     if let Ok(f) = read_factors(&file) {
         if f.len() == set.images().len() {
             return Ok(f);

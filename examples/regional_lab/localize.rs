@@ -7,9 +7,10 @@ use anyhow::Result;
 use deepfactor::eval::{evaluate_localization, BoxPrediction};
 use deepfactor::heatmap::{filter_factors, Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
 use deepfactor::index::StoredFactors;
+use deepfactor::linalg::Matrix;
 use deepfactor::localize::{calibrate, Localizer};
 use deepfactor::nmf::Factorization;
-use deepfactor::{Activations, BBox, CellGrid, Matrix};
+use deepfactor::{Activations, BBox, CellGrid};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -94,7 +95,10 @@ fn target(g: &CellGrid, f: &Factorization) -> Result<Target> {
     let concepts = (0..v.rows()).map(|k| unit(v.row(k))).collect();
     let mut energy: Vec<f32> = (0..v.rows())
         .map(|k| {
-            let un = (0..u.rows()).map(|r| u.get(r, k).powi(2)).sum::<f32>().sqrt();
+            let un = (0..u.rows())
+                .map(|r| u.get(r, k).powi(2))
+                .sum::<f32>()
+                .sqrt();
             let vn = v.row(k).iter().map(|x| x * x).sum::<f32>().sqrt();
             un * vn
         })
@@ -164,7 +168,13 @@ fn transfer(qs: &QuerySide, t: &Target) -> Result<Heatmap> {
     let mut den = vec![0f32; cells];
     for (k, m) in t.maps.iter().enumerate() {
         // Each factor's contribution to the reconstruction's energy at a cell: u · ‖v‖.
-        let vn = t.energy[k] / m.values().iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-30);
+        let vn = t.energy[k]
+            / m.values()
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(1e-30);
         for (c, &x) in m.values().iter().enumerate() {
             num[c] += x * vn * inside[k];
             den[c] += x * vn;
@@ -191,14 +201,24 @@ fn zfill(qs: &QuerySide, t: &Target) -> Heatmap {
                 .enumerate()
                 .map(|(jj, &j)| (dot(&qs.all[j], c) - qs.stats[jj].0) / qs.stats[jj].1)
                 .fold(f32::NEG_INFINITY, f32::max);
-            if zmax >= 2.0 { 1.0 } else { 0.0 }
+            if zmax >= 2.0 {
+                1.0
+            } else {
+                0.0
+            }
         })
         .collect();
     let cells = t.grid.len();
     let mut num = vec![0f32; cells];
     let mut den = vec![0f32; cells];
     for (k, m) in t.maps.iter().enumerate() {
-        let vn = t.energy[k] / m.values().iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-30);
+        let vn = t.energy[k]
+            / m.values()
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(1e-30);
         for (c, &x) in m.values().iter().enumerate() {
             num[c] += x * vn * sig[k];
             den[c] += x * vn;
@@ -214,8 +234,16 @@ fn zfill(qs: &QuerySide, t: &Target) -> Heatmap {
 
 /// Joint factorization of `mats` (query first), then per kept query concept the joint factor
 /// whose concept matches best (cosine); each image's weighted heatmap.
-fn joint_matched(mats: &[&Matrix], grids: &[CellGrid], q: &[Vec<f32>], k: usize) -> Result<Vec<Heatmap>> {
-    let nmf = deepfactor::nmf::Nmf::new(k).max_iter(200).tol(0.0).build()?;
+fn joint_matched(
+    mats: &[&Matrix],
+    grids: &[CellGrid],
+    q: &[Vec<f32>],
+    k: usize,
+) -> Result<Vec<Heatmap>> {
+    let nmf = deepfactor::nmf::Nmf::new(k)
+        .max_iter(200)
+        .tol(0.0)
+        .build()?;
     let jf = nmf.fit_joint(mats)?;
     let v = &jf.factorization.v;
     let vu: Vec<Vec<f32>> = (0..v.rows()).map(|r| unit(v.row(r))).collect();
@@ -246,7 +274,10 @@ fn crowed(a: &Activations) -> Activations {
     let w = deepfactor::descriptor::crow::channel_weights(&a.data);
     let mut data = a.data.clone();
     for r in 0..data.rows() {
-        data.row_mut(r).iter_mut().zip(&w).for_each(|(v, w)| *v *= w);
+        data.row_mut(r)
+            .iter_mut()
+            .zip(&w)
+            .for_each(|(v, w)| *v *= w);
     }
     Activations { grid: a.grid, data }
 }
@@ -332,12 +363,18 @@ pub fn run(sets: &[Set], o: &Options) -> Result<()> {
                 ((c - m) / s).max(0.0)
             };
             for (name, best, w) in [
-                ("stored-best", true, &(|_: usize, c: f32| c) as &dyn Fn(usize, f32) -> f32),
+                (
+                    "stored-best",
+                    true,
+                    &(|_: usize, c: f32| c) as &dyn Fn(usize, f32) -> f32,
+                ),
                 ("stored-cos3", false, &|_: usize, c: f32| c.max(0.0).powi(3)),
                 ("stored-z", false, &z),
                 ("stored-zbest", true, &z),
                 ("stored-z2", false, &|jj: usize, c: f32| z(jj, c).powi(2)),
-                ("stored-z-1", false, &|jj: usize, c: f32| (z(jj, c) - 1.0).max(0.0)),
+                ("stored-z-1", false, &|jj: usize, c: f32| {
+                    (z(jj, c) - 1.0).max(0.0)
+                }),
             ] {
                 if !on(name) {
                     continue;
@@ -361,8 +398,9 @@ pub fn run(sets: &[Set], o: &Options) -> Result<()> {
                     .iter()
                     .map(|&vi| set.activations(512, "head", vi))
                     .collect::<Result<_>>()?;
-                let grids: Vec<CellGrid> =
-                    std::iter::once(qa.grid).chain(ta.iter().map(|a| a.grid)).collect();
+                let grids: Vec<CellGrid> = std::iter::once(qa.grid)
+                    .chain(ta.iter().map(|a| a.grid))
+                    .collect();
                 let qc = crowed(&qa);
                 let qk: Vec<Vec<f32>> = qs.kept.iter().map(|&k| qs.all[k].clone()).collect();
                 if on("joint-matched") {
@@ -437,16 +475,22 @@ pub fn run(sets: &[Set], o: &Options) -> Result<()> {
                         t.values().iter().sum::<f32>() / t.values().len() as f32
                     });
                     for (rule, b) in [
-                        ("calibrated", m.heat.region_box(Binarize::RelativeToMax(cal))),
+                        (
+                            "calibrated",
+                            m.heat.region_box(Binarize::RelativeToMax(cal)),
+                        ),
                         ("top30", m.heat.region_box(Binarize::TopFraction(0.3))),
                         ("otsu", m.heat.region_box(Binarize::Otsu)),
                     ] {
                         let mut put = |r: String, b: Option<BBox>| {
-                            preds.entry((variant.clone(), r)).or_default().push(BoxPrediction {
-                                query: task.query.clone(),
-                                image: set.images()[vi].clone(),
-                                bbox: b,
-                            })
+                            preds
+                                .entry((variant.clone(), r))
+                                .or_default()
+                                .push(BoxPrediction {
+                                    query: task.query.clone(),
+                                    image: set.images()[vi].clone(),
+                                    bbox: b,
+                                })
                         };
                         put(rule.into(), b);
                         if let Some(f) = fill {
@@ -502,7 +546,10 @@ pub fn run(sets: &[Set], o: &Options) -> Result<()> {
     for (label, vals) in &table {
         let mi = vals.iter().map(|v| v.0).sum::<f64>() / vals.len() as f64;
         let mc = vals.iter().map(|v| v.1).sum::<f64>() / vals.len() as f64;
-        let cells: Vec<String> = vals.iter().map(|(i, c)| format!("{i:.1} / {c:.1}")).collect();
+        let cells: Vec<String> = vals
+            .iter()
+            .map(|(i, c)| format!("{i:.1} / {c:.1}"))
+            .collect();
         println!("| {label} | {} | {mi:.1} | {mc:.1} |", cells.join(" | "));
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use crate::cache::{factors, Set};
 use anyhow::Result;
-use deepfactor::descriptor::factors::vu_concepts;
+use deepfactor::descriptor::vu_concepts;
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 use deepfactor::eval::{evaluate, Protocol, Rankings};
 use deepfactor::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
@@ -111,12 +111,7 @@ impl FactorDb {
     /// For each query vector, every database vector's similarity.
     pub fn sims(&self, q: &[Vec<f32>]) -> Vec<Vec<f32>> {
         q.iter()
-            .map(|qv| {
-                self.vecs
-                    .par_chunks(self.dim)
-                    .map(|v| dot(qv, v))
-                    .collect()
-            })
+            .map(|qv| self.vecs.par_chunks(self.dim).map(|v| dot(qv, v)).collect())
             .collect()
     }
 }
@@ -124,31 +119,24 @@ impl FactorDb {
 /// A query's factors: unit vectors of the kept factors, with their mass inside the box.
 pub struct QueryFactors {
     pub vecs: Vec<Vec<f32>>,
-    pub mass: Vec<f32>,
-    pub kept: Vec<usize>,
-    pub fallback: bool,
 }
 
-pub fn query_factors(grid: &CellGrid, f: &Factorization, bbox: &BBox, concepts: &str) -> Result<QueryFactors> {
+pub fn query_factors(
+    grid: &CellGrid,
+    f: &Factorization,
+    bbox: &BBox,
+    concepts: &str,
+) -> Result<QueryFactors> {
     let maps = Heatmap::columns(&f.u, *grid)?;
     let filt = filter_factors(&maps, bbox, DEFAULT_MASS_THRESHOLD);
     let rows = concept_rows(grid, f, concepts);
     let mut vecs = Vec::new();
-    let mut mass = Vec::new();
-    let mut kept = Vec::new();
     for &k in &filt.kept {
         if let Some((_, v)) = rows.iter().find(|(j, _)| *j == k) {
             vecs.push(v.clone());
-            mass.push(filt.mass_inside[k]);
-            kept.push(k);
         }
     }
-    Ok(QueryFactors {
-        vecs,
-        mass,
-        kept,
-        fallback: filt.fallback,
-    })
+    Ok(QueryFactors { vecs })
 }
 
 /// Per-image aggregations of a query's factor similarities (each `n_images` long).
@@ -166,7 +154,9 @@ pub struct Aggregates {
 fn standardize(x: &mut [f32]) {
     let n = x.len().max(1) as f32;
     let mean = x.iter().sum::<f32>() / n;
-    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt().max(1e-6);
+    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n)
+        .sqrt()
+        .max(1e-6);
     x.iter_mut().for_each(|v| *v = (*v - mean) / sd);
 }
 
@@ -183,7 +173,11 @@ pub fn aggregate(db: &FactorDb, sims: &[Vec<f32>], n_images: usize) -> Aggregate
             b[i] = b[i].max(x);
             all3[i] += x.max(0.0).powi(3) / m;
         }
-        b.iter_mut().for_each(|x| if !x.is_finite() { *x = 0.0 });
+        b.iter_mut().for_each(|x| {
+            if !x.is_finite() {
+                *x = 0.0
+            }
+        });
         for i in 0..n_images {
             best[i] += b[i] / m;
             best3[i] += b[i].max(0.0).powi(3) / m;
@@ -193,7 +187,12 @@ pub fn aggregate(db: &FactorDb, sims: &[Vec<f32>], n_images: usize) -> Aggregate
             zbest[i] += b[i] / m;
         }
     }
-    Aggregates { best, best3, all3, zbest }
+    Aggregates {
+        best,
+        best3,
+        all3,
+        zbest,
+    }
 }
 
 /// mAP (classic) of rankings by `scores[q][i]`.
@@ -263,16 +262,32 @@ pub fn run(sets: &[Set], cfgs: &[FactorCfg], lambdas: &[f32]) -> Result<()> {
         let n = set.images().len();
         let gf: Vec<Vec<f32>> = g.filter.iter().map(|q| cosine_scores(&g.db, q)).collect();
         let gfull: Vec<Vec<f32>> = g.full.iter().map(|q| cosine_scores(&g.db, q)).collect();
-        put("global filter (vu head k8)".into(), si, map_of(set, &gf)?, &mut table);
-        put("global full (vu head k8)".into(), si, map_of(set, &gfull)?, &mut table);
+        put(
+            "global filter (vu head k8)".into(),
+            si,
+            map_of(set, &gf)?,
+            &mut table,
+        );
+        put(
+            "global full (vu head k8)".into(),
+            si,
+            map_of(set, &gfull)?,
+            &mut table,
+        );
         for (kind, kname) in [(DescriptorKind::NmfVu, "vu"), (DescriptorKind::NmfV, "v")] {
             for k in [8usize, 16] {
                 if k == 8 && kname == "vu" {
                     continue;
                 }
                 let g2 = global(set, 512, "head", k, kind)?;
-                let s2: Vec<Vec<f32>> = g2.filter.iter().map(|q| cosine_scores(&g2.db, q)).collect();
-                put(format!("global filter ({kname} head k{k})"), si, map_of(set, &s2)?, &mut table);
+                let s2: Vec<Vec<f32>> =
+                    g2.filter.iter().map(|q| cosine_scores(&g2.db, q)).collect();
+                put(
+                    format!("global filter ({kname} head k{k})"),
+                    si,
+                    map_of(set, &s2)?,
+                    &mut table,
+                );
             }
         }
         // The crop query's global descriptor (V+U, K = 8), when crops are cached.
@@ -286,7 +301,12 @@ pub fn run(sets: &[Set], cfgs: &[FactorCfg], lambdas: &[f32]) -> Result<()> {
                     .iter()
                     .map(|a| Ok(cosine_scores(&g.db, &dvu.describe(a)?.vector)))
                     .collect::<Result<Vec<_>>>()?;
-                put("global crop (vu head k8)".into(), si, map_of(set, &v)?, &mut table);
+                put(
+                    "global crop (vu head k8)".into(),
+                    si,
+                    map_of(set, &v)?,
+                    &mut table,
+                );
                 Some(v)
             }
             None => None,
@@ -294,7 +314,9 @@ pub fn run(sets: &[Set], cfgs: &[FactorCfg], lambdas: &[f32]) -> Result<()> {
         for cfg in cfgs {
             let facs = factors(set, cfg.size, &cfg.layer, cfg.k)?;
             let db = FactorDb::build(&facs, &cfg.concepts);
-            let dk = DescriptorConfig::new(DescriptorKind::NmfVu).k(cfg.k).build()?;
+            let dk = DescriptorConfig::new(DescriptorKind::NmfVu)
+                .k(cfg.k)
+                .build()?;
             for source in ["filter", "crop", "both"] {
                 if source != "filter" && crop_acts.is_none() {
                     continue;
@@ -357,7 +379,10 @@ pub fn run(sets: &[Set], cfgs: &[FactorCfg], lambdas: &[f32]) -> Result<()> {
                                 standardize(&mut s);
                                 let mut g = gs.clone();
                                 standardize(&mut g);
-                                g.iter().zip(&s).map(|(g, x)| (1.0 - lam) * g + lam * x).collect()
+                                g.iter()
+                                    .zip(&s)
+                                    .map(|(g, x)| (1.0 - lam) * g + lam * x)
+                                    .collect()
                             })
                             .collect();
                         put(

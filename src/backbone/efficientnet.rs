@@ -11,7 +11,7 @@
 //! output after projection and skip: linear, can be negative), `head` (1×1 conv to 1280
 //! channels + BN + ReLU6, stride 32).
 
-use super::layers::{relu6, BatchNorm, Conv, Pad};
+use super::layers::{Activation, BatchNorm, Conv, Maps, Pad};
 use super::weights::TensorMap;
 use super::LayerInfo;
 use crate::Result;
@@ -180,24 +180,21 @@ impl EfficientNetLite {
     pub fn load(map: &mut TensorMap, device: &Device) -> Result<Self> {
         normalize_names(map);
         let w = map.take("_conv_stem.weight", &[STEM, 3, 3, 3])?;
-        let stem =
-            Conv::with_bn(w, bn(map, "_bn0", STEM)?, 2, Pad::TfSame, false)?.to_device(device)?;
+        let stem = Conv::with_bn(w, bn(map, "_bn0", STEM)?, 2, Pad::TfSame, false, device)?;
         let mut out_blocks = Vec::new();
         for (i, cfg) in blocks().into_iter().enumerate() {
             let p = format!("_blocks.{i}");
             let mid = cfg.c_in * cfg.expand;
             let expand = if cfg.expand != 1 {
                 let w = map.take(&format!("{p}._expand_conv.weight"), &[mid, cfg.c_in, 1, 1])?;
-                Some(
-                    Conv::with_bn(
-                        w,
-                        bn(map, &format!("{p}._bn0"), mid)?,
-                        1,
-                        Pad::Zero(0),
-                        false,
-                    )?
-                    .to_device(device)?,
-                )
+                Some(Conv::with_bn(
+                    w,
+                    bn(map, &format!("{p}._bn0"), mid)?,
+                    1,
+                    Pad::Zero(0),
+                    false,
+                    device,
+                )?)
             } else {
                 None
             };
@@ -211,8 +208,8 @@ impl EfficientNetLite {
                 cfg.stride,
                 Pad::TfSame,
                 true,
-            )?
-            .to_device(device)?;
+                device,
+            )?;
             let w = map.take(
                 &format!("{p}._project_conv.weight"),
                 &[cfg.c_out, mid, 1, 1],
@@ -223,8 +220,8 @@ impl EfficientNetLite {
                 1,
                 Pad::Zero(0),
                 false,
-            )?
-            .to_device(device)?;
+                device,
+            )?;
             out_blocks.push(Block {
                 cfg,
                 expand,
@@ -233,8 +230,7 @@ impl EfficientNetLite {
             });
         }
         let w = map.take("_conv_head.weight", &[HEAD, 320, 1, 1])?;
-        let head =
-            Conv::with_bn(w, bn(map, "_bn1", HEAD)?, 1, Pad::Zero(0), false)?.to_device(device)?;
+        let head = Conv::with_bn(w, bn(map, "_bn1", HEAD)?, 1, Pad::Zero(0), false, device)?;
         let fc = if map.contains("_fc.weight") {
             Some((
                 map.take("_fc.weight", &[1000, HEAD])?.to_device(device)?,
@@ -252,7 +248,7 @@ impl EfficientNetLite {
     }
 
     /// Runs up to the last wanted tap (indices into [`layers`]) and returns their outputs.
-    pub fn forward_taps(&self, x: &Tensor, wanted: &[usize]) -> Result<Vec<Option<Tensor>>> {
+    pub fn forward_taps(&self, x: Maps, wanted: &[usize]) -> Result<Vec<Option<Maps>>> {
         let all = taps();
         let last = wanted.iter().copied().max().unwrap_or(0);
         let mut out = vec![None; last + 1];
@@ -261,7 +257,7 @@ impl EfficientNetLite {
                 .position(|(a, _)| *a == t)
                 .filter(|i| wanted.contains(i))
         };
-        let mut x = relu6(&self.stem.forward(x)?)?;
+        let mut x = self.stem.forward(&x, Activation::Relu6, None)?;
         if let Some(i) = want(Tap::Stem) {
             out[i] = Some(x.clone());
         }
@@ -269,21 +265,28 @@ impl EfficientNetLite {
             return Ok(out);
         }
         for (bi, b) in self.blocks.iter().enumerate() {
-            let input = x.clone();
-            if let Some(e) = &b.expand {
-                x = relu6(&e.forward(&x)?)?;
-                if let Some(i) = want(Tap::Expand(bi)) {
-                    out[i] = Some(x.clone());
+            let expanded = match &b.expand {
+                Some(e) => {
+                    let y = e.forward(&x, Activation::Relu6, None)?;
+                    if let Some(i) = want(Tap::Expand(bi)) {
+                        out[i] = Some(y.clone());
+                    }
+                    Some(y)
                 }
-            }
-            x = relu6(&b.depthwise.forward(&x)?)?;
+                None => None,
+            };
+            let y =
+                b.depthwise
+                    .forward(expanded.as_ref().unwrap_or(&x), Activation::Relu6, None)?;
+            drop(expanded);
             if let Some(i) = want(Tap::Depthwise(bi)) {
-                out[i] = Some(x.clone());
+                out[i] = Some(y.clone());
             }
-            x = b.project.forward(&x)?;
-            if b.cfg.stride == 1 && b.cfg.c_in == b.cfg.c_out {
-                x = (x + input)?;
-            }
+            // The skip connection is added in the projection's epilogue.
+            let skip = b.cfg.stride == 1 && b.cfg.c_in == b.cfg.c_out;
+            x = b
+                .project
+                .forward(&y, Activation::Identity, skip.then_some(&x))?;
             let block_tap = all
                 .iter()
                 .position(|(a, _)| *a == Tap::Block(bi))
@@ -295,7 +298,7 @@ impl EfficientNetLite {
                 return Ok(out);
             }
         }
-        x = relu6(&self.head.forward(&x)?)?;
+        x = self.head.forward(&x, Activation::Relu6, None)?;
         if let Some(i) = want(Tap::Head) {
             out[i] = Some(x);
         }
@@ -308,7 +311,7 @@ impl EfficientNetLite {
     }
 
     /// ImageNet logits (`N × 1000`).
-    pub fn logits(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    pub fn logits(&self, x: Maps) -> Result<Option<Tensor>> {
         let Some((w, b)) = &self.fc else {
             return Ok(None);
         };
@@ -316,6 +319,7 @@ impl EfficientNetLite {
         let Some(Some(f)) = self.forward_taps(x, &[n])?.pop() else {
             return Ok(None);
         };
+        let f = f.into_tensor()?;
         let pooled = f.mean(3)?.mean(2)?;
         Ok(Some(pooled.matmul(&w.t()?)?.broadcast_add(b)?))
     }

@@ -15,24 +15,29 @@
 //! # Ok(()) }
 //! ```
 
+mod cpu;
 mod efficientnet;
-pub mod imagenet;
+mod imagenet;
 mod layers;
-pub mod preprocess;
-pub mod pth;
+mod preprocess;
+mod pth;
 mod resnet;
 mod vgg;
-pub mod weights;
+mod weights;
 
-pub use preprocess::{Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE};
-pub use weights::WeightSource;
+pub use preprocess::{
+    input_dims, prepare_center_crop, Normalization, Prepared, Preprocess, DEFAULT_INPUT_SIZE,
+    HARD_MAX_SIDE,
+};
+pub use weights::{cache_dir, hub_file, write_safetensors, TensorMap, WeightSource};
 
 use crate::{Activations, CellGrid, Error, Matrix, Result};
 use candle_core::{Device, Tensor};
+use layers::{BufferPool, Maps};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use weights::TensorMap;
+use std::sync::Arc;
 
 /// The backbones deepfactor knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -465,6 +470,7 @@ impl BackboneBuilder {
             batch_size: self.batch_size,
             fingerprint,
             weights_path: map.path,
+            pool: Arc::default(),
         })
     }
 }
@@ -488,6 +494,9 @@ pub struct Backbone {
     batch_size: usize,
     fingerprint: String,
     weights_path: PathBuf,
+    /// Buffers of the CPU engine's feature maps, reused from one layer and one call to the
+    /// next (a few maps' worth, released with the backbone).
+    pool: Arc<BufferPool>,
 }
 
 impl std::fmt::Debug for Backbone {
@@ -528,6 +537,11 @@ impl Backbone {
         self.shift_negative
     }
 
+    /// Images per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// The device the network runs on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -548,11 +562,22 @@ impl Backbone {
         self.preprocess.prepare_path(path)
     }
 
-    fn forward_indices(&self, input: &Tensor, idx: &[usize]) -> Result<Vec<Option<Tensor>>> {
+    /// The network's input in the layout its parameters are kept for: the CPU engine's on the
+    /// CPU, a tensor on `self.device` elsewhere.
+    fn input_maps(&self, input: &Tensor) -> Result<Maps> {
+        if self.device.is_cpu() {
+            Maps::cpu(input, Some(self.pool.clone()))
+        } else {
+            Ok(Maps::Tensor(input.to_device(&self.device)?))
+        }
+    }
+
+    fn forward_indices(&self, input: &Tensor, idx: &[usize]) -> Result<Vec<Option<Maps>>> {
+        let x = self.input_maps(input)?;
         match &self.model {
-            Model::Vgg(m) => m.forward_taps(input, idx),
-            Model::Resnet(m) => m.forward_taps(input, idx),
-            Model::Lite(m) => m.forward_taps(input, idx),
+            Model::Vgg(m) => m.forward_taps(x, idx),
+            Model::Resnet(m) => m.forward_taps(x, idx),
+            Model::Lite(m) => m.forward_taps(x, idx),
         }
     }
 
@@ -573,13 +598,13 @@ impl Backbone {
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        let input = input.to_device(&self.device)?;
-        let mut outs = self.forward_indices(&input, &idx)?;
+        let mut outs = self.forward_indices(input, &idx)?;
         idx.iter()
             .map(|&i| {
                 outs[i]
                     .take()
-                    .ok_or_else(|| Error::Numeric("layer was not computed".into()))
+                    .ok_or_else(|| Error::Numeric("layer was not computed".into()))?
+                    .into_tensor()
             })
             .collect()
     }
@@ -587,11 +612,11 @@ impl Backbone {
     /// ImageNet logits (`N × 1000`) for a normalised input batch; an error when the weights
     /// hold no classifier.
     pub fn logits(&self, input: &Tensor) -> Result<Tensor> {
-        let input = input.to_device(&self.device)?;
+        let x = self.input_maps(input)?;
         let l = match &self.model {
-            Model::Vgg(m) => m.logits(&input)?,
-            Model::Resnet(m) => m.logits(&input)?,
-            Model::Lite(m) => m.logits(&input)?,
+            Model::Vgg(m) => m.logits(x)?,
+            Model::Resnet(m) => m.logits(x)?,
+            Model::Lite(m) => m.logits(x)?,
         };
         l.ok_or_else(|| {
             Error::weights(
@@ -657,27 +682,41 @@ impl Backbone {
                     .map(|&i| images[i].tensor.clone())
                     .collect::<Vec<_>>(),
                 0,
-            )?
-            .to_device(&self.device)?;
+            )?;
             let mut outs = self.forward_indices(&batch, &[self.layer_index])?;
             let maps = outs[self.layer_index]
                 .take()
                 .ok_or_else(|| Error::Numeric("layer was not computed".into()))?;
             for (j, &i) in members.iter().enumerate() {
-                out[i] = Some(self.to_activations(&maps.get(j)?, &images[i])?);
+                let (h, w, data) = match &maps {
+                    // Channels last is already cells × channels.
+                    Maps::Nhwc(m) => (m.h, m.w, m.image(j).to_vec()),
+                    Maps::Tensor(t) => {
+                        let (_, h, w) = t.get(j)?.dims3()?;
+                        let data = t
+                            .get(j)?
+                            .permute((1, 2, 0))?
+                            .flatten_all()?
+                            .to_device(&Device::Cpu)?
+                            .to_vec1()?;
+                        (h, w, data)
+                    }
+                };
+                out[i] = Some(self.to_activations(h, w, data, &images[i])?);
             }
         }
         Ok(out.into_iter().flatten().collect())
     }
 
-    fn to_activations(&self, map: &Tensor, image: &Prepared) -> Result<Activations> {
-        let (c, h, w) = map.dims3()?;
-        let data: Vec<f32> = map
-            .permute((1, 2, 0))?
-            .flatten_all()?
-            .to_device(&Device::Cpu)?
-            .to_vec1()?;
-        let mut data = Matrix::from_vec(h * w, c, data)?;
+    /// Activations from one image's `(h·w) × C` values.
+    fn to_activations(
+        &self,
+        h: usize,
+        w: usize,
+        data: Vec<f32>,
+        image: &Prepared,
+    ) -> Result<Activations> {
+        let mut data = Matrix::from_vec(h * w, self.layer.channels, data)?;
         if let Some(bad) = data.as_slice().iter().find(|v| !v.is_finite()) {
             return Err(Error::Numeric(format!(
                 "the network produced a non-finite activation ({bad})"

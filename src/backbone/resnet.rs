@@ -7,7 +7,7 @@
 //! With [`Padding::Reflect`] every padded convolution mirrors its border instead of adding
 //! zeros, which removes the border artefacts that zero padding leaves in heatmaps.
 
-use super::layers::{BatchNorm, Conv, Pad};
+use super::layers::{Activation, BatchNorm, Conv, Maps, Pad};
 use super::weights::TensorMap;
 use super::{LayerInfo, Padding};
 use crate::Result;
@@ -68,7 +68,7 @@ fn conv_bn(
 ) -> Result<Conv> {
     let w = map.take(&format!("{conv}.weight"), &shape)?;
     let bn = bn(map, norm, shape[0])?;
-    Conv::with_bn(w, bn, stride, pad, false)?.to_device(device)
+    Conv::with_bn(w, bn, stride, pad, false, device)
 }
 
 struct Bottleneck {
@@ -79,15 +79,17 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.relu()?;
-        let y = self.conv2.forward(&y)?.relu()?;
-        let y = self.conv3.forward(&y)?;
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward(x)?,
-            None => x.clone(),
-        };
-        Ok((y + shortcut)?.relu()?)
+    fn forward(&self, x: &Maps) -> Result<Maps> {
+        let y = self.conv1.forward(x, Activation::Relu, None)?;
+        let y = self.conv2.forward(&y, Activation::Relu, None)?;
+        // The shortcut is added, and the sum rectified, as the last convolution's epilogue.
+        match &self.downsample {
+            Some(d) => {
+                let shortcut = d.forward(x, Activation::Identity, None)?;
+                self.conv3.forward(&y, Activation::Relu, Some(&shortcut))
+            }
+            None => self.conv3.forward(&y, Activation::Relu, Some(x)),
+        }
     }
 }
 
@@ -177,25 +179,21 @@ impl Resnet {
     }
 
     /// Runs up to the last wanted tap (indices into [`layers`]) and returns their outputs.
-    pub fn forward_taps(&self, x: &Tensor, taps: &[usize]) -> Result<Vec<Option<Tensor>>> {
+    pub fn forward_taps(&self, x: Maps, taps: &[usize]) -> Result<Vec<Option<Maps>>> {
         let last = taps.iter().copied().max().unwrap_or(0);
         let mut out = vec![None; last + 1];
-        let mut keep = |i: usize, t: &Tensor| {
+        let mut keep = |i: usize, t: &Maps| {
             if taps.contains(&i) {
                 out[i] = Some(t.clone());
             }
         };
-        let mut x = self.stem.forward(x)?.relu()?;
+        let mut x = self.stem.forward(&x, Activation::Relu, None)?;
         keep(0, &x);
         if last == 0 {
             return Ok(out);
         }
-        // Max pooling 3×3, stride 2, padding 1: the input follows a ReLU, so zero padding gives
-        // the same maxima as PyTorch's −∞ padding.
-        x = x
-            .pad_with_zeros(2, 1, 1)?
-            .pad_with_zeros(3, 1, 1)?
-            .max_pool2d_with_stride(3, 2)?;
+        // Max pooling 3×3, stride 2, padding 1.
+        x = x.max_pool(3, 2, 1)?;
         keep(1, &x);
         let mut i = 2;
         for stage in &self.blocks {
@@ -219,7 +217,7 @@ impl Resnet {
     }
 
     /// ImageNet logits (`N × 1000`).
-    pub fn logits(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    pub fn logits(&self, x: Maps) -> Result<Option<Tensor>> {
         let Some((w, b)) = &self.fc else {
             return Ok(None);
         };
@@ -227,6 +225,7 @@ impl Resnet {
         let Some(Some(f)) = self.forward_taps(x, &[n])?.pop() else {
             return Ok(None);
         };
+        let f = f.into_tensor()?;
         let pooled = f.mean(3)?.mean(2)?;
         Ok(Some(pooled.matmul(&w.t()?)?.broadcast_add(b)?))
     }

@@ -4,7 +4,7 @@
 //!
 //! Taps: `convS_I` (the ReLU after the I-th convolution of stage S) and `poolS`.
 
-use super::layers::{Conv, Pad};
+use super::layers::{Activation, Conv, Maps, Pad};
 use super::weights::TensorMap;
 use super::{LayerInfo, Padding};
 use crate::Result;
@@ -100,9 +100,7 @@ impl Vgg {
                 let c = WIDTHS[s];
                 let w = map.take(&format!("features.{index}.weight"), &[c, c_in, 3, 3])?;
                 let b = map.take(&format!("features.{index}.bias"), &[c])?;
-                ops.push(Op::Conv(
-                    Conv::new(w, Some(b), 1, pad, false).to_device(device)?,
-                ));
+                ops.push(Op::Conv(Conv::new(w, Some(b), 1, pad, false, device)?));
                 index += 2; // conv, ReLU
                 c_in = c;
             }
@@ -123,27 +121,29 @@ impl Vgg {
                     }
                 }
             }
-            let fc1 = Conv::new(
+            // Kept as candle tensors: they run once per classification, and repacking their
+            // 120 M parameters for the CPU engine would cost more than it saves.
+            let fc1 = Conv::candle(
                 map.take("pre_logits.fc1.weight", &[4096, 512, 7, 7])?,
                 Some(map.take("pre_logits.fc1.bias", &[4096])?),
                 1,
                 Pad::Zero(0),
-                false,
-            );
-            let fc2 = Conv::new(
+                device,
+            )?;
+            let fc2 = Conv::candle(
                 map.take("pre_logits.fc2.weight", &[4096, 4096, 1, 1])?,
                 Some(map.take("pre_logits.fc2.bias", &[4096])?),
                 1,
                 Pad::Zero(0),
-                false,
-            );
+                device,
+            )?;
             let fc_w = map
                 .take("head.fc.weight", &[1000, 4096])?
                 .to_device(device)?;
             let fc_b = map.take("head.fc.bias", &[1000])?.to_device(device)?;
             Some(Classifier {
-                fc1: fc1.to_device(device)?,
-                fc2: fc2.to_device(device)?,
+                fc1,
+                fc2,
                 fc_w,
                 fc_b,
             })
@@ -154,15 +154,20 @@ impl Vgg {
     }
 
     /// Runs up to the last wanted tap (indices into [`layers`]) and returns their outputs.
-    pub fn forward_taps(&self, x: &Tensor, taps: &[usize]) -> Result<Vec<Option<Tensor>>> {
+    pub fn forward_taps(&self, x: Maps, taps: &[usize]) -> Result<Vec<Option<Maps>>> {
         let last = taps.iter().copied().max().unwrap_or(0);
         let mut out = vec![None; last + 1];
-        let mut x = x.clone();
+        let mut x = x;
         for (i, op) in self.ops.iter().enumerate().take(last + 1) {
             x = match op {
-                Op::Conv(c) => c.forward(&x)?.relu()?,
-                Op::Pool => x.max_pool2d(2)?,
+                Op::Conv(c) => c.forward(&x, Activation::Relu, None)?,
+                Op::Pool => x.max_pool(2, 2, 0)?,
             };
+            if i == last {
+                // The last tap takes the map itself.
+                out[i] = Some(x);
+                break;
+            }
             if taps.contains(&i) {
                 out[i] = Some(x.clone());
             }
@@ -176,7 +181,7 @@ impl Vgg {
     }
 
     /// ImageNet logits (`N × 1000`), applying the classifier fully convolutionally.
-    pub fn logits(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    pub fn logits(&self, x: Maps) -> Result<Option<Tensor>> {
         let Some(c) = &self.classifier else {
             return Ok(None);
         };
@@ -184,6 +189,7 @@ impl Vgg {
         let Some(Some(f)) = self.forward_taps(x, &[n])?.pop() else {
             return Ok(None);
         };
+        let f = f.into_tensor()?;
         let (h, w) = (f.dim(2)?, f.dim(3)?);
         // timm adaptively pools maps smaller than the 7×7 the first dense layer expects.
         let f = if h < 7 || w < 7 {
@@ -191,7 +197,8 @@ impl Vgg {
         } else {
             f
         };
-        let y = c.fc2.forward(&c.fc1.forward(&f)?.relu()?)?.relu()?;
+        let y = c.fc1.forward(&Maps::Tensor(f), Activation::Relu, None)?;
+        let y = c.fc2.forward(&y, Activation::Relu, None)?.into_tensor()?;
         let pooled = y.mean(3)?.mean(2)?;
         Ok(Some(pooled.matmul(&c.fc_w.t()?)?.broadcast_add(&c.fc_b)?))
     }

@@ -22,6 +22,12 @@ pub fn channel_weights(a: &Matrix) -> Vec<f32> {
             }
         }
     }
+    channel_weights_from_counts(&positive, cells)
+}
+
+/// [`channel_weights`] from each channel's number of positive cells among `cells` (for
+/// activations counted elsewhere, e.g. on a GPU).
+pub(crate) fn channel_weights_from_counts(positive: &[usize], cells: usize) -> Vec<f32> {
     let q: Vec<f64> = positive
         .iter()
         .map(|&n| n as f64 / cells.max(1) as f64)

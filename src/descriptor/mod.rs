@@ -9,7 +9,8 @@
 //! ```
 //! use deepfactor::Activations;
 //! use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
-//! use deepfactor::{BBox, CellGrid, Matrix};
+//! use deepfactor::linalg::Matrix;
+//! use deepfactor::{BBox, CellGrid};
 //! # fn main() -> deepfactor::Result<()> {
 //! // A 4 × 6 grid of 16 channels (a network would give e.g. 16 × 22 × 1280).
 //! let grid = CellGrid { rows: 4, cols: 6, image_width: 600, image_height: 400 };
@@ -58,14 +59,18 @@
 //! final normalisation. [`Describer::local_vectors`] gives the vectors a whitening is learned
 //! from.
 
-pub mod crop;
+mod crop;
 pub mod crow;
-pub mod factors;
+mod factors;
 pub mod pooling;
-pub mod whitening;
+mod whitening;
 
-pub use crop::{crop_image, extract_crop};
-pub use whitening::{Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER};
+pub use crop::{crop_image, crop_rect, extract_crop};
+pub use factors::{blur_heatmaps, gaussian_taps, vu_concepts, BLUR_SIZE, BLUR_VARIANCE};
+pub use whitening::{
+    Shrinkage, TrainingSet, Whitening, WhiteningLearner, DEFAULT_WHITEN_POWER,
+    OLDEST_WHITENING_VERSION, RANK_TOLERANCE, WHITENING_FORMAT, WHITENING_VERSION,
+};
 
 use crate::backbone::Backbone;
 use crate::heatmap::{filter_factors, Heatmap, DEFAULT_MASS_THRESHOLD};
@@ -443,6 +448,11 @@ impl Describer {
     /// Whether CroW channel weights are applied.
     pub fn crow(&self) -> bool {
         self.crow
+    }
+
+    /// The NMF settings, for the NMF kinds.
+    pub fn nmf(&self) -> Option<&Nmf> {
+        self.nmf.as_ref()
     }
 
     /// The box threshold of [`Describer::describe_region`].

@@ -136,7 +136,7 @@ fn concat(a: &[usize], b: &[usize]) -> Vec<usize> {
 
 /// One query of a ground truth.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Query {
+pub struct GroundTruthQuery {
     /// The query's name (the `<q>` of `<q>_query.txt`, or the revisited `qimlist` entry).
     pub name: String,
     /// The query image's name (without `oxc1_`).
@@ -160,7 +160,7 @@ pub struct GroundTruth {
     kind: GroundTruthKind,
     images: Vec<String>,
     image_index: HashMap<String, usize>,
-    queries: Vec<Query>,
+    queries: Vec<GroundTruthQuery>,
     query_index: HashMap<String, usize>,
 }
 
@@ -260,12 +260,12 @@ impl GroundTruth {
     }
 
     /// The queries, in order.
-    pub fn queries(&self) -> &[Query] {
+    pub fn queries(&self) -> &[GroundTruthQuery] {
         &self.queries
     }
 
     /// A query by name.
-    pub fn query(&self, name: &str) -> Option<&Query> {
+    pub fn query(&self, name: &str) -> Option<&GroundTruthQuery> {
         self.query_index.get(name).map(|&i| &self.queries[i])
     }
 
@@ -593,7 +593,11 @@ fn folder_name(dir: &Path) -> String {
     )
 }
 
-fn load_classic_query(gt_dir: &Path, name: &str, index: &HashMap<String, usize>) -> Result<Query> {
+fn load_classic_query(
+    gt_dir: &Path,
+    name: &str,
+    index: &HashMap<String, usize>,
+) -> Result<GroundTruthQuery> {
     let qpath = gt_dir.join(format!("{name}_query.txt"));
     let text = read_text(&qpath)?;
     let mut lines = fields(&text);
@@ -643,7 +647,7 @@ fn load_classic_query(gt_dir: &Path, name: &str, index: &HashMap<String, usize>)
         Vec::new()
     };
 
-    Ok(Query {
+    Ok(GroundTruthQuery {
         name: name.to_string(),
         image: image.to_string(),
         bbox: Some(bbox),
@@ -811,7 +815,7 @@ fn load_pickle(path: &Path) -> Result<GroundTruth> {
             None | Some(Value::None) => None,
             Some(v) => Some(pickle_box(path, v, &format!("gnd[{i}]['bbx']"))?),
         };
-        queries.push(Query {
+        queries.push(GroundTruthQuery {
             name: qimlist[i].clone(),
             image: qimlist[i].clone(),
             bbox,

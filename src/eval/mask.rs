@@ -52,6 +52,28 @@ impl Mask {
         }
     }
 
+    /// The ground-truth mask at `path` for an image whose mask is `width`×`height`, or why the
+    /// image cannot be scored against it (unreadable, or another size) — the reason a
+    /// co-segmentation run records for an image it leaves unscored.
+    pub fn load_truth(
+        path: &Path,
+        width: usize,
+        height: usize,
+    ) -> std::result::Result<Self, String> {
+        match Self::load(path) {
+            Ok(m) if (m.width(), m.height()) == (width, height) => Ok(m),
+            Ok(m) => Err(format!(
+                "not scored: its mask {} is {}×{}, the image {}×{}",
+                path.display(),
+                m.width(),
+                m.height(),
+                width,
+                height
+            )),
+            Err(e) => Err(format!("not scored: {e}")),
+        }
+    }
+
     /// Reads a mask image (PNG or any format the `image` crate decodes): foreground where the
     /// grey level is non-zero. Our dataset scripts write masks as 0 / 255 greyscale PNGs.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {

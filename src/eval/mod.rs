@@ -18,38 +18,54 @@
 //! # }
 //! ```
 //!
-//! - [`ground_truth`]: Oxford5k / Paris6k folders (and `../shared/data`'s dev sets) and the
+//! - [`GroundTruth`]: Oxford5k / Paris6k folders (and `../shared/data`'s dev sets) and the
 //!   revisited ROxford / RParis pickles, read natively.
-//! - [`metrics`]: AP exactly as the official `compute_ap` (trapezoids, junk skipped), the
-//!   revisited mP@k, and AP@k for category retrieval.
+//! - Metrics: AP exactly as the official [`compute_ap`] (trapezoids, junk skipped), the
+//!   revisited mP@k, and AP@k for category retrieval ([`average_precision_at_k`]).
 //! - [`evaluate()`]: the classic, revisited (Easy / Medium / Hard) and `map@K` protocols.
-//! - [`localization`], [`mask`], [`parts`]: box IoU and CorLoc, mask Jaccard, and the
-//!   factor–part matching used with PASCAL-Part.
-//! - [`coseg`]: co-segmentation / co-localization sets (images, masks, boxes, parts).
-//! - [`record`]: the JSON results record.
+//! - Box IoU and [`corloc`], mask [`jaccard`], and the factor–part matching used with
+//!   PASCAL-Part ([`PartMatcher`]).
+//! - [`CosegGroundTruth`]: co-segmentation / co-localization sets (images, masks, boxes, parts);
+//!   [`SetScores`]: their scores (Jaccard, pooled Jaccard, pixel accuracy, CorLoc).
+//! - [`ResultsRecord`]: the JSON results record; [`CosegRecord`] and [`CosegDatasetRecord`] for
+//!   co-segmentation.
 
-pub mod coseg;
-pub mod evaluate;
-pub mod ground_truth;
-pub mod localization;
-pub mod mask;
-pub mod metrics;
-pub mod parts;
-pub mod ranking;
-pub mod record;
+mod coseg;
+mod evaluate;
+mod ground_truth;
+mod localization;
+mod mask;
+mod metrics;
+mod parts;
+mod ranking;
+mod record;
+mod segmentation;
 
 pub use coseg::{load_image_list, CosegClass, CosegGroundTruth, CosegImage};
 pub use evaluate::{
     evaluate, evaluate_with, Evaluation, Protocol, QueryScore, RevisitedScores, SetupScores,
     REVISITED_KS,
 };
-pub use ground_truth::{GroundTruth, GroundTruthKind, Query, Relevance, Setup};
+pub use ground_truth::{
+    GroundTruth, GroundTruthKind, GroundTruthQuery, Relevance, Setup, OXFORD_QUERY_PREFIX,
+};
 pub use localization::{
-    corloc, evaluate_localization, BoxPrediction, LocalizationEvaluation, LocalizationScore,
-    CORLOC_IOU,
+    corloc, evaluate_localization, is_correct_localization, BoxPrediction, LocalizationEvaluation,
+    LocalizationScore, CORLOC_IOU,
 };
 pub use mask::{jaccard, Mask};
-pub use metrics::{average_precision, average_precision_at_k, rank_by_score};
-pub use parts::{PartMatch, PartMatcher, PartMatcherBuilder, PartMatching};
+pub use metrics::{
+    average_precision, average_precision_at_k, compute_ap, junk_free_ranks, precision_at_k,
+    rank_by_score,
+};
+pub use parts::{
+    PartMatch, PartMatcher, PartMatcherBuilder, PartMatching, DEFAULT_FACTOR_MERGE_THRESHOLD,
+    DEFAULT_PART_MERGE_THRESHOLD,
+};
 pub use ranking::{Ranking, Rankings};
-pub use record::{BoxHandling, Provenance, ResultsRecord};
+pub use record::{
+    rfc3339_utc, BoxHandling, CosegDatasetRecord, CosegImageRecord, CosegProvenance, CosegRecord,
+    CosegTimings, OneShotRecord, PrecisionAtK, Provenance, ResultsRecord, RevisitedRecord,
+    SetupRecord, SkippedRecord,
+};
+pub use segmentation::{score_box, score_mask, ImageScore, SetScores};

@@ -6,6 +6,7 @@
 //! written as `null`, never left out, so that a record says explicitly what it does not know.
 
 use super::evaluate::{Evaluation, Protocol, SetupScores};
+use super::segmentation::{ImageScore, SetScores};
 use crate::Recipe;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -164,6 +165,244 @@ fn setup_record(s: &SetupScores) -> SetupRecord {
             .map(|&(k, mp)| PrecisionAtK { k, mp })
             .collect(),
         per_query: s.queries.iter().map(|q| (q.query.clone(), q.ap)).collect(),
+    }
+}
+
+/// How a co-segmentation was made: what a [`CosegRecord`] cannot infer from its scores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CosegProvenance {
+    /// The backbone (`efficientnet-lite0`, …).
+    pub backbone: String,
+    /// The layer factorized.
+    pub layer: String,
+    /// Shorter side of the network input, pixels.
+    pub input_size: u32,
+    /// Backbone weights fingerprint.
+    pub weights_fingerprint: String,
+    /// `single`, `border`, `auto` or `one-shot`.
+    pub method: String,
+    /// Rank of the factorization the masks come from.
+    pub k: usize,
+    /// `set` or `image`.
+    pub normalise: String,
+    /// `otsu` or the fixed fraction.
+    pub threshold: String,
+    /// `colour` or `none`.
+    pub refine: String,
+}
+
+/// One image of a [`CosegRecord`]. Scores in percent (CorLoc 100 or 0), `null` where the
+/// ground truth does not give them or the image is not scored (the one-shot annotation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CosegImageRecord {
+    /// The image's name (file stem).
+    pub name: String,
+    /// Mask IoU.
+    pub jaccard: Option<f64>,
+    /// The same for one image (the set's pooled figure sums its parts).
+    pub jaccard_pooled: Option<f64>,
+    /// Pixel accuracy.
+    pub precision: Option<f64>,
+    /// 100 when the box localizes the object, else 0.
+    pub corloc: Option<f64>,
+    /// IoU of the box with the true box, percent.
+    pub box_iou: Option<f64>,
+    /// The predicted box `[x1, y1, x2, y2]` in pixels; `null` for an empty mask.
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    /// Whether the image is the one-shot annotation (left out of the set's scores).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub annotated: bool,
+}
+
+impl CosegImageRecord {
+    /// The line of an image with its scores (`None`: not scored).
+    pub fn new(name: &str, bbox: Option<&crate::BBox>, score: Option<&ImageScore>) -> Self {
+        let pct = |x: Option<f64>| x.map(|v| 100.0 * v);
+        CosegImageRecord {
+            name: name.to_string(),
+            jaccard: pct(score.and_then(|s| s.jaccard)),
+            jaccard_pooled: pct(score.and_then(|s| s.jaccard)),
+            precision: pct(score.and_then(|s| s.precision)),
+            corloc: score.map(|s| if s.corloc { 100.0 } else { 0.0 }),
+            box_iou: score.map(|s| 100.0 * s.box_iou),
+            bbox: bbox.map(|b| [b.x1, b.y1, b.x2, b.y2]),
+            annotated: false,
+        }
+    }
+}
+
+/// An image left out of a set (unreadable, no mask, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The record of one co-segmented set: the set's scores (percent, `null` without the ground
+/// truth for them), every image's, and how they were made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CosegRecord {
+    /// The set's name (class or folder).
+    pub set: String,
+    /// Mean per-image Jaccard.
+    pub jaccard: Option<f64>,
+    /// Σ intersections / Σ unions over the set.
+    pub jaccard_pooled: Option<f64>,
+    /// Mean pixel accuracy.
+    pub precision: Option<f64>,
+    /// CorLoc.
+    pub corloc: Option<f64>,
+    /// Images scored.
+    pub scored_images: usize,
+    /// Every image, in order.
+    pub images: Vec<CosegImageRecord>,
+    /// Images left out.
+    pub skipped: Vec<SkippedRecord>,
+    /// The object's factors.
+    pub object_factors: Vec<usize>,
+    /// Every factor's border ratio (see `coseg`), in factor order.
+    pub border_ratios: Vec<f32>,
+    /// `‖A − UV‖ / ‖A‖` of the factorization.
+    pub rel_error: f64,
+    /// How it was made.
+    pub provenance: CosegProvenance,
+    /// One-shot: the annotated image, and the chosen rank's IoU on it (percent).
+    pub one_shot: Option<OneShotRecord>,
+    /// Wall-clock seconds: features, factorization, masks.
+    pub seconds: CosegTimings,
+    /// Software that produced the record (`deepfactor`).
+    pub software: String,
+    /// Its version.
+    pub version: String,
+    /// When (UTC, RFC 3339).
+    pub date: String,
+}
+
+/// One-shot details of a [`CosegRecord`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OneShotRecord {
+    /// The annotated image.
+    pub annotated: String,
+    /// The rank chosen.
+    pub k: usize,
+    /// How the chosen factors were found: `matched` (merged and matched to the annotation,
+    /// the thesis) or `auto` (the run's unsupervised choice).
+    pub rule: String,
+    /// The chosen factors.
+    pub factors: Vec<usize>,
+    /// The chosen factors' IoU with the annotation, percent.
+    pub iou: f64,
+    /// Every candidate: `(k, rule, iou percent)`.
+    pub runs: Vec<(usize, String, f64)>,
+}
+
+/// Wall-clock seconds of the stages of a co-segmentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CosegTimings {
+    /// Decoding and the network.
+    pub features: f64,
+    /// The joint factorization(s).
+    pub factorization: f64,
+    /// Masks, boxes, scores and outputs.
+    pub masks: f64,
+}
+
+impl CosegRecord {
+    /// A record of `images` (scored ones count in the set's scores), stamped with this
+    /// crate's version and the current time.
+    pub fn new(
+        set: impl Into<String>,
+        scores: &SetScores,
+        images: Vec<CosegImageRecord>,
+        provenance: CosegProvenance,
+    ) -> Self {
+        CosegRecord {
+            set: set.into(),
+            jaccard: scores.jaccard,
+            jaccard_pooled: scores.jaccard_pooled,
+            precision: scores.precision,
+            corloc: scores.corloc,
+            scored_images: scores.images,
+            images,
+            skipped: Vec::new(),
+            object_factors: Vec::new(),
+            border_ratios: Vec::new(),
+            rel_error: 0.0,
+            provenance,
+            one_shot: None,
+            seconds: CosegTimings::default(),
+            software: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            date: rfc3339_utc(SystemTime::now()),
+        }
+    }
+
+    /// The set's scores again.
+    pub fn scores(&self) -> SetScores {
+        SetScores {
+            jaccard: self.jaccard,
+            jaccard_pooled: self.jaccard_pooled,
+            precision: self.precision,
+            corloc: self.corloc,
+            images: self.scored_images,
+        }
+    }
+
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers, options and vectors always serialise; non-finite floats become null.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+/// A data set of co-segmentation classes: one record per class and their mean (each class
+/// counts once, as in the thesis' Table 4.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CosegDatasetRecord {
+    /// Where the data set was read from.
+    pub dataset: String,
+    /// Per class.
+    pub classes: Vec<CosegRecord>,
+    /// The mean over classes.
+    pub mean: SetScores,
+    /// Wall-clock seconds over all classes.
+    pub seconds: CosegTimings,
+    /// Software that produced the record (`deepfactor`).
+    pub software: String,
+    /// Its version.
+    pub version: String,
+    /// When (UTC, RFC 3339).
+    pub date: String,
+}
+
+impl CosegDatasetRecord {
+    /// The record of `classes`, with their mean.
+    pub fn new(dataset: impl Into<String>, classes: Vec<CosegRecord>) -> Self {
+        let scores: Vec<SetScores> = classes.iter().map(CosegRecord::scores).collect();
+        let mut seconds = CosegTimings::default();
+        for c in &classes {
+            seconds.features += c.seconds.features;
+            seconds.factorization += c.seconds.factorization;
+            seconds.masks += c.seconds.masks;
+        }
+        CosegDatasetRecord {
+            dataset: dataset.into(),
+            mean: SetScores::mean(&scores),
+            classes,
+            seconds,
+            software: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            date: rfc3339_utc(SystemTime::now()),
+        }
+    }
+
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // As CosegRecord::to_json.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 }
 

@@ -33,7 +33,11 @@ pub(crate) fn region_vectors_of(f: &StoredFactors) -> Vec<(usize, Vec<f32>)> {
     (0..f.k())
         .filter_map(|i| {
             let c = f.concept(i)?;
-            let norm = c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+            let norm = c
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt();
             (norm > 0.0).then(|| (i, c.iter().map(|&x| (f64::from(x) / norm) as f32).collect()))
         })
         .collect()
@@ -201,7 +205,9 @@ fn check_graph_fields(
     }
     if levels == 0 {
         if m0 != 0 || m != 0 || entry != 0 {
-            return Err(format!("{what} fields are set but the segment has no {what}"));
+            return Err(format!(
+                "{what} fields are set but the segment has no {what}"
+            ));
         }
         return Ok(());
     }
@@ -588,7 +594,11 @@ impl Segment {
         // Sections present iff INFO declares what they hold.
         let optional = |present: bool, kinds: &[Kind], what: &str| -> Result<Option<Vec<usize>>> {
             if present {
-                kinds.iter().map(|&k| req(k)).collect::<Result<Vec<_>>>().map(Some)
+                kinds
+                    .iter()
+                    .map(|&k| req(k))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
             } else {
                 match kinds.iter().find(|k| Segment::index_of(&c, **k).is_some()) {
                     Some(k) => Err(bad(
@@ -863,10 +873,7 @@ impl Segment {
             let mut prev: Option<RegionRef> = None;
             for (i, r) in self.typed::<RegionRef>(rref).iter().enumerate() {
                 if r.reserved != 0 {
-                    return Err(self.err(
-                        kind::RREF,
-                        format!("entry {i}: reserved bytes not zero"),
-                    ));
+                    return Err(self.err(kind::RREF, format!("entry {i}: reserved bytes not zero")));
                 }
                 if prev.is_some_and(|p| (p.row, p.factor) >= (r.row, r.factor)) {
                     return Err(self.err(
@@ -1046,6 +1053,20 @@ impl Segment {
     /// Number of region vectors (0 for a segment of format 1).
     pub fn regions(&self) -> usize {
         self.info.regions
+    }
+
+    /// Whether the segment stores factors but, written in format version 1, no factor
+    /// vectors (compaction rewrites it with them).
+    pub fn lacks_factor_vectors(&self) -> bool {
+        self.container.version < 2 && self.info.factor_channels > 0
+    }
+
+    /// The region vectors of `row`: the positions of its entries in RVEC/RREF.
+    pub fn region_range(&self, row: usize) -> std::ops::Range<usize> {
+        let refs = self.region_refs();
+        let start = refs.partition_point(|r| (r.row as usize) < row);
+        let end = start + refs[start..].partition_point(|r| r.row as usize == row);
+        start..end
     }
 
     /// The region vectors, `regions × factor channels`, f16.

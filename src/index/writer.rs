@@ -7,8 +7,8 @@ use super::manifest::{self, ManifestRecord, SegmentRecord, SettingsRecord};
 use super::options::IndexOptions;
 use super::reader::{Index, LiveSegment, OpenMode};
 use super::segment::{
-    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent,
-    RegionRef, Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
+    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent, RegionRef,
+    Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
 };
 use crate::{Error, Recipe, Result};
 use half::f16;
@@ -442,7 +442,10 @@ impl IndexWriter {
         self.commit_inner(false)
     }
 
-    /// Commits, then merges all segments into one without tombstones.
+    /// Commits, then merges all segments into one without tombstones. Segments written in
+    /// format version 1 are rewritten in the current format, which adds their factor vectors
+    /// (made from the stored factors; no image is read again): this is the upgrade of an
+    /// older index.
     pub fn compact(&mut self) -> Result<CommitReport> {
         self.commit_inner(true)
     }
@@ -454,7 +457,7 @@ impl IndexWriter {
                 .snapshot
                 .live_segments()
                 .iter()
-                .all(|s| s.record.deleted.is_empty());
+                .all(|s| s.record.deleted.is_empty() && !s.seg.lacks_factor_vectors());
         if self.pending.is_empty() && deleted == 0 && (!merge_all || single_clean) {
             return Ok(CommitReport {
                 generation: self.snapshot.generation(),
@@ -785,7 +788,12 @@ fn build_and_write(
     }
     let region_graph = match factor_channels {
         Some(c) if !region_refs.is_empty() && region_refs.len() >= options.get_graph_min_docs() => {
-            let h = build_hnsw(&region_vectors, c, options.get_m(), options.get_ef_construction())?;
+            let h = build_hnsw(
+                &region_vectors,
+                c,
+                options.get_m(),
+                options.get_ef_construction(),
+            )?;
             Some(FlatGraph::from_hnsw(&h, region_refs.len())?)
         }
         _ => None,
@@ -843,7 +851,11 @@ fn level(live: usize, factor: usize) -> u32 {
 /// its images deleted. Groups are sorted position lists, disjoint, in increasing order.
 fn plan_merges(work: &[Working], factor: usize, all: bool) -> Vec<Vec<usize>> {
     if all {
-        let dirty = work.len() > 1 || work.iter().any(|w| !w.record.deleted.is_empty());
+        // A segment of format 1 with factors lacks factor vectors: compacting rewrites it.
+        let dirty = work.len() > 1
+            || work
+                .iter()
+                .any(|w| !w.record.deleted.is_empty() || w.seg.lacks_factor_vectors());
         return if dirty {
             vec![(0..work.len()).collect()]
         } else {

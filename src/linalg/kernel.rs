@@ -1,8 +1,9 @@
 //! Single-threaded `f32` matrix-product kernels in safe Rust.
 //!
-//! The crate forbids `unsafe`, so the `gemm` crate (raw pointers) cannot be called; these kernels
-//! use `pulp`'s safe SIMD abstraction instead, which compiles each kernel once per instruction
-//! set (AVX2+FMA, AVX-512 where enabled, NEON, scalar) and picks one at run time.
+//! These kernels serve the many small and narrow products of NMF and the descriptors, in safe
+//! Rust: `pulp`'s SIMD abstraction compiles each kernel once per instruction set (AVX2+FMA,
+//! NEON, scalar) and picks one at run time ([`dispatch`]). The convolutions' large products go to the
+//! `gemm` crate through `blas.rs`, the one place that calls it.
 //!
 //! Two kernels cover every product the crate needs:
 //! - [`gemm`]: `out (+)= L·R` with `L` of any strides and `R` row-major. `L` is packed into
@@ -91,7 +92,6 @@ pub(crate) fn gemm(out: &mut [f32], ld_out: usize, lhs: View<'_>, rhs: View<'_>,
         }
         return;
     }
-    let arch = Arch::new();
     if n < NARROW && k >= DOT_MIN_K && lhs.cs == 1 {
         // Dot products of rows of L with columns of R (rows of Rᵀ).
         let tmp;
@@ -101,7 +101,7 @@ pub(crate) fn gemm(out: &mut [f32], ld_out: usize, lhs: View<'_>, rhs: View<'_>,
             tmp = copy_row_major(rhs.t());
             View::row_major(&tmp, n, k, k)
         };
-        arch.dispatch(DotKernel {
+        dispatch(DotKernel {
             out,
             ld_out,
             x: lhs,
@@ -116,7 +116,7 @@ pub(crate) fn gemm(out: &mut [f32], ld_out: usize, lhs: View<'_>, rhs: View<'_>,
             tmp = copy_row_major(rhs);
             View::row_major(&tmp, k, n, n)
         };
-        arch.dispatch(PanelKernel {
+        dispatch(PanelKernel {
             out,
             ld_out,
             lhs,
@@ -485,7 +485,7 @@ pub(crate) fn mu_update(x: &mut [f32], num: &[f32], den: &[f32], eps: f32) {
             }
         }
     }
-    Arch::new().dispatch(Op { x, num, den, eps })
+    dispatch(Op { x, num, den, eps })
 }
 
 /// Sparse rows times a dense matrix: for each row `i` of the CSR slices (`indptr` relative
@@ -592,7 +592,7 @@ pub(crate) fn csr_gather(
             }
         }
     }
-    Arch::new().dispatch(Op {
+    dispatch(Op {
         indptr,
         indices,
         values,
@@ -712,7 +712,7 @@ pub(crate) fn csr_scatter(
             }
         }
     }
-    Arch::new().dispatch(Op {
+    dispatch(Op {
         indptr,
         indices,
         values,
@@ -756,7 +756,7 @@ pub(crate) fn sum_sq_diff(a: &[f32], b: &[f32], row: usize) -> f64 {
             total
         }
     }
-    Arch::new().dispatch(Op { a, b, row })
+    dispatch(Op { a, b, row })
 }
 
 /// Entry statistics of a row-major block (rows of length `row`): `None` if an entry is NaN,
@@ -820,12 +820,20 @@ pub(crate) fn entry_stats(a: &[f32], row: usize) -> Option<(f32, usize, f64, f64
             Some((max, nnz, sum, sq))
         }
     }
-    Arch::new().dispatch(Op { a, row })
+    dispatch(Op { a, row })
 }
 
-/// Runs `f` inside a function compiled for the best instruction set available. `f` must be
-/// `#[inline(always)]`-friendly generic code: the work is done by [`WithSimd`] impls.
+/// Runs `f` inside a function compiled for the instruction set these kernels are tuned for:
+/// AVX2+FMA on x86 even where AVX-512 is available (their register tiles, and the rank-long
+/// rows of NMF — K = 8 is one AVX2 vector — would fall into scalar tails at 16 lanes), the best
+/// available elsewhere. `f` must be `#[inline(always)]`-friendly generic code: the work is done
+/// by [`WithSimd`] impls.
+#[inline(always)]
 pub(crate) fn dispatch<W: WithSimd>(op: W) -> W::Output {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if let Some(v3) = pulp::x86::V3::try_new() {
+        return Simd::vectorize(v3, op);
+    }
     Arch::new().dispatch(op)
 }
 

@@ -79,6 +79,132 @@ impl Csr {
         })
     }
 
+    /// An empty matrix of `cols` columns and no rows, to be grown with [`Csr::push_rows`].
+    pub fn with_cols(cols: usize) -> Result<Csr> {
+        if cols > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "sparse matrix: {cols} columns exceed the u32 index range"
+            )));
+        }
+        Ok(Csr {
+            rows: 0,
+            cols,
+            indptr: vec![0],
+            indices: Vec::new(),
+            values: Vec::new(),
+        })
+    }
+
+    /// Appends the rows of the dense `a` (same number of columns), keeping its non-zeros only:
+    /// how a stack of many images' activations is built without ever holding it densely.
+    pub fn push_rows(&mut self, a: &Matrix) -> Result<()> {
+        if a.cols() != self.cols {
+            return Err(Error::invalid(format!(
+                "sparse matrix of {} columns: cannot append rows of {} columns",
+                self.cols,
+                a.cols()
+            )));
+        }
+        let nnz = a.as_slice().iter().filter(|v| **v != 0.0).count();
+        self.indices.reserve(nnz);
+        self.values.reserve(nnz);
+        self.indptr.reserve(a.rows());
+        for r in 0..a.rows() {
+            for (j, &v) in a.row(r).iter().enumerate() {
+                if v != 0.0 {
+                    self.indices.push(j as u32);
+                    self.values.push(v);
+                }
+            }
+            self.indptr.push(self.values.len());
+        }
+        self.rows += a.rows();
+        Ok(())
+    }
+
+    /// Index of row `r`'s first stored value in [`Csr::values`].
+    pub fn row_start(&self, r: usize) -> usize {
+        self.indptr[r.min(self.rows)]
+    }
+
+    /// Multiplies every stored value by `f`.
+    pub(crate) fn scale_values(&mut self, f: f32) {
+        self.values.iter_mut().for_each(|v| *v *= f);
+    }
+
+    /// The stored values, row after row.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Bytes held on the heap (index, column and value arrays, at their capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.indptr.capacity() * std::mem::size_of::<usize>()
+            + self.indices.capacity() * std::mem::size_of::<u32>()
+            + self.values.capacity() * std::mem::size_of::<f32>()
+    }
+
+    /// Rows `r0..r1` as a dense matrix.
+    pub fn rows_dense(&self, r0: usize, r1: usize) -> Matrix {
+        let r1 = r1.min(self.rows);
+        let r0 = r0.min(r1);
+        let mut m = Matrix::zeros(r1 - r0, self.cols);
+        for r in r0..r1 {
+            let (idx, val) = self.row(r);
+            let row = m.row_mut(r - r0);
+            for (&c, &v) in idx.iter().zip(val) {
+                row[c as usize] = v;
+            }
+        }
+        m
+    }
+
+    /// The Gram matrix of the smaller side: `AᵀA` (`cols × cols`) when `rows ≥ cols`, else
+    /// `AAᵀ` (`rows × rows`); products in `f32`, summed over fixed row chunks in order (so the
+    /// result does not depend on the number of threads). Meant for a small smaller side.
+    pub(crate) fn side_gram(&self) -> Matrix {
+        const CHUNK_ROWS: usize = 2048;
+        if self.rows >= self.cols {
+            let c = self.cols;
+            let chunks: Vec<usize> = (0..self.rows).step_by(CHUNK_ROWS).collect();
+            let partials: Vec<Vec<f32>> = chunks
+                .par_iter()
+                .map(|&r0| {
+                    let mut g = vec![0.0f32; c * c];
+                    for r in r0..(r0 + CHUNK_ROWS).min(self.rows) {
+                        let (idx, val) = self.row(r);
+                        for (&i, &a) in idx.iter().zip(val) {
+                            let gi = &mut g[i as usize * c..i as usize * c + c];
+                            for (&j, &b) in idx.iter().zip(val) {
+                                gi[j as usize] += a * b;
+                            }
+                        }
+                    }
+                    g
+                })
+                .collect();
+            let mut out = Matrix::zeros(c, c);
+            super::sum_in_order(out.as_mut_slice(), &partials);
+            out
+        } else {
+            let p = self.rows;
+            let dense = self.to_dense();
+            let mut out = Matrix::zeros(p, p);
+            for i in 0..p {
+                for j in 0..p {
+                    let (idx, val) = self.row(j);
+                    let di = dense.row(i);
+                    out.set(
+                        i,
+                        j,
+                        idx.iter().zip(val).map(|(&c, &v)| di[c as usize] * v).sum(),
+                    );
+                }
+            }
+            out
+        }
+    }
+
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows
@@ -308,5 +434,38 @@ mod tests {
             }
         }
         assert!(s.t_mul(&Matrix::zeros(5, 2)).is_err());
+    }
+
+    #[test]
+    fn built_row_by_row_equals_from_dense() {
+        let a = sample(300, 37);
+        let mut s = Csr::with_cols(37).unwrap();
+        s.push_rows(&Matrix::from_vec(100, 37, a.as_slice()[..100 * 37].to_vec()).unwrap())
+            .unwrap();
+        s.push_rows(&Matrix::zeros(0, 37)).unwrap();
+        s.push_rows(&Matrix::from_vec(200, 37, a.as_slice()[100 * 37..].to_vec()).unwrap())
+            .unwrap();
+        assert_eq!(s, Csr::from_dense(&a).unwrap());
+        assert!(s.push_rows(&Matrix::zeros(1, 36)).is_err());
+        let want: Vec<f32> = a.as_slice()[10 * 37..20 * 37].to_vec();
+        assert_eq!(s.rows_dense(10, 20).as_slice(), &want[..]);
+        assert!(s.heap_bytes() >= s.nnz() * 8);
+    }
+
+    #[test]
+    fn side_gram_matches_dense() {
+        for (rows, cols) in [(300usize, 37usize), (20, 37)] {
+            let a = sample(rows, cols);
+            let g = Csr::from_dense(&a).unwrap().side_gram();
+            let want = if rows >= cols {
+                a.t_matmul(&a).unwrap()
+            } else {
+                a.matmul_t(&a).unwrap()
+            };
+            assert_eq!(g.shape(), want.shape());
+            for (p, q) in g.as_slice().iter().zip(want.as_slice()) {
+                assert!((p - q).abs() < 1e-2 * q.abs().max(1.0), "{p} vs {q}");
+            }
+        }
     }
 }

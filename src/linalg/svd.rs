@@ -61,7 +61,7 @@ pub fn truncated_svd(a: &Matrix, k: usize) -> Result<Svd> {
     }
     truncated_svd_of(
         &Operand {
-            dense: a,
+            dense: Some(a),
             sparse: None,
         },
         k,
@@ -97,9 +97,10 @@ pub(crate) trait BatchOperand {
     fn side_gram(&self) -> Result<Vec<Vec<f64>>>;
 }
 
-/// A matrix to decompose, with its sparse form when it has one.
+/// A matrix to decompose: its dense entries, its sparse form, or both (the products then go
+/// through the non-zeros). With neither it is the empty `0 × 0` matrix.
 pub(crate) struct Operand<'a> {
-    pub dense: &'a Matrix,
+    pub dense: Option<&'a Matrix>,
     pub sparse: Option<&'a Csr>,
 }
 
@@ -111,7 +112,11 @@ impl BatchOperand for Operand<'_> {
     }
 
     fn shape(&self) -> (usize, usize) {
-        self.dense.shape()
+        match (self.dense, self.sparse) {
+            (Some(d), _) => d.shape(),
+            (None, Some(s)) => (s.rows(), s.cols()),
+            (None, None) => (0, 0),
+        }
     }
 
     fn upload(&self, items: &[Matrix]) -> Result<Matrix> {
@@ -127,17 +132,19 @@ impl BatchOperand for Operand<'_> {
     }
 
     fn mul(&self, x: &Matrix) -> Result<Matrix> {
-        Ok(match self.sparse {
-            Some(a) => a.mul_unchecked(x),
-            None => product(self.dense.view(), x.view()),
+        Ok(match (self.sparse, self.dense) {
+            (Some(a), _) => a.mul_unchecked(x),
+            (None, Some(d)) => product(d.view(), x.view()),
+            (None, None) => Matrix::zeros(0, x.cols()),
         })
     }
 
     /// Computed as `(Xᵀ A)ᵀ` for dense `A`, so that `A` is read along its rows.
     fn t_mul(&self, x: &Matrix) -> Result<Matrix> {
-        Ok(match self.sparse {
-            Some(a) => a.t_mul_unchecked(x),
-            None => product(x.view().t(), self.dense.view()).transpose(),
+        Ok(match (self.sparse, self.dense) {
+            (Some(a), _) => a.t_mul_unchecked(x),
+            (None, Some(d)) => product(x.view().t(), d.view()).transpose(),
+            (None, None) => Matrix::zeros(0, x.cols()),
         })
     }
 
@@ -154,11 +161,11 @@ impl BatchOperand for Operand<'_> {
     }
 
     fn side_gram(&self) -> Result<Vec<Vec<f64>>> {
-        let a = self.dense;
-        let g = if a.rows() >= a.cols() {
-            product(a.view().t(), a.view())
-        } else {
-            product(a.view(), a.view().t())
+        let g = match (self.dense, self.sparse) {
+            (Some(a), _) if a.rows() >= a.cols() => product(a.view().t(), a.view()),
+            (Some(a), _) => product(a.view(), a.view().t()),
+            (None, Some(s)) => s.side_gram(),
+            (None, None) => Matrix::zeros(0, 0),
         };
         Ok(vec![symmetric_f64(&g)])
     }
@@ -492,7 +499,7 @@ mod tests {
         let u = gaussian(p, rank, 1);
         let v = gaussian(rank, c, 2);
         let op = Operand {
-            dense: &u,
+            dense: Some(&u),
             sparse: None,
         };
         let qu = orthonormalize(&op, &u).unwrap();
@@ -559,12 +566,21 @@ mod tests {
         let dense = truncated_svd(&a, 4).unwrap();
         let sparse = truncated_svd_of(
             &Operand {
-                dense: &a,
+                dense: Some(&a),
                 sparse: Some(&csr),
             },
             4,
         )
         .unwrap();
+        let only_sparse = truncated_svd_of(
+            &Operand {
+                dense: None,
+                sparse: Some(&csr),
+            },
+            4,
+        )
+        .unwrap();
+        assert_eq!(sparse, only_sparse);
         for (x, y) in dense.s.iter().zip(&sparse.s) {
             assert!((x - y).abs() < 1e-3 * dense.s[0]);
         }

@@ -29,6 +29,7 @@ use crate::linalg::kernel::{self, gemm, View};
 use crate::linalg::{par_gemm, par_gemm_split_k, sum_in_order, Csr};
 use crate::{Matrix, Result};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// What replaces an exactly-zero denominator (scikit-learn uses float32's epsilon for every
@@ -46,12 +47,25 @@ const BLOCK_BYTES: usize = 256 * 1024;
 /// the convergence check then computes the residual directly.
 const CHEAP_ERROR_FLOOR: f64 = 0.1;
 
+/// Where `A`'s entries live.
+pub(crate) enum Store<'a> {
+    /// Dense.
+    Dense(&'a Matrix),
+    /// Through its non-zeros: `csr`, and its transpose `csc` (compressed sparse columns of
+    /// `A`, for `Uᵀ A` by gathering). `dense` is the dense input the sparse form was made
+    /// from, kept for the exact residual; `None` when `A` came sparse (no dense copy exists).
+    Sparse {
+        csr: Cow<'a, Csr>,
+        csc: Csr,
+        dense: Option<&'a Matrix>,
+    },
+}
+
 /// `A` as the engine reads it.
 pub(crate) struct Data<'a> {
-    pub dense: &'a Matrix,
-    pub csr: Option<Csr>,
-    /// The transpose of `csr` (compressed sparse columns of `A`), for `Uᵀ A` by gathering.
-    csc: Option<Csr>,
+    pub store: Store<'a>,
+    rows: usize,
+    cols: usize,
     /// `‖A‖²_F`, accumulated in `f64`.
     pub norm_sq: f64,
     /// `Σ A`, accumulated in `f64`.
@@ -74,6 +88,31 @@ impl<'a> Data<'a> {
             Layout::Sparse => true,
             Layout::Auto => density <= sparse_max_density,
         };
+        let store = if sparse {
+            let csr = Csr::from_dense(dense)?;
+            Store::Sparse {
+                csc: csr.transpose(),
+                csr: Cow::Owned(csr),
+                dense: Some(dense),
+            }
+        } else {
+            Store::Dense(dense)
+        };
+        Ok(Self::with_store(store, p, c, stats))
+    }
+
+    /// `A` given in sparse form only (no dense copy is made or kept).
+    pub fn sparse(csr: &'a Csr, stats: &Stats) -> Data<'a> {
+        let (p, c) = (csr.rows(), csr.cols());
+        let store = Store::Sparse {
+            csc: csr.transpose(),
+            csr: Cow::Borrowed(csr),
+            dense: None,
+        };
+        Self::with_store(store, p, c, stats)
+    }
+
+    fn with_store(store: Store<'a>, p: usize, c: usize, stats: &Stats) -> Data<'a> {
         let rows_per_block = (BLOCK_BYTES / 4 / c.max(1)).clamp(8, 512) / 8 * 8;
         let blocks: Vec<Range<usize>> = (0..p)
             .step_by(rows_per_block)
@@ -82,35 +121,48 @@ impl<'a> Data<'a> {
         let n = blocks.len();
         let s = n.min(MAX_CHUNKS);
         let chunks = (0..s).map(|i| (i * n / s)..((i + 1) * n / s)).collect();
-        let mut data = Data {
-            dense,
-            csc: None,
-            csr: if sparse {
-                Some(Csr::from_dense(dense)?)
-            } else {
-                None
-            },
+        Data {
+            store,
+            rows: p,
+            cols: c,
             norm_sq: stats.sum_sq,
             sum: stats.sum,
             blocks,
             chunks,
-        };
-        data.csc = data.csr.as_ref().map(Csr::transpose);
-        Ok(data)
+        }
+    }
+
+    /// The sparse form, when `A` is handled through its non-zeros.
+    pub fn csr(&self) -> Option<&Csr> {
+        match &self.store {
+            Store::Sparse { csr, .. } => Some(csr),
+            Store::Dense(_) => None,
+        }
+    }
+
+    /// The dense entries, when they exist.
+    pub fn dense(&self) -> Option<&Matrix> {
+        match &self.store {
+            Store::Sparse { dense, .. } => *dense,
+            Store::Dense(d) => Some(d),
+        }
     }
 
     /// `(Uᵀ A)ᵀ` (`C × K`) for sparse `A`: each channel gathers the rows of `U` where it is
     /// non-zero (independent outputs, in parallel over fixed channel blocks).
     fn sparse_ut_a_t(&self, u: &Matrix) -> Option<Matrix> {
-        self.csc.as_ref().map(|csc| csc.mul_unchecked(u))
+        match &self.store {
+            Store::Sparse { csc, .. } => Some(csc.mul_unchecked(u)),
+            Store::Dense(_) => None,
+        }
     }
 
     pub fn rows(&self) -> usize {
-        self.dense.rows()
+        self.rows
     }
 
     pub fn cols(&self) -> usize {
-        self.dense.cols()
+        self.cols
     }
 
     /// Row range of chunk `s`.
@@ -126,8 +178,8 @@ impl<'a> Data<'a> {
     /// `x`, `C × k`), into `out` (`rows × k`).
     fn mul_rows(&self, rows: Range<usize>, xt: &Matrix, x: Option<&Matrix>, out: &mut [f32]) {
         let k = xt.rows();
-        match &self.csr {
-            Some(csr) => {
+        match &self.store {
+            Store::Sparse { csr, .. } => {
                 // Sparse rows gather rows of X (C × k); every caller passes Vᵀ whenever the
                 // layout is sparse, the transpose here is only a fallback.
                 let owned;
@@ -140,8 +192,8 @@ impl<'a> Data<'a> {
                 };
                 csr.mul_rows_into(rows.start, x.as_slice(), k, out);
             }
-            None => {
-                let a = self.dense.view().rows_range(rows.start, rows.len());
+            Store::Dense(dense) => {
+                let a = dense.view().rows_range(rows.start, rows.len());
                 match x {
                     Some(x) => gemm(out, k, a, x.view(), false),
                     None => gemm(out, k, a, xt.view().t(), false),
@@ -183,7 +235,7 @@ impl<'d, 'a> Engine<'d, 'a> {
             .iter()
             .map(|_| Chunk {
                 // Partial sums are kept only where the pass accumulates them.
-                n: if data.csr.is_none() && k < FUSE_BELOW_K {
+                n: if data.csr().is_none() && k < FUSE_BELOW_K {
                     vec![0.0; k * c]
                 } else {
                     Vec::new()
@@ -224,7 +276,7 @@ impl<'d, 'a> Engine<'d, 'a> {
     fn update_u(&mut self, u: &mut Matrix, v: &Matrix) {
         let data = self.data;
         let (k, c) = (self.k, data.cols());
-        let sparse = data.csr.is_some();
+        let sparse = data.csr().is_some();
         // Vᵀ (C × K) row-major: needed by the sparse gather and by the panel kernel when the
         // output is wide; the dot kernel reads V directly.
         let vt = (sparse || k >= crate::linalg::kernel::NARROW).then(|| v.transpose());
@@ -257,16 +309,14 @@ impl<'d, 'a> Engine<'d, 'a> {
                     gemm(den, k, View::row_major(ub, nb, k, k), g.view(), false);
                     mu_update(ub, num, den);
                     let ubv = View::row_major(ub, nb, k, k);
-                    match &data.csr {
-                        Some(_) => {}
-                        None if fused => gemm(
+                    if let (Store::Dense(dense), true) = (&data.store, fused) {
+                        gemm(
                             &mut ws.n,
                             c,
                             ubv.t(),
-                            data.dense.view().rows_range(rows.start, nb),
+                            dense.view().rows_range(rows.start, nb),
                             true,
-                        ),
-                        None => {}
+                        );
                     }
                     if fused {
                         gemm(&mut ws.utu, k, ubv.t(), ubv, true);
@@ -289,8 +339,8 @@ impl<'d, 'a> Engine<'d, 'a> {
             }
         } else if fused {
             sum_in_order(&mut self.n, &parts_n);
-        } else {
-            par_gemm_split_k(&mut self.n, u.view().t(), data.dense.view());
+        } else if let Store::Dense(dense) = &data.store {
+            par_gemm_split_k(&mut self.n, u.view().t(), dense.view());
         }
     }
 
@@ -332,6 +382,12 @@ pub(crate) fn gram_rows(x: &Matrix) -> Matrix {
 /// each row's squares summed in SIMD lanes, rows and blocks added in `f64`.
 pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
     let (c, k) = (data.cols(), v.rows());
+    let dense = match &data.store {
+        Store::Dense(d) | Store::Sparse { dense: Some(d), .. } => *d,
+        Store::Sparse {
+            csr, dense: None, ..
+        } => return sparse_residual_sq(data, csr, u, v),
+    };
     let partials: Vec<f64> = (0..data.chunks.len())
         .into_par_iter()
         .map(|s| {
@@ -347,7 +403,7 @@ pub(crate) fn residual_sq(data: &Data<'_>, u: &Matrix, v: &Matrix) -> f64 {
                     k,
                 );
                 gemm(&mut uv, c, ub, v.view(), false);
-                let a = &data.dense.as_slice()[rows.start * c..rows.end * c];
+                let a = &dense.as_slice()[rows.start * c..rows.end * c];
                 total += kernel::sum_sq_diff(a, &uv, c);
             }
             total
@@ -370,9 +426,55 @@ fn ut_a(data: &Data<'_>, u: &Matrix) -> (Vec<f32>, Vec<f32>) {
                 }
             }
         }
-        None => par_gemm_split_k(&mut n, u.view().t(), data.dense.view()),
+        None => {
+            if let Store::Dense(dense) = &data.store {
+                par_gemm_split_k(&mut n, u.view().t(), dense.view());
+            }
+        }
     }
     (n, utu)
+}
+
+/// `‖A − UV‖²_F` for `A` held sparse only: `Σ_nz (a − (UV)_pc)² + (‖UV‖² − Σ_nz (UV)²_pc)`,
+/// the second term being the fit's mass on the zero entries (`‖UV‖² = ⟨UᵀU, VVᵀ⟩`). Sums in
+/// `f64` over the same fixed chunks.
+fn sparse_residual_sq(data: &Data<'_>, csr: &Csr, u: &Matrix, v: &Matrix) -> f64 {
+    let k = v.rows();
+    let vt = v.transpose();
+    let partials: Vec<(f64, f64)> = (0..data.chunks.len())
+        .into_par_iter()
+        .map(|s| {
+            let (mut on_nz, mut fit_nz) = (0.0f64, 0.0f64);
+            for r in data.chunk_rows(s) {
+                let ur = &u.as_slice()[r * k..r * k + k];
+                let (idx, val) = csr.row(r);
+                for (&col, &a) in idx.iter().zip(val) {
+                    let vc = &vt.as_slice()[col as usize * k..col as usize * k + k];
+                    let f: f64 = ur
+                        .iter()
+                        .zip(vc)
+                        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                        .sum();
+                    on_nz += (f64::from(a) - f) * (f64::from(a) - f);
+                    fit_nz += f * f;
+                }
+            }
+            (on_nz, fit_nz)
+        })
+        .collect();
+    let (on_nz, fit_nz) = partials
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let mut utu = Matrix::zeros(k, k);
+    par_gemm(utu.as_mut_slice(), u.view().t(), u.view());
+    let g = gram_rows(v);
+    let fit_all: f64 = utu
+        .as_slice()
+        .iter()
+        .zip(g.as_slice())
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    on_nz + (fit_all - fit_nz).max(0.0)
 }
 
 /// `‖A‖² − 2⟨X, Y⟩ + ⟨P, Q⟩` in `f64`, or `None` below the cancellation floor.

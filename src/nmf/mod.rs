@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use deepfactor::nmf::Nmf;
-//! use deepfactor::Matrix;
+//! use deepfactor::linalg::Matrix;
 //!
 //! let a = Matrix::from_vec(3, 2, vec![1.0, 0.0, 2.0, 0.1, 0.0, 3.0])?;
 //! let f = Nmf::new(2).max_iter(500).tol(0.0).build()?.fit(&a)?;
@@ -69,7 +69,7 @@ pub use baseline::{
 
 pub use tensor::TensorFactorization;
 
-use crate::linalg::{kernel, Operand};
+use crate::linalg::{kernel, Csr, Operand};
 use crate::{Error, Matrix, Result};
 use engine::{residual_sq, Data, Engine};
 use rayon::prelude::*;
@@ -398,16 +398,57 @@ impl Nmf {
         let cfg = &self.cfg;
         let (p, c, k) = (a.rows(), a.cols(), cfg.k);
         if stats.max == 0.0 {
-            return Ok(Factorization {
-                u: Matrix::zeros(p, k),
-                v: Matrix::zeros(k, c),
-                iterations: 0,
-                rel_error: 0.0,
-            });
+            return Ok(zero_factorization(p, c, k));
         }
         let (a_s, st, e) = rescaled(a, stats);
         // A' = A·2^(-2e) ⇒ factors scale by 2^(-e) each.
         let data = Data::new(&a_s, &st, cfg.layout, cfg.sparse_max_density)?;
+        self.fit_data(&data, e, start)
+    }
+
+    /// Factorizes `a` given in sparse form (compressed sparse rows), without ever making it
+    /// dense: the memory-lean path for large stacks of activations, which holds `A` as its
+    /// non-zeros twice (by rows and by columns, 8 bytes per non-zero each) plus the factors.
+    /// Same algorithm, initialisation and factor order as [`Nmf::fit`] with
+    /// [`Layout::Sparse`], the same operations in the same order, so the same factors —
+    /// except for matrices whose smaller side is below about `4(K + 10)`, where NNDSVD's SVD
+    /// takes the Gram route and the Gram matrix is summed from the non-zeros in another
+    /// order (equal up to rounding). `rel_error` (and, with `tol > 0`, the rare direct error
+    /// evaluations of the stopping rule) is computed from the non-zeros
+    /// (`Σ_nz (a − UV)² + ‖UV‖² − Σ_nz (UV)²`) instead of entry by entry. The layout setting
+    /// does not apply.
+    pub fn fit_sparse(&self, a: &Csr) -> Result<Factorization> {
+        let stats = check_csr(a, "NMF input")?;
+        let (p, c, k) = (a.rows(), a.cols(), self.cfg.k);
+        if stats.max == 0.0 {
+            return Ok(zero_factorization(p, c, k));
+        }
+        let (e, owned) = match rescale_exponent(stats.max) {
+            0 => (0, None),
+            e => {
+                let mut m = a.clone();
+                m.scale_values(((-2 * e) as f32).exp2());
+                (e, Some(m))
+            }
+        };
+        let a_s = owned.as_ref().unwrap_or(a);
+        let st = match &owned {
+            Some(m) => check_csr(m, "rescaled NMF input").unwrap_or(stats),
+            None => stats,
+        };
+        let data = Data::sparse(a_s, &st);
+        self.fit_data(&data, e, None)
+    }
+
+    /// The iterations on prepared data (`A` scaled by `2^(-2e)`).
+    fn fit_data(
+        &self,
+        data: &Data<'_>,
+        e: i32,
+        start: Option<(&Matrix, &Matrix)>,
+    ) -> Result<Factorization> {
+        let cfg = &self.cfg;
+        let k = cfg.k;
         let (mut u, mut v) = match start {
             Some((u0, v0)) => {
                 let (mut u, mut v) = (u0.clone(), v0.clone());
@@ -415,13 +456,13 @@ impl Nmf {
                 scale_by_pow2(&mut v, -e);
                 (u, v)
             }
-            None => self.initial_factors(&data)?,
+            None => self.initial_factors(data)?,
         };
-        let mut eng = Engine::new(&data, k);
+        let mut eng = Engine::new(data, k);
         eng.prepare(&v);
         let tol = cfg.tol;
         let initial = if tol > 0.0 {
-            residual_sq(&data, &u, &v).sqrt()
+            residual_sq(data, &u, &v).sqrt()
         } else {
             0.0
         };
@@ -432,7 +473,7 @@ impl Nmf {
             if tol > 0.0 && it.is_multiple_of(CHECK_EVERY) {
                 let err = eng
                     .cheap_error_sq(&v)
-                    .unwrap_or_else(|| residual_sq(&data, &u, &v))
+                    .unwrap_or_else(|| residual_sq(data, &u, &v))
                     .sqrt();
                 if initial == 0.0 || (previous - err) / initial < tol {
                     iterations = it;
@@ -441,7 +482,7 @@ impl Nmf {
                 previous = err;
             }
         }
-        let rel_error = relative_error(&data, &u, &v);
+        let rel_error = relative_error(data, &u, &v);
         scale_by_pow2(&mut u, e);
         scale_by_pow2(&mut v, e);
         finish(u, v, iterations, rel_error, true)
@@ -455,8 +496,8 @@ impl Nmf {
             Init::Nndsvd | Init::Nndsvda => {
                 let fill = (self.cfg.init == Init::Nndsvda).then_some(mean);
                 let op = Operand {
-                    dense: data.dense,
-                    sparse: data.csr.as_ref(),
+                    dense: data.dense(),
+                    sparse: data.csr(),
                 };
                 init::nndsvd(&op, k, fill)
             }
@@ -534,19 +575,91 @@ pub(crate) fn check_matrix(a: &Matrix, what: &str) -> Result<Stats> {
 /// `a` itself, or a copy scaled by `2^(-2e)` when its largest entry lies outside
 /// `[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`; returns the matrix used, its statistics, and `e`.
 fn rescaled<'m>(a: &'m Matrix, stats: &Stats) -> (std::borrow::Cow<'m, Matrix>, Stats, i32) {
-    let max = stats.max;
-    let same = *stats;
-    if max == 0.0 || (max.log2().abs() as i32) < SAFE_EXPONENT {
-        return (std::borrow::Cow::Borrowed(a), same, 0);
+    let e = rescale_exponent(stats.max);
+    if e == 0 {
+        return (std::borrow::Cow::Borrowed(a), *stats, 0);
     }
-    // Bring the maximum to about 1 with an even power of two, so that each factor scales by
-    // an exact power of two as well.
-    let e = (max.log2() / 2.0).round() as i32;
     let mut m = a.clone();
     scale_by_pow2(&mut m, -2 * e);
     // Squares of the original entries may have under- or overflowed: recompute.
     let st = check_matrix(&m, "rescaled NMF input").unwrap_or(*stats);
     (std::borrow::Cow::Owned(m), st, e)
+}
+
+/// `e` such that `A·2^(-2e)` has its largest entry near 1, when `max` lies outside
+/// `[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`; 0 otherwise. An even power of two, so that each
+/// factor scales by an exact power of two as well.
+fn rescale_exponent(max: f32) -> i32 {
+    if max == 0.0 || (max.log2().abs() as i32) < SAFE_EXPONENT {
+        0
+    } else {
+        (max.log2() / 2.0).round() as i32
+    }
+}
+
+/// All-zero factors of an all-zero `A` (no iterations).
+fn zero_factorization(p: usize, c: usize, k: usize) -> Factorization {
+    Factorization {
+        u: Matrix::zeros(p, k),
+        v: Matrix::zeros(k, c),
+        iterations: 0,
+        rel_error: 0.0,
+    }
+}
+
+/// [`check_matrix`] for a sparse matrix: refuses an empty shape and NaN, infinite or negative
+/// stored values, naming the first bad one.
+pub(crate) fn check_csr(a: &Csr, what: &str) -> Result<Stats> {
+    const VALUES: usize = 1 << 16;
+    if a.rows() == 0 || a.cols() == 0 {
+        return Err(Error::invalid(format!(
+            "{what} is empty ({}×{})",
+            a.rows(),
+            a.cols()
+        )));
+    }
+    let values = a.values();
+    if let Some(i) = values.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+        // The row of stored value i: the last row starting at or before it.
+        let row = (0..a.rows())
+            .rev()
+            .find(|&r| a.row_start(r) <= i)
+            .unwrap_or(0);
+        let col = a.row(row).0.get(i - a.row_start(row)).copied().unwrap_or(0);
+        return Err(Error::Numeric(format!(
+            "{what}: entry ({row}, {col}) is {}; NMF needs finite non-negative values",
+            bad_value(values[i])
+        )));
+    }
+    let parts: Vec<(f32, usize, f64, f64)> = values
+        .par_chunks(VALUES)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .fold((0.0f32, 0usize, 0.0f64, 0.0f64), |(m, n, s, q), &x| {
+                    (
+                        m.max(x),
+                        n + usize::from(x != 0.0),
+                        s + f64::from(x),
+                        q + f64::from(x) * f64::from(x),
+                    )
+                })
+        })
+        .collect();
+    Ok(parts.iter().fold(
+        Stats {
+            max: 0.0,
+            nnz: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+        },
+        |t, &(m, n, s, q)| Stats {
+            max: t.max.max(m),
+            nnz: t.nnz + n,
+            sum: t.sum + s,
+            sum_sq: t.sum_sq + q,
+        },
+    ))
 }
 
 /// Multiplies every entry by `2^e` (exact, barring overflow/underflow).

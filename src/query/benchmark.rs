@@ -6,7 +6,9 @@
 //! variant's time includes that network pass); the whole-view rule is scored both off and on
 //! from one run of each variant.
 
-use super::{BoxMode, Expansion, Localize, Query, SearchHit, Searcher};
+use super::{
+    BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, SearchHit, Searcher,
+};
 use crate::eval::{
     evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
     LocalizationEvaluation, Protocol, Rankings,
@@ -15,6 +17,7 @@ use crate::heatmap::Binarize;
 use crate::localize::{
     JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching,
 };
+use crate::index::{FactorMatch, FactorSearch};
 use crate::{BBox, Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,6 +116,16 @@ pub struct BenchmarkOptions {
     pub protocol: Protocol,
     /// Joint localization factorizes the query with at most this many images at a time.
     pub localize_batch: usize,
+    /// Exact search (default), else the index's graphs.
+    pub exact: bool,
+    /// Factor-level search: whether it runs, its settings, its query factors.
+    pub factor_mode: FactorMode,
+    /// See [`BenchmarkOptions::factor_mode`].
+    pub factor_search: FactorSearch,
+    /// See [`BenchmarkOptions::factor_mode`].
+    pub factor_source: FactorSource,
+    /// Hits per query whose scores and factor matches [`BenchmarkRun::top_hits`] keeps.
+    pub report_hits: usize,
 }
 
 impl Default for BenchmarkOptions {
@@ -124,6 +137,11 @@ impl Default for BenchmarkOptions {
             images: None,
             protocol: Protocol::Classic,
             localize_batch: 10,
+            exact: true,
+            factor_mode: FactorMode::Auto,
+            factor_search: FactorSearch::default(),
+            factor_source: FactorSource::Query,
+            report_hits: 10,
         }
     }
 }
@@ -142,8 +160,43 @@ pub struct BenchmarkRun {
     pub mean_kept: f64,
     /// Queries whose region rule fell back.
     pub fallbacks: usize,
-    /// Mean time per query (search only), milliseconds.
+    /// Mean time per query (everything: network, description, search), milliseconds.
     pub mean_query_ms: f64,
+    /// Mean time of the index search per query (global and factor-level), milliseconds.
+    pub mean_search_ms: f64,
+    /// Queries that ran factor-level search.
+    pub factor_queries: usize,
+    /// Why factor-level search did not run, when it did not (the first query's note).
+    pub factor_note: Option<String>,
+    /// The first [`BenchmarkOptions::report_hits`] hits of every query with their scores and
+    /// factor matches.
+    pub top_hits: Vec<QueryHits>,
+}
+
+/// The first hits of one query, as [`BenchmarkRun::top_hits`] keeps them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueryHits {
+    /// The query's name.
+    pub query: String,
+    /// The query factors matched (numbers in the query's factorization).
+    pub query_factors: Vec<usize>,
+    /// Its first hits, best first.
+    pub hits: Vec<HitRecord>,
+}
+
+/// One hit with its scores and factor matches.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HitRecord {
+    /// The image's name (file stem).
+    pub image: String,
+    /// The ranking score.
+    pub score: f32,
+    /// The global descriptor cosine (factor-level search only).
+    pub global_score: Option<f32>,
+    /// The factor score (factor-level search only).
+    pub factor_score: Option<f32>,
+    /// Each query factor's best match in the image.
+    pub factor_matches: Vec<FactorMatch>,
 }
 
 /// Finds `<images>/<name>.<ext>` for the [`crate::images::IMAGE_EXTENSIONS`], in lower or
@@ -215,19 +268,47 @@ pub fn run_benchmark(
             by_name.insert(stem(&d.meta.path), (d.id, d.meta.path));
         }
     }
+    let mut search_ms = 0.0;
+    let mut factor_queries = 0usize;
+    let mut factor_note = None;
+    let mut top_hits = Vec::new();
     let n_queries = gt.queries().len();
     for (qi, q) in gt.queries().iter().enumerate() {
         let path = image_file(&images, &q.image)?;
         let mut query = Query::new(&path)
             .top_k(total.max(1))
-            .exact(true)
-            .expansion(options.expansion);
+            .exact(options.exact)
+            .expansion(options.expansion)
+            .factor_mode(options.factor_mode)
+            .factor_search(options.factor_search)
+            .factor_source(options.factor_source);
         if let (Some(mode), Some(b)) = (options.box_mode, q.bbox) {
             query = query.region(b).box_mode(mode);
         }
         let t = Instant::now();
         let res = searcher.search(&query)?;
         query_ms += t.elapsed().as_secs_f64() * 1000.0;
+        search_ms += res.timings.search_ms;
+        factor_queries += usize::from(res.query.factor_search.is_some());
+        if factor_note.is_none() {
+            factor_note.clone_from(&res.query.factor_note);
+        }
+        top_hits.push(QueryHits {
+            query: q.name.clone(),
+            query_factors: res.query.query_factors.clone(),
+            hits: res
+                .hits
+                .iter()
+                .take(options.report_hits)
+                .map(|h| HitRecord {
+                    image: stem(&h.path),
+                    score: h.score,
+                    global_score: h.global_score,
+                    factor_score: h.factor_score,
+                    factor_matches: h.factor_matches.clone(),
+                })
+                .collect(),
+        });
         if !res.query.kept.is_empty() {
             kept_sum += res.query.kept.len();
             kept_n += 1;
@@ -305,6 +386,10 @@ pub fn run_benchmark(
         },
         fallbacks,
         mean_query_ms: query_ms / n_queries.max(1) as f64,
+        mean_search_ms: search_ms / n_queries.max(1) as f64,
+        factor_queries,
+        factor_note,
+        top_hits,
     })
 }
 
@@ -326,7 +411,7 @@ fn localize_query(
     images: &Path,
     by_name: &HashMap<String, (u64, PathBuf)>,
     gt: &GroundTruth,
-    q: &crate::eval::Query,
+    q: &crate::eval::GroundTruthQuery,
     path: &Path,
     grid: crate::CellGrid,
 ) -> Result<()> {
@@ -356,6 +441,9 @@ fn localize_query(
                 id,
                 path,
                 score: 0.0,
+                global_score: None,
+                factor_score: None,
+                factor_matches: Vec::new(),
                 location: None,
             },
         ));

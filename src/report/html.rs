@@ -51,7 +51,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// `<img>` of `img` as an embedded JPEG.
-fn img_tag(img: &RgbImage, alt: &str, class: &str, quality: u8) -> Result<String> {
+pub(super) fn img_tag(img: &RgbImage, alt: &str, class: &str, quality: u8) -> Result<String> {
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
         .encode_image(img)
@@ -65,14 +65,14 @@ fn img_tag(img: &RgbImage, alt: &str, class: &str, quality: u8) -> Result<String
     ))
 }
 
-fn swatch(c: image::Rgb<u8>) -> String {
+pub(super) fn swatch(c: image::Rgb<u8>) -> String {
     format!(
         "<span class=\"swatch\" style=\"background:{}\"></span>",
         color::hex(c)
     )
 }
 
-const STYLE: &str = r#"
+pub(super) const STYLE: &str = r#"
 *{box-sizing:border-box}
 body{margin:0;padding:20px 28px 40px;background:#f4f4f1;color:#1f1f1f;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
 h1{font-size:22px;margin:0 0 4px}

@@ -8,17 +8,17 @@
 //!   it fetches nothing and needs no JavaScript. All text is HTML-escaped.
 //! - [`SearchReport::write_sheet`]: one PNG contact sheet, a grid of thumbnails with the query
 //!   (and each kept factor on its own) on the first row(s) and the results after, in rank order,
-//!   labelled with the embedded bitmap font of [`font`] (no system fonts needed).
+//!   labelled with an embedded bitmap font (no system fonts needed).
 //!
 //! Coordinates: boxes are in pixels of the original image (after EXIF orientation, as
 //! [`crate::images::load_rgb`] decodes it); heatmaps are at feature-map
 //! resolution, one value per cell of a [`CellGrid`] whose image size must equal the image's.
 //! The renderer upsamples them ([`Heatmap::upsample`]) to whatever size it draws.
 //!
-//! Colours: every factor id gets one colour of [`color::PALETTE`] for the whole report, in
+//! Colours: every factor id gets one colour of a fixed palette for the whole report, in
 //! order of first appearance (the query's kept factors first), so a factor looks the same on
 //! the query and on every result. Each pixel of an overlay takes the colour of its strongest
-//! factor, with opacity by strength ([`overlay::overlay_factors`]). A result's averaged
+//! factor, with opacity by strength. A result's averaged
 //! heatmap, when given, is drawn with the perceptual viridis map. Boxes are white with a dark
 //! rim, their thickness scaling with the picture.
 //!
@@ -45,13 +45,16 @@
 //! # }
 //! ```
 
-pub mod color;
-pub mod draw;
-pub mod font;
+mod color;
+mod coseg;
+mod draw;
+pub(crate) mod font; // also the probe plots' text
 mod html;
-pub mod overlay;
+mod overlay;
 mod sheet;
 
+pub use color::palette;
+pub use coseg::{coseg_overlay, CosegReport, CosegView};
 pub use html::{base64_encode, escape_html};
 
 use crate::heatmap::Heatmap;
@@ -358,6 +361,16 @@ impl SearchReport {
                 r.details.push(("id".into(), h.id.to_string()));
                 r.details
                     .push(("path".into(), h.path.display().to_string()));
+                if let (Some(g), Some(f)) = (h.global_score, h.factor_score) {
+                    r.details.push(("global score".into(), format!("{g:.4}")));
+                    r.details.push(("factor score".into(), format!("{f:.4}")));
+                }
+                if !h.factor_matches.is_empty() {
+                    r.details.push((
+                        "factor matches (query → image, cosine)".into(),
+                        crate::query::describe_matches(&h.factor_matches),
+                    ));
+                }
                 if let Some(loc) = &h.location {
                     if let Some(st) = loc.strength {
                         r.details
@@ -391,6 +404,19 @@ impl SearchReport {
                         .into(),
                 ));
             }
+        }
+        match (&results.query.factor_search, &results.query.factor_note) {
+            (Some(f), _) => all.push((
+                "factor-level search".into(),
+                format!(
+                    "λ {}, {}, query factors {:?}",
+                    f.get_weight(),
+                    f.get_aggregation(),
+                    results.query.query_factors
+                ),
+            )),
+            (None, Some(note)) => all.push(("factor-level search".into(), note.clone())),
+            (None, None) => {}
         }
         all.extend(settings);
         let t = &results.timings;
@@ -640,7 +666,7 @@ fn colored_heatmaps(
 }
 
 /// `img` scaled so its longest side is at most `max_side` (never enlarged).
-fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
+pub(crate) fn thumbnail(img: &RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let long = w.max(h);
     if long <= max_side {

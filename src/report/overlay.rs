@@ -1,4 +1,5 @@
-//! Heatmaps laid over photographs: one map in viridis, or several factors one colour each.
+//! Heatmaps painted for reports: one map in viridis, or several factors laid over a photograph
+//! one colour each.
 //!
 //! A [`Heatmap`]'s grid covers the whole picture, whatever its size (the original image or a
 //! thumbnail of it); [`Heatmap::upsample`] brings it to the picture's pixels.
@@ -6,15 +7,6 @@
 use super::color::{blend, viridis};
 use crate::heatmap::Heatmap;
 use image::{Rgb, RgbImage};
-
-/// Lays one heatmap over `img` in viridis at a constant opacity `alpha`, after normalizing it
-/// to its maximum ([`Heatmap::strengths`]); the grid covers the whole of `img`, whatever its size.
-pub fn overlay_colormap(img: &mut RgbImage, heatmap: &Heatmap, alpha: f32) {
-    let up = heatmap.strengths().upsample(img.width(), img.height());
-    for (p, s) in img.pixels_mut().zip(up) {
-        *p = blend(*p, viridis(s), alpha);
-    }
-}
 
 /// A heatmap painted over its image in viridis, without the photograph.
 pub fn colormap_image(heatmap: &Heatmap, width: u32, height: u32) -> RgbImage {
@@ -98,9 +90,8 @@ mod tests {
         let mut img = RgbImage::from_pixel(4, 4, Rgb([9, 9, 9]));
         overlay_factors(&mut img, &[(&map(1, 1, 4, 4, &[0.0]), red)], 1.0);
         assert!(img.pixels().all(|p| *p == Rgb([9, 9, 9])));
-        // Colour map over black at full opacity is the colour map.
-        let mut img = RgbImage::new(2, 1);
-        overlay_colormap(&mut img, &map(1, 2, 2, 1, &[0.0, 1.0]), 1.0);
+        // The colour map alone: viridis of the strengths.
+        let img = colormap_image(&map(1, 2, 2, 1, &[0.0, 1.0]), 2, 1);
         assert_eq!(img.get_pixel(0, 0), &viridis(0.0));
         assert_eq!(img.get_pixel(1, 0), &viridis(1.0));
     }

@@ -7,7 +7,7 @@
 
 use crate::common;
 use candle_core::{Device, Tensor};
-use deepfactor::backbone::weights::TensorMap;
+use deepfactor::backbone::TensorMap;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, Padding};
 use std::collections::HashMap;
 
@@ -228,7 +228,7 @@ fn efficientnet_lite0_real_weights_classify_photos() {
     let Some(photos) = common::photos() else {
         return;
     };
-    use deepfactor::backbone::preprocess::prepare_center_crop;
+    use deepfactor::backbone::prepare_center_crop;
     use deepfactor::images::load_rgb;
     let b = BackboneBuilder::new(BackboneKind::EfficientNetLite0)
         .weights(deepfactor::backbone::WeightSource::File(weights))
@@ -316,9 +316,8 @@ fn offline_hub_gives_an_actionable_error() {
     let home = tempfile::tempdir().unwrap();
     std::env::set_var("HF_HOME", home.path());
     std::env::set_var("HF_HUB_OFFLINE", "1");
-    let err =
-        deepfactor::backbone::weights::hub_file("vgg16", "timm/vgg16.tv_in1k", "model.safetensors")
-            .unwrap_err();
+    let err = deepfactor::backbone::hub_file("vgg16", "timm/vgg16.tv_in1k", "model.safetensors")
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(err, deepfactor::Error::WeightsUnavailable { .. }),
@@ -339,7 +338,7 @@ fn safetensors_round_trip_loads_the_same_model() {
     let map = weights(&f, |_| false);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lite0.safetensors");
-    deepfactor::backbone::weights::write_safetensors(&path, &map.tensors).unwrap();
+    deepfactor::backbone::write_safetensors(&path, &map.tensors).unwrap();
     let from_file = BackboneBuilder::new(BackboneKind::EfficientNetLite0)
         .weights(deepfactor::backbone::WeightSource::File(path))
         .build()

@@ -27,7 +27,7 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
 
 /// deepfactor's cache folder, as the library computes it.
 pub fn cache_dir() -> PathBuf {
-    deepfactor::backbone::weights::cache_dir()
+    deepfactor::backbone::cache_dir()
 }
 
 /// The real EfficientNet-Lite0 weights, or `None` (with a SKIP message) when

@@ -6,8 +6,9 @@ use crate::common;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::descriptor::{crow, extract_crop, DescriptorConfig, DescriptorKind, Whitening};
 use deepfactor::eval::GroundTruth;
+use deepfactor::linalg::Matrix;
 use deepfactor::Activations;
-use deepfactor::{BBox, CellGrid, Matrix};
+use deepfactor::{BBox, CellGrid};
 use serde_json::Value;
 
 fn fixture() -> Value {

@@ -5,13 +5,13 @@
 //! in the comments), never produced by the code under test.
 
 use crate::common::{repo_root, shared_data};
-use deepfactor::eval::metrics::{junk_free_ranks, precision_at_k};
 use deepfactor::eval::{
     average_precision, average_precision_at_k, corloc, evaluate, evaluate_localization, jaccard,
     load_image_list, rank_by_score, BoxHandling, BoxPrediction, CosegGroundTruth, GroundTruth,
     GroundTruthKind, Mask, PartMatcher, Protocol, Provenance, Rankings, Relevance, ResultsRecord,
     Setup,
 };
+use deepfactor::eval::{junk_free_ranks, precision_at_k};
 use deepfactor::{BBox, Error};
 use serde_pickle::value::{HashableValue, Value};
 use std::path::{Path, PathBuf};

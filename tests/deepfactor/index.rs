@@ -8,10 +8,12 @@ mod crash;
 mod golden;
 mod hostile;
 mod recall;
+mod regional;
 mod update;
 
 use deepfactor::index::{ImageMeta, IndexOptions, IndexWriter, NewImage, StoredFactors};
-use deepfactor::{Matrix, Recipe};
+use deepfactor::linalg::Matrix;
+use deepfactor::Recipe;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};

@@ -4,11 +4,14 @@
 
 mod backbone;
 mod common;
+mod coseg;
 mod descriptor;
 mod eval;
 mod images;
 mod index;
 mod localize;
 mod nmf;
+mod pipeline;
+mod probe;
 mod query;
 mod report;

@@ -1,8 +1,8 @@
 //! The NMF engine: agreement with scikit-learn, properties, batched/joint, edge cases,
 //! determinism, the candle path and the compression baselines.
 
+use deepfactor::linalg::{Csr, Matrix};
 use deepfactor::nmf::{Init, Layout, Nmf};
-use deepfactor::Matrix;
 use serde_json::Value;
 
 fn matrix(v: &Value) -> Matrix {
@@ -402,6 +402,74 @@ fn layouts_agree() {
     };
     let (d, s) = (fit(Layout::Dense), fit(Layout::Sparse));
     assert!((d.rel_error - s.rel_error).abs() < 1e-4 * d.rel_error);
+}
+
+/// A matrix given sparse only gets the same factors as the sparse layout of its dense form,
+/// and a residual that agrees with the entry-by-entry one.
+#[test]
+fn sparse_input_matches_the_sparse_layout() {
+    // The first shape starts from the randomized SVD (the same sparse products either way:
+    // bit for bit the same factors); the others are small enough for the Gram route, whose
+    // Gram matrix is summed in another order from the non-zeros (equal up to rounding).
+    for (p, c, k, seed) in [
+        (400usize, 200usize, 3usize, 21u64),
+        (40, 300, 3, 5),
+        (30, 12, 8, 9),
+    ] {
+        let a = relu_noise(p, c, seed);
+        let csr = Csr::from_dense(&a).unwrap();
+        for tol in [0.0, 1e-4] {
+            let nmf = Nmf::new(k)
+                .layout(Layout::Sparse)
+                .max_iter(60)
+                .tol(tol)
+                .build()
+                .unwrap();
+            let (d, s) = (nmf.fit(&a).unwrap(), nmf.fit_sparse(&csr).unwrap());
+            if p == 400 {
+                assert_eq!((&d.u, &d.v), (&s.u, &s.v));
+            } else {
+                for (x, y) in d.u.as_slice().iter().zip(s.u.as_slice()) {
+                    assert!((x - y).abs() < 1e-3 * (1.0 + x.abs()), "{x} vs {y}");
+                }
+            }
+            assert_eq!(d.iterations, s.iterations);
+            assert!(
+                (d.rel_error - s.rel_error).abs() < 1e-6,
+                "{} vs {}",
+                d.rel_error,
+                s.rel_error
+            );
+            assert!((rel_residual(&a, &s.u, &s.v) - s.rel_error).abs() < 1e-5);
+        }
+    }
+    // Degenerate and bad input.
+    let nmf = Nmf::new(2).build().unwrap();
+    let z = nmf
+        .fit_sparse(&Csr::from_dense(&Matrix::zeros(4, 3)).unwrap())
+        .unwrap();
+    assert_eq!((z.iterations, z.rel_error), (0, 0.0));
+    assert!(nmf.fit_sparse(&Csr::with_cols(3).unwrap()).is_err());
+    let mut a = relu_noise(5, 4, 1);
+    a.set(3, 2, -1.0);
+    let msg = nmf
+        .fit_sparse(&Csr::from_dense(&a).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("(3, 2)") && msg.contains("negative"), "{msg}");
+    // Extreme magnitudes are rescaled exactly as on the dense path.
+    let mut b = relu_noise(400, 200, 4);
+    b.as_mut_slice().iter_mut().for_each(|x| *x *= 1e30);
+    let nmf = Nmf::new(3)
+        .layout(Layout::Sparse)
+        .max_iter(20)
+        .build()
+        .unwrap();
+    let (d, s) = (
+        nmf.fit(&b).unwrap(),
+        nmf.fit_sparse(&Csr::from_dense(&b).unwrap()).unwrap(),
+    );
+    assert_eq!(d.u, s.u);
 }
 
 #[test]

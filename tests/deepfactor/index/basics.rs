@@ -296,7 +296,8 @@ fn missing_segment_is_named() {
 #[test]
 fn whitening_companion_file() {
     use deepfactor::descriptor::Whitening;
-    use deepfactor::{Matrix, WhiteningRef};
+    use deepfactor::linalg::Matrix;
+    use deepfactor::WhiteningRef;
     let tmp = super::tempdir();
     let dim = 4;
     let x = Matrix::from_vec(

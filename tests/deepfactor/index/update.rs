@@ -5,7 +5,8 @@ use deepfactor::index::{
     update_from_folder, Extracted, Extractor, Index, IndexOptions, IndexWriter, SearchOptions,
     StoredFactors, UpdateOptions, UpdateReport,
 };
-use deepfactor::{Error, Matrix, Recipe, Result};
+use deepfactor::linalg::Matrix;
+use deepfactor::{Error, Recipe, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
