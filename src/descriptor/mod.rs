@@ -527,6 +527,22 @@ impl Describer {
         }
     }
 
+    /// What [`Describer::factorize`] factorizes: the activations times their CroW channel
+    /// weights when those are on, else the activations themselves — the space the concept
+    /// vectors (and the index's stored factors) live in.
+    pub fn factor_input(&self, acts: &Activations) -> Result<Activations> {
+        check_activations(acts)?;
+        let data = if self.crow {
+            crow::scale_channels(&acts.data, &crow::channel_weights(&acts.data))
+        } else {
+            acts.data.clone()
+        };
+        Ok(Activations {
+            grid: acts.grid,
+            data,
+        })
+    }
+
     /// The descriptor of a whole image.
     pub fn describe(&self, acts: &Activations) -> Result<Description> {
         if self.cfg.kind.is_nmf() {

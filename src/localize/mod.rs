@@ -1,20 +1,42 @@
 //! Localization: where in a retrieved image is the query's region?
 //!
-//! **Joint** (the thesis' §5.3.2, after Collins & Süsstrunk, "Deep Feature Factorization for
-//! Content-Based Image Retrieval and Localization", ICIP 2019): the activations of the query
-//! and of its retrieved images are factorized together, so that every factor is one concept with
-//! a heatmap in every image. The factors whose query heatmap puts more than
-//! [`DEFAULT_MASS_THRESHOLD`] of its mass inside the query box are the region's concepts; in
-//! each retrieved image their heatmaps are averaged, the strongest cells kept
-//! ([`Binarize`]: by default a level calibrated so that the query's own heatmap gives back the
-//! query's box — in a joint factorization an absolute level, since all images share one scale;
-//! the thesis' fixed top 30% and Otsu's threshold as options), and the
-//! box around the largest connected group of kept cells is the predicted region.
+//! Three ways, one per [`crate::query::Localize`] variant; each gives a heatmap per hit, which
+//! a [`Binarize`] rule turns into a box (by default a level calibrated so that the query's own
+//! heatmap gives back the query's box; the thesis' fixed top 30% and Otsu's threshold as
+//! options), and a whole-view rule may widen to the whole image.
 //!
-//! **Stored** (fast, no network): each retrieved image's own NMF factors, stored in the index,
-//! stand in for a joint factorization. Every kept query concept is matched to the stored
-//! concept of the retrieved image with the highest cosine similarity; the matched heatmaps,
-//! weighted by that similarity, are averaged and binarized as above.
+//! **Stored** (the default; no network on the hits, milliseconds per hit): each hit's own NMF
+//! factors, stored in the index, stand in for a joint factorization. The query's kept concepts
+//! select the hit's factors ([`Matching`]): by default every factor whose cosine to a kept
+//! concept lies well above that concept's typical best match over the index, weighted by its
+//! z-score ([`stored`] explains why raw cosines mislead); the first variant took the best
+//! match per concept ([`Matching::Best`]). The selected heatmaps are averaged and binarized.
+//!
+//! **Joint** (the thesis' §5.3.2, after Collins & Süsstrunk, "Deep Feature Factorization for
+//! Content-Based Image Retrieval and Localization", ICIP 2019): the query's and the hits'
+//! activations are factorized together, so that every factor is one concept with a heatmap in
+//! every image. The thesis keeps the joint factors whose *query* heatmap puts more than
+//! [`DEFAULT_MASS_THRESHOLD`] of its mass inside the box ([`JointSelection::Mass`]). On small
+//! objects in scenes unlike the query's that choice fails: with a rank of 8 shared by half a
+//! dozen different scenes, the factors that lie in a small query box are mostly generic ones
+//! (texture, "thing on a surface") that the joint factorization spreads over the targets'
+//! backgrounds. [`JointSelection::Matched`] (the default) selects instead the joint factors
+//! whose concepts best match the query's own kept concepts — the ones its region search used —
+//! weighted by the cosine; the joint factorization then runs in the space those concepts live
+//! in (the descriptor's CroW-weighted activations). **Joint on stored factors**
+//! ([`crate::query::Localize::JointStored`]) factorizes the query with each hit's
+//! reconstruction `U·V` from its stored factors instead of re-running the network on the hits.
+//!
+//! **Whole view**: where the hit's factors that match the region significantly explain at
+//! least [`DEFAULT_WHOLE_VIEW`] of its reconstruction ([`region_fill`]), the object fills the
+//! frame and the box is the whole image, whichever variant made the heatmap.
+
+pub mod stored;
+
+pub use stored::{
+    reconstruction, region_fill, Baseline, ConceptSample, HitFactors, Matching, QueryConcept,
+    DEFAULT_BASELINE_SAMPLE, DEFAULT_WHOLE_VIEW, SIGNIFICANT_Z,
+};
 
 use crate::heatmap::{filter_factors, Binarize, Heatmap, DEFAULT_MASS_THRESHOLD};
 use crate::nmf::{Init, Nmf};
@@ -32,13 +54,73 @@ pub const DEFAULT_MAX_ITER: usize = 200;
 /// Fractions of the maximum tried by [`Binarize::Calibrated`].
 const CALIBRATION_STEPS: usize = 19;
 
-/// Settings of joint localization; `build()` validates them.
+/// How joint localization picks the joint factors that stand for the query's region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JointSelection {
+    /// The thesis: the joint factors whose query heatmap lies in the box
+    /// ([`filter_factors`]); the joint factorization runs on the raw activations.
+    Mass,
+    /// Per kept query concept (from the query's own factorization), the joint factor whose
+    /// concept matches it best, weighted by the cosine; the joint factorization runs on the
+    /// descriptor's (CroW-weighted) activations.
+    #[default]
+    Matched,
+}
+
+impl std::fmt::Display for JointSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JointSelection::Mass => "mass",
+            JointSelection::Matched => "matched",
+        })
+    }
+}
+
+impl std::str::FromStr for JointSelection {
+    type Err = Error;
+
+    /// `mass` or `matched`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mass" => Ok(JointSelection::Mass),
+            "matched" => Ok(JointSelection::Matched),
+            other => Err(Error::invalid(format!(
+                "joint factor selection {other:?}: expected mass or matched"
+            ))),
+        }
+    }
+}
+
+/// The localization settings a result was made with (recorded in search results and
+/// evaluation records).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LocalizationSettings {
+    /// Binarization rule.
+    pub binarize: Binarize,
+    /// Stored-factor matching.
+    pub matching: Matching,
+    /// Joint factor selection.
+    pub selection: JointSelection,
+    /// Whole-view threshold on the region fill; `None` when the rule is off.
+    pub whole_view: Option<f32>,
+    /// Images sampled for the concept baselines.
+    pub baseline_sample: usize,
+    /// Rank of the joint factorization.
+    pub k: usize,
+}
+
+/// Settings of localization; `build()` validates them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LocalizerBuilder {
     k: usize,
     mass_threshold: f32,
     binarize: Binarize,
     max_iter: usize,
+    matching: Matching,
+    selection: JointSelection,
+    whole_view: Option<f32>,
+    baseline_sample: usize,
 }
 
 impl Default for LocalizerBuilder {
@@ -48,6 +130,10 @@ impl Default for LocalizerBuilder {
             mass_threshold: DEFAULT_MASS_THRESHOLD,
             binarize: Binarize::default(),
             max_iter: DEFAULT_MAX_ITER,
+            matching: Matching::default(),
+            selection: JointSelection::default(),
+            whole_view: Some(DEFAULT_WHOLE_VIEW),
+            baseline_sample: DEFAULT_BASELINE_SAMPLE,
         }
     }
 }
@@ -82,6 +168,68 @@ impl LocalizerBuilder {
         self
     }
 
+    /// How the query's concepts select a hit's stored factors (default
+    /// [`Matching::Standardized`]).
+    pub fn matching(mut self, m: Matching) -> Self {
+        self.matching = m;
+        self
+    }
+
+    /// How joint localization selects the region's joint factors (default
+    /// [`JointSelection::Matched`]).
+    pub fn selection(mut self, s: JointSelection) -> Self {
+        self.selection = s;
+        self
+    }
+
+    /// The whole-view rule: the box is the whole image where the region fill
+    /// ([`region_fill`]) is at least this (default [`DEFAULT_WHOLE_VIEW`]); `None` turns the
+    /// rule off.
+    pub fn whole_view(mut self, threshold: Option<f32>) -> Self {
+        self.whole_view = threshold;
+        self
+    }
+
+    /// Images of the index sampled for the concept baselines (default
+    /// [`DEFAULT_BASELINE_SAMPLE`]; 0 turns standardized matching and the whole-view rule
+    /// off).
+    pub fn baseline_sample(mut self, n: usize) -> Self {
+        self.baseline_sample = n;
+        self
+    }
+
+    /// The stored-factor matching set.
+    pub fn matching_rule(&self) -> Matching {
+        self.matching
+    }
+
+    /// The joint factor selection set.
+    pub fn selection_rule(&self) -> JointSelection {
+        self.selection
+    }
+
+    /// The whole-view threshold set (`None`: the rule is off).
+    pub fn whole_view_rule(&self) -> Option<f32> {
+        self.whole_view
+    }
+
+    /// The baseline sample size set.
+    pub fn baseline_sample_size(&self) -> usize {
+        self.baseline_sample
+    }
+
+    /// The settings as recorded with results.
+    pub fn summary(&self) -> LocalizationSettings {
+        LocalizationSettings {
+            binarize: self.binarize,
+            matching: self.matching,
+            selection: self.selection,
+            whole_view: self.whole_view,
+            baseline_sample: self.baseline_sample,
+            k: self.k,
+        }
+    }
+
     /// Validates the settings.
     pub fn build(self) -> Result<Localizer> {
         if self.k == 0 {
@@ -100,6 +248,13 @@ impl LocalizerBuilder {
                 )))
             }
             _ => {}
+        }
+        if let Some(t) = self.whole_view {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(Error::invalid(format!(
+                    "whole-view threshold {t} is outside (0, 1]"
+                )));
+            }
         }
         let nmf = Nmf::new(self.k)
             .max_iter(self.max_iter)
@@ -134,12 +289,41 @@ pub struct Located {
     /// the region is probably not there). `None` otherwise.
     #[serde(default)]
     pub strength: Option<f32>,
+    /// The region fill ([`region_fill`]) from the image's stored factors, when known.
+    #[serde(default)]
+    pub fill: Option<f32>,
+    /// Whether the whole-view rule made the box the whole image.
+    #[serde(default)]
+    pub whole_view: bool,
+}
+
+impl Located {
+    /// Applies the whole-view rule with threshold `threshold` to a region fill `fill` (the
+    /// box becomes the whole `width × height` image where the fill reaches it); records the
+    /// fill either way.
+    pub fn apply_whole_view(&mut self, fill: Option<f32>, threshold: Option<f32>) {
+        self.fill = fill;
+        let g = self.heatmap.grid();
+        if let (Some(f), Some(t)) = (fill, threshold) {
+            if f >= t && g.image_width > 0 && g.image_height > 0 {
+                self.bbox = Some(BBox {
+                    x1: 0.0,
+                    y1: 0.0,
+                    x2: g.image_width as f32,
+                    y2: g.image_height as f32,
+                });
+                self.whole_view = true;
+            }
+        }
+    }
 }
 
 /// Result of a joint localization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JointLocalization {
-    /// Factors kept (their query heatmaps lie in the box), by index in the joint factorization.
+    /// Factors kept, by index in the joint factorization: their query heatmaps lie in the box
+    /// ([`JointSelection::Mass`]), or their concepts match the query's kept concepts
+    /// ([`JointSelection::Matched`]).
     pub kept: Vec<usize>,
     /// Whether no factor passed the threshold and the fallback rule of
     /// [`filter_factors`] chose.
@@ -308,6 +492,8 @@ impl Localizer {
                 heatmap,
                 factor_maps,
                 strength,
+                fill: None,
+                whole_view: false,
             })
         };
         let query_located = locate(uq, query.grid)?;
@@ -330,25 +516,26 @@ impl Localizer {
         })
     }
 
-    /// The fast variant: localizes in a target from its stored factors. `query_concepts` are
-    /// the kept query concepts (factor number and vector of `C` channels); `target_v` the
-    /// target's concept vectors (`K × C`) and `target_heatmaps` its `K` heatmaps over `grid`;
-    /// `binarize` is the rule for the target ([`Localizer::resolve`] turns a calibrated rule
-    /// into one).
+    /// The fast variant: localizes the region in a hit from its stored factors. `concepts` are
+    /// the query's kept concepts (with their baselines over the index for
+    /// [`Matching::Standardized`] and the whole-view rule); `hit` the hit's stored concepts
+    /// (`K × C`) and its `K` heatmaps over `grid`; `binarize` the rule for the hit
+    /// ([`Localizer::resolve`] turns a calibrated rule into one).
     pub fn from_stored(
         &self,
-        query_concepts: &[(usize, Vec<f32>)],
-        target_v: &[Vec<f32>],
-        target_heatmaps: &[Heatmap],
+        concepts: &[QueryConcept],
+        hit: HitFactors<'_>,
         grid: CellGrid,
         binarize: Binarize,
     ) -> Result<Located> {
-        if target_v.len() != target_heatmaps.len() {
-            return Err(Error::invalid(
-                "stored factors: as many concept vectors as heatmaps are needed",
-            ));
+        if hit.concepts.rows() != hit.heatmaps.len() {
+            return Err(Error::invalid(format!(
+                "stored factors: {} concept vectors for {} heatmaps",
+                hit.concepts.rows(),
+                hit.heatmaps.len()
+            )));
         }
-        if let Some(h) = target_heatmaps.iter().find(|h| *h.grid() != grid) {
+        if let Some(h) = hit.heatmaps.iter().find(|h| *h.grid() != grid) {
             return Err(Error::invalid(format!(
                 "stored heatmap of {}×{} cells for a grid of {}×{}",
                 h.grid().rows,
@@ -357,44 +544,132 @@ impl Localizer {
                 grid.cols
             )));
         }
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let mut maps = Vec::new();
-        let mut weights = Vec::new();
-        let mut labels = Vec::new();
-        for (label, q) in query_concepts {
-            let qn = norm(q);
-            let best = target_v
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.len() == q.len())
-                .map(|(i, t)| {
-                    let d = norm(t) * qn;
-                    let cos = if d > 0.0 {
-                        q.iter().zip(t).map(|(a, b)| a * b).sum::<f32>() / d
-                    } else {
-                        0.0
-                    };
-                    (i, cos)
-                })
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((i, cos)) = best {
-                if cos > 0.0 {
-                    maps.push(&target_heatmaps[i]);
-                    weights.push(cos);
-                    labels.push(*label);
-                }
-            }
-        }
+        let selected = stored::select(concepts, hit, self.cfg.matching);
+        let maps: Vec<&Heatmap> = selected.iter().map(|s| &hit.heatmaps[s.0]).collect();
+        let weights: Vec<f32> = selected.iter().map(|s| s.1).collect();
         let heatmap = Heatmap::average(grid, &maps, &weights)?;
+        // One map per query factor: the weighted average of the hit's factors it selected.
+        let mut labels: Vec<usize> = selected.iter().map(|s| s.2).collect();
+        labels.sort_unstable();
+        labels.dedup();
         let factor_maps = labels
             .into_iter()
-            .zip(maps.into_iter().map(|h| h.clone().unit_max()))
-            .collect();
-        Ok(Located {
+            .map(|label| {
+                let (m, w): (Vec<&Heatmap>, Vec<f32>) = selected
+                    .iter()
+                    .filter(|s| s.2 == label)
+                    .map(|s| (&hit.heatmaps[s.0], s.1))
+                    .unzip();
+                Ok((label, Heatmap::average(grid, &m, &w)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut located = Located {
             bbox: heatmap.region_box(binarize),
             heatmap,
             factor_maps,
             strength: None,
+            fill: None,
+            whole_view: false,
+        };
+        located.apply_whole_view(region_fill(concepts, hit), self.cfg.whole_view);
+        Ok(located)
+    }
+
+    /// Joint localization with [`JointSelection::Matched`]: the query's and the targets'
+    /// activations — all in the space of `concepts` (the descriptor's factorization input,
+    /// CroW-weighted when the recipe says so; a target may also be a reconstruction from its
+    /// stored factors) — factorized together; per kept query concept the joint factor whose
+    /// concept matches it best, weighted by the cosine; each image's weighted average of those
+    /// factors' heatmaps binarized with `binarize` (resolve a calibrated rule first with
+    /// [`Localizer::resolve`]). `bbox` is the query's region (for the record of each factor's
+    /// mass inside it).
+    pub fn joint_matched(
+        &self,
+        query: &Activations,
+        bbox: &BBox,
+        concepts: &[QueryConcept],
+        targets: &[&Activations],
+        binarize: Binarize,
+    ) -> Result<JointLocalization> {
+        let c = query.data.cols();
+        if let Some(t) = targets.iter().find(|t| t.data.cols() != c) {
+            return Err(Error::invalid(format!(
+                "localization needs activations with equal channels ({c} for the query, {} for a target)",
+                t.data.cols()
+            )));
+        }
+        if let Some(q) = concepts.iter().find(|q| q.vector.len() != c) {
+            return Err(Error::invalid(format!(
+                "query concept of {} channels for activations of {c}",
+                q.vector.len()
+            )));
+        }
+        let mut refs: Vec<&Matrix> = vec![&query.data];
+        refs.extend(targets.iter().map(|t| &t.data));
+        let joint = self.nmf.fit_joint(&refs)?;
+        let v = &joint.factorization.v;
+        let units: Vec<Option<Vec<f32>>> = (0..v.rows()).map(|r| stored::unit(v.row(r))).collect();
+        let mut weight = vec![0f32; v.rows()];
+        for q in concepts {
+            let Some(q) = stored::unit(&q.vector) else {
+                continue;
+            };
+            let best = units
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    let t = t.as_ref()?;
+                    Some((i, q.iter().zip(t).map(|(a, b)| a * b).sum::<f32>()))
+                })
+                .filter(|(_, cos)| cos.is_finite())
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((i, cos)) = best {
+                weight[i] += cos.max(0.0);
+            }
+        }
+        let kept: Vec<usize> = (0..v.rows()).filter(|&i| weight[i] > 0.0).collect();
+        let weights: Vec<f32> = kept.iter().map(|&i| weight[i]).collect();
+        let uq = &joint.u_per_image[0];
+        let query_maps = Heatmap::columns(uq, query.grid)?;
+        let filter = filter_factors(&query_maps, bbox, self.cfg.mass_threshold);
+        let locate = |u: &Matrix, grid: CellGrid| -> Result<Located> {
+            let maps = kept
+                .iter()
+                .map(|&f| Heatmap::from_column(u, f, grid))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&Heatmap> = maps.iter().collect();
+            let heatmap = Heatmap::average(grid, &refs, &weights)?;
+            let factor_maps = kept
+                .iter()
+                .copied()
+                .zip(maps.into_iter().map(Heatmap::unit_max))
+                .collect();
+            Ok(Located {
+                bbox: heatmap.region_box(binarize),
+                heatmap,
+                factor_maps,
+                strength: None,
+                fill: None,
+                whole_view: false,
+            })
+        };
+        let query_located = locate(uq, query.grid)?;
+        let targets_located = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| locate(&joint.u_per_image[i + 1], t.grid))
+            .collect::<Result<Vec<_>>>()?;
+        let query_heatmaps = kept
+            .iter()
+            .map(|&f| query_maps[f].clone().unit_max())
+            .collect();
+        Ok(JointLocalization {
+            kept,
+            fallback: false,
+            mass_inside: filter.mass_inside,
+            query_heatmaps,
+            query: query_located,
+            targets: targets_located,
         })
     }
 }
@@ -447,6 +722,159 @@ mod tests {
             loc.resolve(&Heatmap::zeros(g).unwrap(), &peak),
             Binarize::TopFraction(DEFAULT_TOP_FRACTION)
         );
+    }
+
+    /// A `rows × cols` grid of 10-pixel cells, and a heatmap that is 1 on the cells of rows
+    /// `r` and columns `c`, 0 elsewhere.
+    fn block(g: CellGrid, r: std::ops::Range<usize>, c: std::ops::Range<usize>) -> Heatmap {
+        let v = (0..g.len())
+            .map(|i| f32::from(r.contains(&(i / g.cols)) && c.contains(&(i % g.cols))))
+            .collect();
+        Heatmap::new(g, v).unwrap()
+    }
+
+    fn complement(h: &Heatmap) -> Heatmap {
+        Heatmap::new(*h.grid(), h.values().iter().map(|x| 1.0 - x).collect()).unwrap()
+    }
+
+    #[test]
+    fn stored_localization_widens_to_the_whole_view_only_when_the_object_fills_it() {
+        let g = grid(8, 8);
+        let v = Matrix::from_vec(2, 3, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).unwrap();
+        let q = [QueryConcept {
+            factor: 5,
+            vector: vec![1.0, 0.0, 0.1],
+            baseline: Some(Baseline {
+                mean: 0.4,
+                std: 0.1,
+            }),
+        }];
+        let loc = Localizer::builder().build().unwrap();
+        let rule = Binarize::RelativeToMax(0.5);
+        // A small object (2×3 cells): its box, no whole view.
+        let obj = block(g, 2..4, 3..6);
+        let maps = [obj.clone(), complement(&obj)];
+        let hit = HitFactors {
+            concepts: &v,
+            heatmaps: &maps,
+        };
+        let small = loc.from_stored(&q, hit, g, rule).unwrap();
+        assert!(!small.whole_view);
+        assert!(
+            (small.fill.unwrap() - 6.0 / 64.0).abs() < 1e-5,
+            "{:?}",
+            small.fill
+        );
+        let truth = BBox::new(30.0, 20.0, 60.0, 40.0).unwrap();
+        assert!(small.bbox.unwrap().iou(&truth) > 0.7, "{:?}", small.bbox);
+        assert_eq!(small.factor_maps.len(), 1);
+        assert_eq!(small.factor_maps[0].0, 5);
+        // An object over 7 of 8 rows: the whole image.
+        let big = block(g, 0..7, 0..8);
+        let maps = [big.clone(), complement(&big)];
+        let hit = HitFactors {
+            concepts: &v,
+            heatmaps: &maps,
+        };
+        let whole = loc.from_stored(&q, hit, g, rule).unwrap();
+        assert!(whole.whole_view);
+        assert_eq!(whole.bbox, Some(BBox::new(0.0, 0.0, 80.0, 80.0).unwrap()));
+        // With the rule off, the heatmap's box.
+        let off = Localizer::builder().whole_view(None).build().unwrap();
+        let b = off.from_stored(&q, hit, g, rule).unwrap();
+        assert!(!b.whole_view);
+        assert_eq!(b.bbox, Some(BBox::new(0.0, 0.0, 80.0, 70.0).unwrap()));
+        assert!(b.fill.unwrap() > 0.8);
+        // Bad input is an error, not a panic.
+        assert!(loc.from_stored(&q, hit, grid(4, 4), rule).is_err());
+        let one = [big];
+        let short = HitFactors {
+            concepts: &v,
+            heatmaps: &one,
+        };
+        assert!(loc.from_stored(&q, short, g, rule).is_err());
+        for t in [0.0, -1.0, 1.5, f32::NAN] {
+            assert!(
+                Localizer::builder().whole_view(Some(t)).build().is_err(),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn joint_on_the_stored_reconstruction_finds_what_joint_on_the_activations_finds() {
+        // Activations that are exactly of rank 2: an object concept on a block, a background
+        // concept elsewhere, in the query (4×4 cells) and in a target (8×8 cells).
+        let v = Matrix::from_vec(
+            2,
+            6,
+            vec![1.0, 0.8, 0.0, 0.1, 0.0, 0.3, 0.0, 0.1, 1.0, 0.9, 0.7, 0.2],
+        )
+        .unwrap();
+        let acts = |g: CellGrid, obj: &Heatmap| -> (Matrix, Activations) {
+            let bg = complement(obj);
+            let mut u = Matrix::zeros(g.len(), 2);
+            for c in 0..g.len() {
+                u.set(c, 0, 2.0 * obj.values()[c]);
+                u.set(c, 1, 0.5 + bg.values()[c]);
+            }
+            let data = u.matmul(&v).unwrap();
+            (u, Activations { grid: g, data })
+        };
+        let (qg, tg) = (grid(4, 4), grid(8, 8));
+        let (_, query) = acts(qg, &block(qg, 0..2, 0..2));
+        let (ut, target) = acts(tg, &block(tg, 4..7, 2..6));
+        // The target's factors as an index stores them (f16 concepts, 8-bit heatmaps), and
+        // the activations they reconstruct.
+        let sf = crate::index::StoredFactors::quantize(&v, &ut, tg.rows, tg.cols).unwrap();
+        let (sv, maps) = (sf.concepts(), sf.heatmaps_over(80, 80).unwrap());
+        let hit = HitFactors {
+            concepts: &sv,
+            heatmaps: &maps,
+        };
+        let recon = reconstruction(hit, tg).unwrap();
+        let scale = target
+            .data
+            .as_slice()
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()));
+        for (a, b) in target.data.as_slice().iter().zip(recon.data.as_slice()) {
+            assert!((a - b).abs() <= 0.01 * scale, "{a} vs {b}");
+        }
+        let concepts = [QueryConcept {
+            factor: 0,
+            vector: v.row(0).to_vec(),
+            baseline: None,
+        }];
+        let loc = Localizer::builder().k(2).build().unwrap();
+        let qbox = BBox::new(0.0, 0.0, 20.0, 20.0).unwrap();
+        let rule = Binarize::RelativeToMax(0.5);
+        let net = loc
+            .joint_matched(&query, &qbox, &concepts, &[&target], rule)
+            .unwrap();
+        let rec = loc
+            .joint_matched(&query, &qbox, &concepts, &[&recon], rule)
+            .unwrap();
+        let truth = BBox::new(20.0, 40.0, 60.0, 70.0).unwrap();
+        let (a, b) = (net.targets[0].bbox.unwrap(), rec.targets[0].bbox.unwrap());
+        assert!(a.iou(&truth) > 0.7, "{a:?}");
+        assert!(a.iou(&b) > 0.95, "{a:?} vs {b:?}");
+        assert_eq!(net.kept, rec.kept);
+        // A concept of another width, or a reconstruction of mismatched parts, is an error.
+        let wrong = [QueryConcept {
+            factor: 0,
+            vector: vec![1.0; 5],
+            baseline: None,
+        }];
+        assert!(loc
+            .joint_matched(&query, &qbox, &wrong, &[&target], rule)
+            .is_err());
+        assert!(reconstruction(hit, qg).is_err());
+        let half = HitFactors {
+            concepts: &sv,
+            heatmaps: &maps[..1],
+        };
+        assert!(reconstruction(half, tg).is_err());
     }
 
     #[test]

@@ -1,16 +1,104 @@
 //! End-to-end evaluation: every query of a ground truth run through a [`Searcher`], scored
 //! with the official protocols, and — with localization — the query's region predicted in
-//! every relevant image that has a ground-truth box (the thesis' Table 5.2 protocol).
+//! every relevant image that has a ground-truth box (the thesis' Table 5.2 protocol), by each
+//! of a list of [`LocalizationVariant`]s, each timed per image localized. The hits'
+//! activations are extracted once per query and shared by the joint variants (each joint
+//! variant's time includes that network pass); the whole-view rule is scored both off and on
+//! from one run of each variant.
 
-use super::{BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher};
+use super::{
+    BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, SearchHit, Searcher,
+};
 use crate::eval::{
     evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
     LocalizationEvaluation, Protocol, Rankings,
 };
+use crate::heatmap::Binarize;
+use crate::localize::{
+    JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching,
+};
 use crate::index::{FactorMatch, FactorSearch};
 use crate::{BBox, Error, Result};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// One way of localizing, evaluated by a benchmark run.
+#[derive(Debug, Clone)]
+pub struct LocalizationVariant {
+    /// Its name in the tables.
+    pub name: String,
+    /// The variant (its hit count is ignored: every relevant image with a box is localized).
+    pub how: Localize,
+    /// Its settings. A whole-view threshold adds a second row with the rule on; the first
+    /// row has it off.
+    pub localizer: LocalizerBuilder,
+}
+
+impl LocalizationVariant {
+    /// A variant named after `how` and the settings that matter for it.
+    pub fn new(how: Localize, localizer: LocalizerBuilder) -> Self {
+        let detail = match how {
+            Localize::Stored(_) => localizer.matching_rule().to_string(),
+            Localize::Joint(_) | Localize::JointStored(_) => localizer.selection_rule().to_string(),
+            Localize::None => String::new(),
+        };
+        LocalizationVariant {
+            name: format!("{} ({detail})", how.name()),
+            how,
+            localizer,
+        }
+    }
+
+    /// The before/after set of issue 12, with each of `rules`: joint with the thesis'
+    /// selection (mass in the box), joint with matched concepts on the network's and on the
+    /// stored factors' activations, stored with the best match (the first stored variant),
+    /// and stored with standardized matching.
+    pub fn comparison(base: LocalizerBuilder, rules: &[Binarize]) -> Vec<Self> {
+        let mut out = Vec::new();
+        for &rule in rules {
+            let b = base.binarize(rule);
+            for (how, b) in [
+                (
+                    Localize::Joint(1),
+                    b.selection(JointSelection::Mass).whole_view(None),
+                ),
+                (Localize::Joint(1), b.selection(JointSelection::Matched)),
+                (
+                    Localize::JointStored(1),
+                    b.selection(JointSelection::Matched),
+                ),
+                (
+                    Localize::Stored(1),
+                    b.matching(Matching::Best).whole_view(None),
+                ),
+                (Localize::Stored(1), b.matching(Matching::Standardized)),
+            ] {
+                out.push(LocalizationVariant::new(how, b));
+            }
+        }
+        out
+    }
+}
+
+/// The score of one localization variant.
+#[derive(Debug, Clone)]
+pub struct LocalizationRow {
+    /// The variant's name (with "+ whole view" for the row with the rule on).
+    pub name: String,
+    /// The variant.
+    pub how: Localize,
+    /// Its settings (the whole-view threshold `None` on the row without the rule).
+    pub settings: LocalizationSettings,
+    /// The scores.
+    pub evaluation: LocalizationEvaluation,
+    /// Images localized (with a prediction).
+    pub localized: usize,
+    /// Images the whole-view rule turned into the whole image.
+    pub whole_view: usize,
+    /// Mean time per image localized, milliseconds (joint: the hits' network pass included).
+    pub ms_per_hit: f64,
+}
 
 /// How each query is run.
 #[derive(Debug, Clone)]
@@ -19,8 +107,8 @@ pub struct BenchmarkOptions {
     pub box_mode: Option<BoxMode>,
     /// Query expansion.
     pub expansion: Expansion,
-    /// Evaluate localization too.
-    pub localize: bool,
+    /// Localization variants to evaluate (none: no localization).
+    pub localize: Vec<LocalizationVariant>,
     /// Folder of the images (default: the ground truth's [`GroundTruth::images_dir`], else
     /// `jpg/` beside the ground truth).
     pub images: Option<PathBuf>,
@@ -45,7 +133,7 @@ impl Default for BenchmarkOptions {
         BenchmarkOptions {
             box_mode: Some(BoxMode::Filter),
             expansion: Expansion::None,
-            localize: false,
+            localize: Vec::new(),
             images: None,
             protocol: Protocol::Classic,
             localize_batch: 10,
@@ -65,10 +153,9 @@ pub struct BenchmarkRun {
     pub rankings: Rankings,
     /// Retrieval scores.
     pub evaluation: Evaluation,
-    /// Joint-NMF localization, when asked for.
-    pub localization: Option<LocalizationEvaluation>,
-    /// Localization from the index's stored factors, when asked for and stored.
-    pub localization_stored: Option<LocalizationEvaluation>,
+    /// One row per localization variant asked for (two for one with a whole-view rule: off,
+    /// then on), in order.
+    pub localization: Vec<LocalizationRow>,
     /// Mean number of query factors kept (NMF descriptors, filter mode).
     pub mean_kept: f64,
     /// Queries whose region rule fell back.
@@ -163,12 +250,28 @@ pub fn run_benchmark(
     let mut rankings = Rankings::new();
     let (mut kept_sum, mut kept_n, mut fallbacks) = (0usize, 0usize, 0usize);
     let mut query_ms = 0.0;
+    let localizers = options
+        .localize
+        .iter()
+        .map(|v| v.localizer.whole_view(None).build())
+        .collect::<Result<Vec<Localizer>>>()?;
+    let mut acc: Vec<VariantRun> = options
+        .localize
+        .iter()
+        .map(|_| VariantRun::default())
+        .collect();
+    // The indexed images by file stem, for the stored variants.
+    let mut by_name: HashMap<String, (u64, PathBuf)> = HashMap::new();
+    if !options.localize.is_empty() {
+        for d in searcher.index().documents() {
+            let d = d?;
+            by_name.insert(stem(&d.meta.path), (d.id, d.meta.path));
+        }
+    }
     let mut search_ms = 0.0;
     let mut factor_queries = 0usize;
     let mut factor_note = None;
     let mut top_hits = Vec::new();
-    let mut joint_preds = Vec::new();
-    let mut stored_preds = Vec::new();
     let n_queries = gt.queries().len();
     for (qi, q) in gt.queries().iter().enumerate() {
         let path = image_file(&images, &q.image)?;
@@ -215,80 +318,67 @@ pub fn run_benchmark(
             q.name.clone(),
             res.hits.iter().map(|h| stem(&h.path)).collect(),
         )?;
-
-        if options.localize && !q.boxes.is_empty() {
-            let region = q.bbox.unwrap_or(BBox {
-                x1: 0.0,
-                y1: 0.0,
-                x2: res.query.grid.image_width as f32,
-                y2: res.query.grid.image_height as f32,
-            });
-            let backbone = searcher.pipeline().backbone();
-            let query_acts = backbone.extract_path(&path)?;
-            let targets: Vec<(String, PathBuf)> = q
-                .boxes
-                .iter()
-                .map(|(i, _)| {
-                    let name = gt.images()[*i].clone();
-                    image_file(&images, &name).map(|p| (name, p))
-                })
-                .collect::<Result<_>>()?;
-            for chunk in targets.chunks(options.localize_batch.max(1)) {
-                let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-                let acts: Vec<_> = backbone
-                    .extract_paths(&paths)
-                    .into_iter()
-                    .collect::<Result<Vec<_>>>()?;
-                let refs: Vec<&_> = acts.iter().collect();
-                let joint = searcher.localizer().joint(&query_acts, &region, &refs)?;
-                for ((name, _), loc) in chunk.iter().zip(&joint.targets) {
-                    joint_preds.push(BoxPrediction {
-                        query: q.name.clone(),
-                        image: name.clone(),
-                        bbox: loc.bbox,
-                    });
-                }
-            }
-            // The fast variant, from the stored factors of the same images.
-            let stored = Query::from_activations(query_acts)
-                .region(region)
-                .box_mode(BoxMode::Filter)
-                .top_k(total.max(1))
-                .exact(true)
-                .localize(Localize::Stored(total.max(1)));
-            if searcher.index().documents().next().is_some() {
-                let res = searcher.search(&stored)?;
-                for (name, _) in &targets {
-                    if let Some(h) = res.hits.iter().find(|h| stem(&h.path) == *name) {
-                        if let Some(loc) = &h.location {
-                            stored_preds.push(BoxPrediction {
-                                query: q.name.clone(),
-                                image: name.clone(),
-                                bbox: loc.bbox,
-                            });
-                        }
-                    }
-                }
-            }
+        if !options.localize.is_empty() && !q.boxes.is_empty() {
+            localize_query(
+                searcher,
+                options,
+                &localizers,
+                &mut acc,
+                &images,
+                &by_name,
+                gt,
+                q,
+                &path,
+                res.query.grid,
+            )?;
         }
         progress(qi + 1, n_queries);
     }
     let evaluation = evaluate_with(gt, &rankings, options.protocol, true)?;
-    let localization = if options.localize {
-        Some(evaluate_localization(gt, &joint_preds)?)
-    } else {
-        None
-    };
-    let localization_stored = if options.localize && !stored_preds.is_empty() {
-        Some(evaluate_localization(gt, &stored_preds)?)
-    } else {
-        None
-    };
+    let mut localization = Vec::new();
+    for (v, run) in options.localize.iter().zip(&acc) {
+        let threshold = v.localizer.whole_view_rule();
+        let hits = run.preds.iter().filter(|p| p.0.bbox.is_some()).count();
+        let ms_per_hit = run.ms / run.preds.len().max(1) as f64;
+        let off: Vec<BoxPrediction> = run.preds.iter().map(|p| p.0.clone()).collect();
+        localization.push(LocalizationRow {
+            name: v.name.clone(),
+            how: v.how,
+            settings: v.localizer.whole_view(None).summary(),
+            evaluation: evaluate_localization(gt, &off)?,
+            localized: hits,
+            whole_view: 0,
+            ms_per_hit,
+        });
+        if let Some(t) = threshold {
+            let mut whole = 0;
+            let on: Vec<BoxPrediction> = run
+                .preds
+                .iter()
+                .map(|(p, fill, full)| {
+                    let mut p = p.clone();
+                    if fill.is_some_and(|f| f >= t) {
+                        p.bbox = Some(*full);
+                        whole += 1;
+                    }
+                    p
+                })
+                .collect();
+            localization.push(LocalizationRow {
+                name: format!("{} + whole view ≥ {t}", v.name),
+                how: v.how,
+                settings: v.localizer.summary(),
+                evaluation: evaluate_localization(gt, &on)?,
+                localized: hits,
+                whole_view: whole,
+                ms_per_hit,
+            });
+        }
+    }
     Ok(BenchmarkRun {
         rankings,
         evaluation,
         localization,
-        localization_stored,
         mean_kept: if kept_n > 0 {
             kept_sum as f64 / kept_n as f64
         } else {
@@ -301,4 +391,128 @@ pub fn run_benchmark(
         factor_note,
         top_hits,
     })
+}
+
+/// What one localization variant predicted so far: per image, the box (whole-view rule off),
+/// the region fill, and the whole image's box; and the time spent.
+#[derive(Debug, Default)]
+struct VariantRun {
+    preds: Vec<(BoxPrediction, Option<f32>, BBox)>,
+    ms: f64,
+}
+
+/// Localizes query `q`'s region in its relevant images with boxes, by every variant.
+#[allow(clippy::too_many_arguments)]
+fn localize_query(
+    searcher: &Searcher,
+    options: &BenchmarkOptions,
+    localizers: &[Localizer],
+    acc: &mut [VariantRun],
+    images: &Path,
+    by_name: &HashMap<String, (u64, PathBuf)>,
+    gt: &GroundTruth,
+    q: &crate::eval::GroundTruthQuery,
+    path: &Path,
+    grid: crate::CellGrid,
+) -> Result<()> {
+    let region = q.bbox.unwrap_or(BBox {
+        x1: 0.0,
+        y1: 0.0,
+        x2: grid.image_width as f32,
+        y2: grid.image_height as f32,
+    });
+    let backbone = searcher.pipeline().backbone();
+    let acts = backbone.extract_path(path)?;
+    let desc = searcher
+        .pipeline()
+        .describer()
+        .describe_region(&acts, &region)?;
+    let mut targets: Vec<(String, SearchHit)> = Vec::with_capacity(q.boxes.len());
+    for (i, _) in &q.boxes {
+        let name = gt.images()[*i].clone();
+        let (id, path) = match by_name.get(&name) {
+            Some((id, p)) => (*id, p.clone()),
+            None => (u64::MAX, image_file(images, &name)?),
+        };
+        targets.push((
+            name,
+            SearchHit {
+                rank: 0,
+                id,
+                path,
+                score: 0.0,
+                global_score: None,
+                factor_score: None,
+                factor_matches: Vec::new(),
+                location: None,
+            },
+        ));
+    }
+    let needs_network = options
+        .localize
+        .iter()
+        .any(|v| matches!(v.how, Localize::Joint(_)));
+    for chunk in targets.chunks(options.localize_batch.max(1)) {
+        let (net, net_ms) = if needs_network {
+            let t = Instant::now();
+            let paths: Vec<PathBuf> = chunk.iter().map(|(_, h)| h.path.clone()).collect();
+            let a: Vec<_> = backbone
+                .extract_paths(&paths)
+                .into_iter()
+                .map(Result::ok)
+                .collect();
+            (a, t.elapsed().as_secs_f64() * 1000.0)
+        } else {
+            (Vec::new(), 0.0)
+        };
+        for ((v, loc), run) in options.localize.iter().zip(localizers).zip(acc.iter_mut()) {
+            let mut hits: Vec<SearchHit> = chunk.iter().map(|(_, h)| h.clone()).collect();
+            let is_joint = matches!(v.how, Localize::Joint(_));
+            let t = Instant::now();
+            searcher.localize_hits(
+                loc,
+                v.how,
+                &acts,
+                &desc,
+                &region,
+                &mut hits,
+                is_joint.then_some(&net[..]),
+            )?;
+            run.ms += t.elapsed().as_secs_f64() * 1000.0 + if is_joint { net_ms } else { 0.0 };
+            for ((name, _), h) in chunk.iter().zip(hits) {
+                let (bbox, fill, full) = match &h.location {
+                    Some(l) => {
+                        let g = l.heatmap.grid();
+                        let full = BBox {
+                            x1: 0.0,
+                            y1: 0.0,
+                            x2: g.image_width as f32,
+                            y2: g.image_height as f32,
+                        };
+                        (l.bbox, l.fill, full)
+                    }
+                    None => (
+                        None,
+                        None,
+                        BBox {
+                            x1: 0.0,
+                            y1: 0.0,
+                            x2: 0.0,
+                            y2: 0.0,
+                        },
+                    ),
+                };
+                run.preds.push((
+                    BoxPrediction {
+                        query: q.name.clone(),
+                        image: name.clone(),
+                        bbox,
+                    },
+                    fill,
+                    full,
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -20,7 +20,8 @@
 mod benchmark;
 
 pub use benchmark::{
-    image_file, run_benchmark, BenchmarkOptions, BenchmarkRun, HitRecord, QueryHits,
+    image_file, run_benchmark, BenchmarkOptions, BenchmarkRun, HitRecord, LocalizationRow,
+    LocalizationVariant, QueryHits,
 };
 
 use crate::backbone::WeightSource;
@@ -29,14 +30,18 @@ use crate::heatmap::Heatmap;
 use crate::index::{
     FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode, SearchOptions,
 };
-use crate::localize::{kept_average, JointLocalization, Localizer, Located};
+use crate::localize::{
+    kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection,
+    LocalizationSettings, Localizer, Located, QueryConcept,
+};
 use crate::pipeline::Pipeline;
 use crate::Activations;
 use crate::{BBox, Error, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Hits returned when the query does not say.
@@ -98,7 +103,7 @@ pub enum Expansion {
     },
 }
 
-/// Where to localize the query's region in the hits.
+/// Where to localize the query's region in the first `n` hits (see [`crate::localize`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Localize {
     /// No localization.
@@ -107,8 +112,46 @@ pub enum Localize {
     /// Joint NMF of the query with its first `n` hits (the thesis' method; re-runs the
     /// network on those images).
     Joint(usize),
-    /// From the factors stored in the index (fast; no network run on the hits).
+    /// Joint NMF of the query with the first `n` hits' reconstructions `U·V` from their
+    /// stored factors (no network run on the hits; hits without stored factors are not
+    /// localized).
+    JointStored(usize),
+    /// From the factors stored in the index (fastest; no network run on the hits; hits
+    /// without stored factors are not localized).
     Stored(usize),
+}
+
+impl Localize {
+    /// How many hits are localized.
+    pub fn hits(&self) -> usize {
+        match *self {
+            Localize::None => 0,
+            Localize::Joint(n) | Localize::JointStored(n) | Localize::Stored(n) => n,
+        }
+    }
+
+    /// The variant's name: `none`, `joint`, `joint-stored` or `stored`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Localize::None => "none",
+            Localize::Joint(_) => "joint",
+            Localize::JointStored(_) => "joint-stored",
+            Localize::Stored(_) => "stored",
+        }
+    }
+
+    /// The variant named `name` (see [`Localize::name`]) on the first `n` hits.
+    pub fn parse(name: &str, n: usize) -> Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Localize::None),
+            "joint" => Ok(Localize::Joint(n)),
+            "joint-stored" => Ok(Localize::JointStored(n)),
+            "stored" => Ok(Localize::Stored(n)),
+            other => Err(Error::invalid(format!(
+                "localization {other:?}: expected joint, joint-stored, stored or none"
+            ))),
+        }
+    }
 }
 
 /// Whether the query's factors are also matched against the index's factor vectors
@@ -365,7 +408,7 @@ impl Query {
                 "query factors with the crop's need the image file, not activations",
             ));
         }
-        if matches!(self.localize, Localize::Joint(0) | Localize::Stored(0)) {
+        if self.localize != Localize::None && self.localize.hits() == 0 {
             return Err(Error::invalid("localization needs at least one hit"));
         }
         if self.box_mode == BoxMode::Crop
@@ -426,6 +469,8 @@ pub struct QuerySummary {
     pub heatmaps: Vec<Heatmap>,
     /// The joint localization's view of the query, when joint localization ran.
     pub joint: Option<JointLocalization>,
+    /// How the hits were localized, and with which settings (`None` without localization).
+    pub localization: Option<(Localize, LocalizationSettings)>,
     /// Factor-level search as it ran (`None`: global search only).
     pub factor_search: Option<FactorSearch>,
     /// The query factors matched against the factor vectors: numbers in the query's
@@ -508,6 +553,8 @@ pub struct Searcher {
     index: Index,
     pipeline: Pipeline,
     localizer: Localizer,
+    /// Concept samples for the localization baselines, by sample size (made on first use).
+    samples: Mutex<HashMap<usize, Arc<ConceptSample>>>,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -547,6 +594,7 @@ impl Searcher {
             index,
             pipeline,
             localizer,
+            samples: Mutex::new(HashMap::new()),
         })
     }
 
@@ -593,7 +641,16 @@ impl Searcher {
             y2: acts.grid.image_height as f32,
         });
         let joint = timed(&mut timings.localize_ms, || {
-            self.localize(q, &acts, &desc, &region, &mut hits)
+            let n = q.localize.hits().min(hits.len());
+            self.localize_hits(
+                &self.localizer,
+                q.localize,
+                &acts,
+                &desc,
+                &region,
+                &mut hits[..n],
+                None,
+            )
         })?;
         timings.total_ms = ms(start);
         // The query's heatmaps: the kept factors of its own factorization (a crop's factors
@@ -613,6 +670,8 @@ impl Searcher {
                 mass_inside: desc.mass_inside,
                 heatmaps,
                 joint,
+                localization: (q.localize != Localize::None)
+                    .then(|| (q.localize, self.localizer.settings().summary())),
                 factor_search: factors.as_ref().map(|_| q.factor_search),
                 query_factors: factors
                     .as_ref()
@@ -803,72 +862,167 @@ impl Searcher {
         }
     }
 
-    /// Stage 4: where `region` of the query is in the first hits, as the query asks; the
-    /// joint factorization's view of the query when it ran.
-    fn localize(
+    /// Stage 4: where `region` of the query (its activations `acts`, its description `desc`)
+    /// is in `hits`, localized by `localizer` as `how` says (its hit count is not applied
+    /// here: every hit given is localized); the joint factorization's view of the query when
+    /// one ran. `hit_acts`, when given, holds the hits' activations already extracted (one per
+    /// hit, `None` for one that could not be read) for [`Localize::Joint`]; otherwise they are
+    /// extracted here. A hit whose file is unreadable (joint) or that has no stored factors
+    /// (stored, joint-stored) is left unlocalized.
+    #[allow(clippy::too_many_arguments)]
+    pub fn localize_hits(
         &self,
-        q: &Query,
+        localizer: &Localizer,
+        how: Localize,
         acts: &Activations,
         desc: &Description,
         region: &BBox,
         hits: &mut [SearchHit],
+        hit_acts: Option<&[Option<Activations>]>,
     ) -> Result<Option<JointLocalization>> {
-        let len = hits.len();
-        match q.localize {
-            Localize::None => Ok(None),
-            Localize::Joint(n) => self.localize_joint(acts, region, &mut hits[..n.min(len)]),
-            Localize::Stored(n) => {
-                self.localize_stored(acts, desc, region, &mut hits[..n.min(len)])?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Joint localization: the hits' activations factorized with the query's. A hit whose
-    /// file is gone or unreadable now is not localized.
-    fn localize_joint(
-        &self,
-        acts: &Activations,
-        region: &BBox,
-        hits: &mut [SearchHit],
-    ) -> Result<Option<JointLocalization>> {
-        let paths: Vec<PathBuf> = hits.iter().map(|h| h.path.clone()).collect();
-        let mut ok = Vec::new();
-        let mut slots = Vec::new();
-        for (i, r) in self
-            .pipeline
-            .backbone()
-            .extract_paths(&paths)
-            .into_iter()
-            .enumerate()
-        {
-            if let Ok(a) = r {
-                ok.push(a);
-                slots.push(i);
-            }
-        }
-        if ok.is_empty() {
+        if how == Localize::None || hits.is_empty() {
             return Ok(None);
         }
-        let refs: Vec<&Activations> = ok.iter().collect();
-        let joint = self.localizer.joint(acts, region, &refs)?;
-        for (slot, loc) in slots.iter().zip(&joint.targets) {
-            hits[*slot].location = Some(loc.clone());
+        let (concepts, rule) = self.query_concepts(localizer, acts, desc, region)?;
+        // The hits' stored factors, for the stored variants and the whole-view rule.
+        let mut stored = Vec::with_capacity(hits.len());
+        for hit in hits.iter() {
+            stored.push(self.hit_factors(hit.id)?);
         }
-        Ok(Some(joint))
+        let joint = match how {
+            Localize::None => None,
+            Localize::Stored(_) => {
+                for (hit, sf) in hits.iter_mut().zip(&stored) {
+                    if let Some((grid, v, maps)) = sf {
+                        let h = HitFactors {
+                            concepts: v,
+                            heatmaps: maps,
+                        };
+                        hit.location = Some(localizer.from_stored(&concepts, h, *grid, rule)?);
+                    }
+                }
+                None
+            }
+            Localize::Joint(_) => {
+                let extracted;
+                let hit_acts = match hit_acts {
+                    Some(a) if a.len() == hits.len() => a,
+                    Some(a) => {
+                        return Err(Error::invalid(format!(
+                            "{} activations for {} hits",
+                            a.len(),
+                            hits.len()
+                        )))
+                    }
+                    None => {
+                        let paths: Vec<PathBuf> = hits.iter().map(|h| h.path.clone()).collect();
+                        extracted = self
+                            .pipeline
+                            .backbone()
+                            .extract_paths(&paths)
+                            .into_iter()
+                            .map(Result::ok)
+                            .collect::<Vec<_>>();
+                        &extracted[..]
+                    }
+                };
+                let slots: Vec<usize> =
+                    (0..hits.len()).filter(|&i| hit_acts[i].is_some()).collect();
+                let targets: Vec<&Activations> =
+                    hit_acts.iter().filter_map(Option::as_ref).collect();
+                if targets.is_empty() {
+                    return Ok(None);
+                }
+                let selection = if concepts.is_empty() {
+                    JointSelection::Mass
+                } else {
+                    localizer.settings().selection_rule()
+                };
+                let joint = match selection {
+                    JointSelection::Mass => localizer.joint(acts, region, &targets)?,
+                    JointSelection::Matched => {
+                        let d = self.pipeline.describer();
+                        let q = d.factor_input(acts)?;
+                        let t = targets
+                            .iter()
+                            .map(|a| d.factor_input(a))
+                            .collect::<Result<Vec<_>>>()?;
+                        let refs: Vec<&Activations> = t.iter().collect();
+                        localizer.joint_matched(&q, region, &concepts, &refs, rule)?
+                    }
+                };
+                for (slot, loc) in slots.iter().zip(&joint.targets) {
+                    hits[*slot].location = Some(loc.clone());
+                }
+                Some(joint)
+            }
+            Localize::JointStored(_) => {
+                let slots: Vec<usize> = (0..hits.len()).filter(|&i| stored[i].is_some()).collect();
+                let mut recon = Vec::with_capacity(slots.len());
+                for (grid, v, maps) in stored.iter().flatten() {
+                    let h = HitFactors {
+                        concepts: v,
+                        heatmaps: maps,
+                    };
+                    recon.push(crate::localize::reconstruction(h, *grid)?);
+                }
+                if recon.is_empty() {
+                    return Ok(None);
+                }
+                let refs: Vec<&Activations> = recon.iter().collect();
+                let q = self.pipeline.describer().factor_input(acts)?;
+                let selection = if concepts.is_empty() {
+                    JointSelection::Mass
+                } else {
+                    localizer.settings().selection_rule()
+                };
+                let joint = match selection {
+                    JointSelection::Mass => localizer.joint(&q, region, &refs)?,
+                    JointSelection::Matched => {
+                        localizer.joint_matched(&q, region, &concepts, &refs, rule)?
+                    }
+                };
+                for (slot, loc) in slots.iter().zip(&joint.targets) {
+                    hits[*slot].location = Some(loc.clone());
+                }
+                Some(joint)
+            }
+        };
+        // The whole-view rule, from the stored factors, for the joint variants (the stored
+        // variant applied it already).
+        if !matches!(how, Localize::Stored(_)) {
+            let threshold = localizer.settings().whole_view_rule();
+            for (hit, sf) in hits.iter_mut().zip(&stored) {
+                if let (Some(loc), Some((_, v, maps))) = (hit.location.as_mut(), sf) {
+                    let h = HitFactors {
+                        concepts: v,
+                        heatmaps: maps,
+                    };
+                    loc.apply_whole_view(crate::localize::region_fill(&concepts, h), threshold);
+                }
+            }
+        }
+        Ok(joint)
     }
 
-    /// Localization from the factors stored in the index: the query's kept concepts matched
-    /// to each hit's stored concepts (hits without stored factors are not localized).
-    fn localize_stored(
+    /// The query's kept concepts with their baselines over the index, and the binarization
+    /// rule for the hits (a calibrated rule resolved on the query's own heatmap).
+    fn query_concepts(
         &self,
+        localizer: &Localizer,
         acts: &Activations,
         desc: &Description,
         region: &BBox,
-        hits: &mut [SearchHit],
-    ) -> Result<()> {
+    ) -> Result<(Vec<QueryConcept>, crate::heatmap::Binarize)> {
         let f = match &desc.factors {
             Some(f) => f.clone(),
+            // A pooled descriptor has no concepts: only the thesis' joint selection applies.
+            None if !self.pipeline.describer().kind().is_nmf() => {
+                return Ok((
+                    Vec::new(),
+                    localizer.resolve(&Heatmap::zeros(acts.grid)?, region),
+                ))
+            }
             None => self.pipeline.describer().factorize(acts)?,
         };
         let kept: Vec<usize> = if desc.kept.is_empty() {
@@ -876,32 +1030,81 @@ impl Searcher {
         } else {
             desc.kept.clone()
         };
-        let concepts: Vec<(usize, Vec<f32>)> =
-            kept.iter().map(|&k| (k, f.v.row(k).to_vec())).collect();
         // A crop's factors lie on the crop: no calibration on the query image then.
         let query_map = if f.u.rows() == acts.grid.len() {
             kept_average(&f.u, acts.grid, &kept)?
         } else {
             Heatmap::zeros(acts.grid)?
         };
-        let rule = self.localizer.resolve(&query_map, region);
-        for hit in hits {
-            let Some(sf) = self.index.factors(hit.id)? else {
-                continue;
-            };
-            let doc = self.index.document(hit.id)?;
-            let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
-            let target_v: Vec<Vec<f32>> = (0..sf.k()).filter_map(|i| sf.concept(i)).collect();
-            let target_h = sf.heatmaps_over(w, h)?;
-            hit.location = Some(self.localizer.from_stored(
-                &concepts,
-                &target_v,
-                &target_h,
-                sf.grid(w, h),
-                rule,
-            )?);
+        let rule = localizer.resolve(&query_map, region);
+        let vectors: Vec<&[f32]> = kept
+            .iter()
+            .filter(|&&k| k < f.v.rows())
+            .map(|&k| f.v.row(k))
+            .collect();
+        let sample = self.concept_sample(localizer.settings().baseline_sample_size())?;
+        let baselines = sample.baselines(&vectors);
+        let concepts = kept
+            .iter()
+            .zip(vectors)
+            .zip(baselines)
+            .map(|((&factor, v), baseline)| QueryConcept {
+                factor,
+                vector: v.to_vec(),
+                baseline,
+            })
+            .collect();
+        Ok((concepts, rule))
+    }
+
+    /// The concepts of up to `n` indexed images, evenly spaced over the index, made once per
+    /// size.
+    fn concept_sample(&self, n: usize) -> Result<Arc<ConceptSample>> {
+        let mut cache = self
+            .samples
+            .lock()
+            .map_err(|_| Error::invalid("the concept sample cache was poisoned by a panic"))?;
+        if let Some(s) = cache.get(&n) {
+            return Ok(s.clone());
         }
-        Ok(())
+        let ids: Vec<u64> = if n == 0 {
+            Vec::new()
+        } else {
+            let all = self
+                .index
+                .documents()
+                .map(|d| d.map(|d| d.id))
+                .collect::<Result<Vec<_>>>()?;
+            let step = all.len().div_ceil(n).max(1);
+            all.into_iter().step_by(step).collect()
+        };
+        let mut mats = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(sf) = self.index.factors(id)? {
+                mats.push(sf.concepts());
+            }
+        }
+        let s = Arc::new(ConceptSample::new(mats.iter()));
+        cache.insert(n, s.clone());
+        Ok(s)
+    }
+
+    /// A hit's stored factors as localization reads them: the grid over its image, its
+    /// concepts (`K × C`) and its heatmaps; `None` when the index stores none for it.
+    fn hit_factors(
+        &self,
+        id: u64,
+    ) -> Result<Option<(crate::CellGrid, crate::Matrix, Vec<Heatmap>)>> {
+        let Some(sf) = self.index.factors(id)? else {
+            return Ok(None);
+        };
+        let doc = self.index.document(id)?;
+        let (w, h) = doc.map_or((0, 0), |d| (d.meta.width, d.meta.height));
+        Ok(Some((
+            sf.grid(w, h),
+            sf.concepts(),
+            sf.heatmaps_over(w, h)?,
+        )))
     }
 }
 

@@ -31,13 +31,22 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     qe: usize,
     /// With --index: also evaluate localization of the query box in the relevant images that
-    /// have ground-truth boxes (joint NMF, and from the stored factors).
+    /// have ground-truth boxes, by the variants of --localize-with, each timed per image.
     #[arg(long)]
     localize: bool,
-    /// With --index: binarize localization heatmaps: calibrated (default: the level at which the query's
-    /// own heatmap gives back its box), top30 (the thesis' fixed top 30% of cells) or otsu.
-    #[arg(long, default_value = "calibrated", value_name = "RULE")]
-    binarize: String,
+    /// With --localize: the variants, comma-separated, among stored, joint and joint-stored
+    /// (joint NMF of the stored factors' reconstructions); default joint,stored (with
+    /// --compare: all three).
+    #[arg(long, value_name = "LIST")]
+    localize_with: Option<String>,
+    /// With --localize: the before/after set — joint with the thesis' factor selection and
+    /// with matched concepts (network and stored reconstructions), stored with the best match
+    /// and standardized — each with every binarization (calibrated, top30, otsu), the
+    /// whole-view rule off and on; --localize-with keeps only the variants it names.
+    #[arg(long)]
+    compare: bool,
+    #[command(flatten)]
+    loc: crate::recipe_args::LocalizeArgs,
     /// Folder of the database images (default: jpg/ beside the ground truth's gt/ folder;
     /// with a bare folder of *_query.txt files and no jpg/ beside it, the images its files
     /// name).
@@ -120,14 +129,14 @@ fn run_index(
     gt: &GroundTruth,
     protocol: Protocol,
 ) -> anyhow::Result<()> {
-    use crate::recipe_args::binarize_rule;
     use deepfactor::backbone::WeightSource;
     use deepfactor::eval::BoxHandling;
+    use deepfactor::heatmap::Binarize;
     use deepfactor::index::FactorSearch;
-    use deepfactor::localize::Localizer;
-    use deepfactor::query::{run_benchmark, BenchmarkOptions};
+    use deepfactor::localize::DEFAULT_TOP_FRACTION;
+    use deepfactor::query::{run_benchmark, BenchmarkOptions, LocalizationVariant};
     use deepfactor::query::{
-        BoxMode, Expansion, FactorMode, FactorSource, Searcher, SearcherOptions,
+        BoxMode, Expansion, FactorMode, FactorSource, Localize, Searcher, SearcherOptions,
     };
     let (box_mode, handling) = match args.box_mode.as_str() {
         "filter" => (Some(BoxMode::Filter), BoxHandling::Filter),
@@ -135,7 +144,36 @@ fn run_index(
         "none" => (None, BoxHandling::Ignore),
         other => anyhow::bail!("--box {other:?}: expected filter, crop or none"),
     };
-    let loc = Localizer::builder().binarize(binarize_rule(&args.binarize)?);
+    let loc = args.loc.builder()?;
+    let named = args
+        .localize_with
+        .as_deref()
+        .unwrap_or(if args.compare {
+            "joint,joint-stored,stored"
+        } else {
+            "joint,stored"
+        })
+        .split(',')
+        .map(|name| Localize::parse(name, 1))
+        .collect::<deepfactor::Result<Vec<_>>>()?;
+    let variants = match (args.localize, args.compare) {
+        (false, _) => Vec::new(),
+        (true, true) => LocalizationVariant::comparison(
+            loc,
+            &[
+                Binarize::Calibrated,
+                Binarize::TopFraction(DEFAULT_TOP_FRACTION),
+                Binarize::Otsu,
+            ],
+        )
+        .into_iter()
+        .filter(|v| named.iter().any(|n| n.name() == v.how.name()))
+        .collect(),
+        (true, false) => named
+            .into_iter()
+            .map(|how| LocalizationVariant::new(how, loc))
+            .collect(),
+    };
     let weights = args
         .weights
         .clone()
@@ -152,7 +190,7 @@ fn run_index(
         } else {
             Expansion::None
         },
-        localize: args.localize,
+        localize: variants,
         images: args.images.clone(),
         protocol,
         exact: !args.hnsw,
@@ -178,7 +216,8 @@ fn run_index(
         std::fs::write(p, run.rankings.to_text())
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    let localization_iou = run.localization.as_ref().map(|l| l.mean_iou);
+    // The first variant's score stands for localization in the record's provenance.
+    let localization_iou = run.localization.first().map(|l| l.evaluation.mean_iou);
     let provenance = Provenance {
         recipe: Some(searcher.index().recipe().clone()),
         box_handling: Some(handling),
@@ -196,22 +235,32 @@ fn run_index(
         let record = ResultsRecord::new(&run.evaluation, provenance);
         let mut value = serde_json::to_value(&record)?;
         if let Some(obj) = value.as_object_mut() {
-            if let Some(l) = &run.localization_stored {
-                obj.insert(
-                    "localization_iou_stored".into(),
-                    serde_json::json!(l.mean_iou),
-                );
-                obj.insert("corloc_stored".into(), serde_json::json!(l.corloc));
-            }
-            if let Some(l) = &run.localization {
-                obj.insert("corloc".into(), serde_json::json!(l.corloc));
-                obj.insert("localized_boxes".into(), serde_json::json!(l.boxes.len()));
-                let per_box: Vec<_> = l
-                    .boxes
+            if !run.localization.is_empty() {
+                let rows: Vec<_> = run
+                    .localization
                     .iter()
-                    .map(|b| serde_json::json!({"query": b.query, "image": b.image, "iou": b.iou}))
+                    .map(|r| {
+                        let per_box: Vec<_> = r
+                            .evaluation
+                            .boxes
+                            .iter()
+                            .map(|b| serde_json::json!({"query": b.query, "image": b.image, "iou": b.iou}))
+                            .collect();
+                        serde_json::json!({
+                            "variant": r.name,
+                            "localize": r.how.name(),
+                            "settings": r.settings,
+                            "mean_iou": r.evaluation.mean_iou,
+                            "corloc": r.evaluation.corloc,
+                            "boxes": r.evaluation.boxes.len(),
+                            "localized": r.localized,
+                            "whole_view": r.whole_view,
+                            "ms_per_hit": r.ms_per_hit,
+                            "per_box_iou": per_box,
+                        })
+                    })
                     .collect();
-                obj.insert("per_box_iou".into(), serde_json::json!(per_box));
+                obj.insert("localization".into(), serde_json::json!(rows));
             }
             obj.insert("mean_kept_factors".into(), serde_json::json!(run.mean_kept));
             obj.insert("region_fallbacks".into(), serde_json::json!(run.fallbacks));
@@ -266,24 +315,35 @@ fn run_index(
         if let Some(note) = &run.factor_note {
             println!("note: {note}");
         }
-        if let Some(l) = &run.localization {
+        if !run.localization.is_empty() {
             println!(
-                "localization (joint NMF): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",
-                l.mean_iou,
-                l.corloc,
-                l.boxes.len()
+                "\n| localization | binarize | IoU | CorLoc | whole view | ms per image |\n|---|---|---|---|---|---|"
             );
-        }
-        if let Some(l) = &run.localization_stored {
-            println!(
-                "localization (stored factors): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",
-                l.mean_iou,
-                l.corloc,
-                l.boxes.len()
-            );
+            for r in &run.localization {
+                println!(
+                    "| {} | {} | {:.1} | {:.1} | {}/{} | {:.1} |",
+                    r.name,
+                    binarize_name(r.settings.binarize),
+                    r.evaluation.mean_iou,
+                    r.evaluation.corloc,
+                    r.whole_view,
+                    r.evaluation.boxes.len(),
+                    r.ms_per_hit
+                );
+            }
         }
     }
     Ok(())
+}
+
+fn binarize_name(b: deepfactor::heatmap::Binarize) -> String {
+    use deepfactor::heatmap::Binarize;
+    match b {
+        Binarize::Calibrated => "calibrated".into(),
+        Binarize::Otsu => "otsu".into(),
+        Binarize::TopFraction(f) => format!("top{:.0}", f * 100.0),
+        Binarize::RelativeToMax(f) => format!("{:.0}% of max", f * 100.0),
+    }
 }
 
 fn pct(v: Option<f64>) -> String {

@@ -131,6 +131,51 @@ pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
     }
 }
 
+/// Localization settings shared by `search` and `eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalizeArgs {
+    /// Binarize localization heatmaps: calibrated (default: the level at which the query's own
+    /// heatmap gives back its box), top30 (the thesis' fixed top 30% of cells) or otsu.
+    #[arg(long, default_value = "calibrated", value_name = "RULE")]
+    pub binarize: String,
+    /// Stored localization: how the query's concepts pick a hit's stored factors —
+    /// standardized (default: every factor matching well above the concept's baseline over
+    /// the index, weighted by its z-score) or best (the best match per concept).
+    #[arg(long, default_value = "standardized", value_name = "RULE")]
+    pub matching: String,
+    /// Joint localization: which joint factors stand for the region — matched (default: those
+    /// matching the query's kept concepts) or mass (the thesis: those whose query heatmap lies
+    /// in the box).
+    #[arg(long, default_value = "matched", value_name = "RULE")]
+    pub selection: String,
+    /// Whole-view rule: the box is the whole image where the hit's factors matching the region
+    /// explain at least this share of it (default 0.4); `off` turns the rule off.
+    #[arg(long, default_value = "0.4", value_name = "FILL|off")]
+    pub whole_view: String,
+}
+
+impl LocalizeArgs {
+    /// The localizer settings the arguments name.
+    pub fn builder(&self) -> anyhow::Result<deepfactor::localize::LocalizerBuilder> {
+        use anyhow::Context;
+        let whole_view = match self.whole_view.as_str() {
+            "off" | "none" => None,
+            v => Some(
+                v.parse::<f32>()
+                    .with_context(|| format!("--whole-view {v:?}: expected a share or off"))?,
+            ),
+        };
+        let b = deepfactor::localize::Localizer::builder()
+            .binarize(binarize_rule(&self.binarize)?)
+            .matching(self.matching.parse()?)
+            .selection(self.selection.parse()?)
+            .whole_view(whole_view);
+        // Validate now, so that a bad value is reported before any work.
+        b.build()?;
+        Ok(b)
+    }
+}
+
 /// The localization binarization rule named on the command line.
 pub fn binarize_rule(name: &str) -> anyhow::Result<deepfactor::heatmap::Binarize> {
     use deepfactor::heatmap::Binarize;

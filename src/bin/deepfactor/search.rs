@@ -1,12 +1,11 @@
 //! `deepfactor search`: query an index with an image or a region of it; print the hits, and
 //! optionally localize the region in them and write a visual report.
 
-use crate::recipe_args::{binarize_rule, device};
+use crate::recipe_args::{device, LocalizeArgs};
 use anyhow::Context;
 use clap::Args;
 use deepfactor::backbone::WeightSource;
 use deepfactor::index::{FactorAggregation, FactorSearch};
-use deepfactor::localize::Localizer;
 use deepfactor::query::{
     describe_matches, BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher,
     SearcherOptions,
@@ -37,17 +36,17 @@ pub struct SearchArgs {
     /// Use α-query expansion with this exponent instead of the plain average.
     #[arg(long, value_name = "ALPHA")]
     alpha_qe: Option<f32>,
-    /// Localize the query's region in the hits: joint (re-runs the network on them; default
-    /// when a report is written), stored (from the index's stored factors), or none.
+    /// Localize the query's region in the hits: stored (from the index's stored factors, no
+    /// network on the hits; default when a report is written and the index stores factors),
+    /// joint (joint NMF; re-runs the network on them), joint-stored (joint NMF of the hits'
+    /// stored factors' reconstructions), or none.
     #[arg(long)]
     localize: Option<String>,
     /// How many hits to localize.
     #[arg(long, default_value_t = 10, value_name = "N")]
     localize_top: usize,
-    /// Binarize localization heatmaps: calibrated (default: the level at which the query's own
-    /// heatmap gives back its box), top30 (the thesis' fixed top 30% of cells) or otsu.
-    #[arg(long, default_value = "calibrated", value_name = "RULE")]
-    binarize: String,
+    #[command(flatten)]
+    loc: LocalizeArgs,
     /// Drop hits scoring below this.
     #[arg(long)]
     min_score: Option<f32>,
@@ -95,7 +94,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         .weights
         .clone()
         .map_or(WeightSource::Default, WeightSource::File);
-    let loc = Localizer::builder().binarize(binarize_rule(&a.binarize)?);
+    let loc = a.loc.builder()?;
     let options = SearcherOptions::default()
         .weights(weights)
         .device(device(&a.device)?)
@@ -128,12 +127,19 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     }
     let wants_pictures = a.report.is_some() || a.sheet.is_some();
     let localize = match a.localize.as_deref() {
-        Some("joint") => Localize::Joint(a.localize_top),
-        Some("stored") => Localize::Stored(a.localize_top),
-        Some("none") => Localize::None,
-        None if wants_pictures => Localize::Joint(a.localize_top),
+        Some(name) => Localize::parse(name, a.localize_top)?,
+        None if wants_pictures => {
+            let stores_factors = match searcher.index().documents().next() {
+                Some(d) => searcher.index().factors(d?.id)?.is_some(),
+                None => false,
+            };
+            if stores_factors {
+                Localize::Stored(a.localize_top)
+            } else {
+                Localize::Joint(a.localize_top)
+            }
+        }
         None => Localize::None,
-        Some(other) => anyhow::bail!("--localize {other:?}: expected joint, stored or none"),
     };
     q = q.localize(localize);
     if let Some(s) = a.min_score {
@@ -153,7 +159,19 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             ("expansion".to_string(), format!("{:?}", q.get_expansion())),
             (
                 "localization".to_string(),
-                format!("{:?}", q.get_localize()),
+                match &results.query.localization {
+                    Some((how, s)) => format!(
+                        "{} on {} hits: binarize {:?}, matching {}, selection {}, whole view {}",
+                        how.name(),
+                        how.hits(),
+                        s.binarize,
+                        s.matching,
+                        s.selection,
+                        s.whole_view
+                            .map_or_else(|| "off".to_string(), |t| format!("at fill ≥ {t}"))
+                    ),
+                    None => "none".to_string(),
+                },
             ),
         ];
         let report =
@@ -182,7 +200,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     }
     let regional = results.query.factor_search.is_some();
     println!(
-        "rank  score   box (x1,y1,x2,y2)       strength  path{}",
+        "rank  score   box (x1,y1,x2,y2)       strength  fill   path{}",
         if regional {
             "  [global, factor score; factor matches query→image cosine]"
         } else {
@@ -199,6 +217,14 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|l| l.strength)
             .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"));
+        let fill = h.location.as_ref().map_or_else(
+            || "-".to_string(),
+            |l| match l.fill {
+                Some(f) if l.whole_view => format!("{f:.2}*"),
+                Some(f) => format!("{f:.2}"),
+                None => "-".to_string(),
+            },
+        );
         let factor = match (h.global_score, h.factor_score) {
             (Some(g), Some(f)) => format!(
                 "  [{g:.4}, {f:.4}; {}]",
@@ -207,13 +233,21 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             _ => String::new(),
         };
         println!(
-            "{:>4}  {:.4}  {:<22}  {:>8}  {}{factor}",
+            "{:>4}  {:.4}  {:<22}  {:>8}  {:<5}  {}{factor}",
             h.rank,
             h.score,
             b,
             strength,
+            fill,
             h.path.display()
         );
+    }
+    if results
+        .hits
+        .iter()
+        .any(|h| h.location.as_ref().is_some_and(|l| l.whole_view))
+    {
+        eprintln!("*: the region fills the view; the box is the whole image");
     }
     let t = &results.timings;
     eprintln!(
