@@ -6,18 +6,16 @@
 //! variant's time includes that network pass); the whole-view rule is scored both off and on
 //! from one run of each variant.
 
-use super::{
-    BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, SearchHit, Searcher,
-};
+use super::{BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, SearchHit, Searcher};
 use crate::eval::{
     evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
     LocalizationEvaluation, Protocol, Rankings,
 };
 use crate::heatmap::Binarize;
+use crate::index::{FactorMatch, FactorSearch};
 use crate::localize::{
     JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching,
 };
-use crate::index::{FactorMatch, FactorSearch};
 use crate::{BBox, Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
