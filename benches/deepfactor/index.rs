@@ -20,7 +20,7 @@
 
 use deepfactor::index::{
     build_hnsw, FlatGraph, ImageMeta, Index, IndexOptions, IndexWriter, NewImage, SearchMode,
-    SearchOptions, VectorEncoding, DEFAULT_EF_SEARCH,
+    SearchOptions, VectorEncoding, DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_M,
 };
 use deepfactor::Recipe;
 use rand::{Rng, SeedableRng};
@@ -39,6 +39,10 @@ struct Args {
     keep: bool,
     f16: bool,
     no_graph: bool,
+    no_old: bool,
+    graph_only: bool,
+    m: usize,
+    ef_construction: usize,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -53,6 +57,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
         keep: false,
         f16: false,
         no_graph: false,
+        no_old: false,
+        graph_only: false,
+        m: DEFAULT_M,
+        ef_construction: DEFAULT_EF_CONSTRUCTION,
     };
     let list = |v: &str| -> Result<Vec<usize>, String> {
         v.split(',')
@@ -61,10 +69,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
-        if k == "--keep" || k == "--f16" || k == "--no-graph" {
+        let flags = ["--keep", "--f16", "--no-graph", "--no-old", "--graph-only"];
+        if flags.contains(&k.as_str()) {
             a.keep |= k == "--keep";
             a.f16 |= k == "--f16";
             a.no_graph |= k == "--no-graph";
+            a.no_old |= k == "--no-old";
+            a.graph_only |= k == "--graph-only";
             continue;
         }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
@@ -76,6 +87,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--baseline-max" => a.baseline_max = v.parse().map_err(|_| "bad --baseline-max")?,
             "--dir" => a.dir = PathBuf::from(v),
             "--reps" => a.reps = v.parse().map_err(|_| "bad --reps")?,
+            "--m" => a.m = v.parse().map_err(|_| "bad --m")?,
+            "--ef-construction" => {
+                a.ef_construction = v.parse().map_err(|_| "bad --ef-construction")?
+            }
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -239,6 +254,24 @@ fn recall(truth: &[Vec<u64>], got: &[Vec<u64>]) -> f64 {
     found as f64 / truth.iter().map(Vec::len).sum::<usize>().max(1) as f64
 }
 
+/// Exact top-10 ids of each query over vectors `0..n`, by brute force (2 threads).
+fn brute_truth(data: &Data, n: usize, queries: &[Vec<f32>]) -> Vec<Vec<u64>> {
+    use rayon::prelude::*;
+    let rows: Vec<Vec<f32>> = (0..n as u64).into_par_iter().map(|i| data.vector(i)).collect();
+    queries
+        .par_iter()
+        .map(|q| {
+            let mut s: Vec<(f32, u64)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i as u64))
+                .collect();
+            s.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            s.into_iter().take(10).map(|x| x.1).collect()
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
     v[v.len() / 2].as_secs_f64() * 1e3
@@ -249,11 +282,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
     let dim = a.dim;
     let r = recipe(dim);
-    let mut options = IndexOptions::new().vector_encoding(if a.f16 {
-        VectorEncoding::F16
-    } else {
-        VectorEncoding::F32
-    });
+    let mut options = IndexOptions::new()
+        .vector_encoding(if a.f16 {
+            VectorEncoding::F16
+        } else {
+            VectorEncoding::F32
+        })
+        .m(a.m)
+        .ef_construction(a.ef_construction);
     if a.no_graph {
         options = options.graph_min_docs(usize::MAX);
     }
@@ -275,162 +311,189 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let queries: Vec<Vec<f32>> = (0..a.queries as u64)
             .map(|q| data.vector(1 << 40 | q))
             .collect();
-        let dir = if a.keep {
-            a.dir.join(format!(
-                "deepfactor-bench-index-{n}-{dim}-f16-{}-graph-{}",
-                a.f16, !a.no_graph
-            ))
+        let (truth, has_graph) = if a.graph_only {
+            (brute_truth(&data, n, &queries), true)
         } else {
-            a.dir
-                .join(format!("deepfactor-bench-index-{n}-{}", std::process::id()))
-        };
-        let reuse = a.keep && Index::open(&dir).is_ok_and(|ix| ix.len() == n);
-        if !reuse {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-
-        // Build: descriptors generated one by one, as an extractor would hand them over.
-        if reuse {
-            println!(
-                "n={n}: reusing the index built by an earlier run in {}",
-                dir.display()
-            );
-        } else {
-            reset_peak_rss();
-            let base = peak_rss().unwrap_or(0);
-            let t = Instant::now();
-            let mut w =
-                IndexWriter::create(&dir, r.clone(), options.clone()).map_err(|e| e.to_string())?;
-            for i in 0..n as u64 {
-                w.add(
-                    &r,
-                    NewImage {
-                        meta: meta(i),
-                        descriptor: data.vector(i),
-                        factors: None,
-                    },
-                )
-                .map_err(|e| e.to_string())?;
+            let dir = if a.keep {
+                a.dir.join(format!(
+                    "deepfactor-bench-index-{n}-{dim}-f16-{}-graph-{}",
+                    a.f16, !a.no_graph
+                ))
+            } else {
+                a.dir
+                    .join(format!("deepfactor-bench-index-{n}-{}", std::process::id()))
+            };
+            let reuse = a.keep && Index::open(&dir).is_ok_and(|ix| ix.len() == n);
+            if !reuse {
+                let _ = std::fs::remove_dir_all(&dir);
             }
-            w.commit().map_err(|e| e.to_string())?;
-            let build = t.elapsed().as_secs_f64();
-            let peak = peak_rss().unwrap_or(0).saturating_sub(base);
-            drop(w);
-            let bytes: u64 = Index::open(&dir)
-                .map_err(|e| e.to_string())?
-                .segments()
-                .iter()
-                .map(|s| s.bytes)
-                .sum();
-            println!(
-            "n={n}: build {build:.1} s ({:.0} images/s, features excluded), peak RSS +{:.0} MiB (descriptors {:.0} MiB), index {:.0} MiB",
-            n as f64 / build,
-            mib(peak),
-            mib((n * dim * 4) as u64),
-            mib(bytes)
-        );
-        }
 
-        // Open.
-        let mapped: Vec<Duration> = (0..20)
-            .map(|_| {
+            // Build: descriptors generated one by one, as an extractor would hand them over.
+            if reuse {
+                println!(
+                    "n={n}: reusing the index built by an earlier run in {}",
+                    dir.display()
+                );
+            } else {
+                reset_peak_rss();
+                let base = peak_rss().unwrap_or(0);
                 let t = Instant::now();
-                // SAFETY: the bench's own files; nothing modifies them.
-                let ix = unsafe { Index::open_mmap(&dir) }.map(|_| ());
-                let e = t.elapsed();
-                ix.map(|_| e)
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let read: Vec<Duration> = (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                Index::open(&dir).map(|_| t.elapsed())
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        println!(
-            "n={n}: open memory-mapped {:.3} ms (median of 20), open read+validated {:.1} ms (median of 3), warm page cache",
-            median(mapped),
-            median(read)
-        );
-
-        // Search through the index (memory-mapped).
-        // SAFETY: as above.
-        let ix = unsafe { Index::open_mmap(&dir) }.map_err(|e| e.to_string())?;
-        let exact_opts = SearchOptions::new().mode(SearchMode::Exact);
-        let (p50, p99, truth) = two.install(|| {
-            timed(&queries, a.reps, |q| {
-                ix.search(&r, q, &exact_opts)
-                    .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
-                    .unwrap_or_default()
-            })
-        });
-        println!("n={n}: exact, 2 threads: p50 {p50:.2} ms, p99 {p99:.2} ms");
-        let has_graph = ix.segments().iter().all(|s| s.graph_levels > 0);
-        if !has_graph {
-            println!("n={n}: no graph: HNSW and the baseline skipped");
-        }
-        for &ef in a.efs.iter().filter(|_| has_graph) {
-            let o = SearchOptions::new().mode(SearchMode::Hnsw).ef_search(ef);
-            let (p50, p99, got) = timed(&queries, a.reps, |q| {
-                ix.search(&r, q, &o)
-                    .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
-                    .unwrap_or_default()
-            });
-            println!(
-                "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{}",
-                recall(&truth, &got),
-                if ef == DEFAULT_EF_SEARCH { " (default ef)" } else { "" }
+                let mut w =
+                    IndexWriter::create(&dir, r.clone(), options.clone()).map_err(|e| e.to_string())?;
+                for i in 0..n as u64 {
+                    w.add(
+                        &r,
+                        NewImage {
+                            meta: meta(i),
+                            descriptor: data.vector(i),
+                            factors: None,
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                w.commit().map_err(|e| e.to_string())?;
+                let build = t.elapsed().as_secs_f64();
+                let peak = peak_rss().unwrap_or(0).saturating_sub(base);
+                drop(w);
+                let bytes: u64 = Index::open(&dir)
+                    .map_err(|e| e.to_string())?
+                    .segments()
+                    .iter()
+                    .map(|s| s.bytes)
+                    .sum();
+                println!(
+                "n={n}: build {build:.1} s ({:.0} images/s, features excluded), peak RSS +{:.0} MiB (descriptors {:.0} MiB), index {:.0} MiB",
+                n as f64 / build,
+                mib(peak),
+                mib((n * dim * 4) as u64),
+                mib(bytes)
             );
-        }
-        drop(ix);
-        if !a.keep {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+            }
 
-        // Baseline: hnsw_rs's own search against ours on one graph held in memory.
+            // Open.
+            let mapped: Vec<Duration> = (0..20)
+                .map(|_| {
+                    let t = Instant::now();
+                    // SAFETY: the bench's own files; nothing modifies them.
+                    let ix = unsafe { Index::open_mmap(&dir) }.map(|_| ());
+                    let e = t.elapsed();
+                    ix.map(|_| e)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let read: Vec<Duration> = (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    Index::open(&dir).map(|_| t.elapsed())
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            println!(
+                "n={n}: open memory-mapped {:.3} ms (median of 20), open read+validated {:.1} ms (median of 3), warm page cache",
+                median(mapped),
+                median(read)
+            );
+
+            // Search through the index (memory-mapped).
+            // SAFETY: as above.
+            let ix = unsafe { Index::open_mmap(&dir) }.map_err(|e| e.to_string())?;
+            let exact_opts = SearchOptions::new().mode(SearchMode::Exact);
+            let (p50, p99, truth) = two.install(|| {
+                timed(&queries, a.reps, |q| {
+                    ix.search(&r, q, &exact_opts)
+                        .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
+                        .unwrap_or_default()
+                })
+            });
+            println!("n={n}: exact, 2 threads: p50 {p50:.2} ms, p99 {p99:.2} ms");
+            let has_graph = ix.segments().iter().all(|s| s.graph_levels > 0);
+            if !has_graph {
+                println!("n={n}: no graph: HNSW and the baseline skipped");
+            }
+            for &ef in a.efs.iter().filter(|_| has_graph) {
+                let o = SearchOptions::new().mode(SearchMode::Hnsw).ef_search(ef);
+                let (p50, p99, got) = timed(&queries, a.reps, |q| {
+                    ix.search(&r, q, &o)
+                        .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
+                        .unwrap_or_default()
+                });
+                println!(
+                    "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{}",
+                    recall(&truth, &got),
+                    if ef == DEFAULT_EF_SEARCH { " (default ef)" } else { "" }
+                );
+            }
+            drop(ix);
+            if !a.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            (truth, has_graph)
+        };
+
+        // The graph alone, in memory: ours (`FlatGraph::build`) against the old build path
+        // (hnsw_rs, then flattened) on the same vectors with the same parameters, both
+        // searched by our beam search.
         if n <= a.baseline_max && has_graph {
             let mut vectors = Vec::with_capacity(n * dim);
             for i in 0..n as u64 {
                 vectors.extend(data.vector(i));
             }
+            if a.f16 {
+                for x in vectors.iter_mut() {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
+            }
             let t = Instant::now();
-            let h = build_hnsw(
-                &vectors,
-                dim,
-                deepfactor::index::DEFAULT_M,
-                deepfactor::index::DEFAULT_EF_CONSTRUCTION,
-            )
-            .map_err(|e| e.to_string())?;
-            let g = FlatGraph::from_hnsw(&h, n).map_err(|e| e.to_string())?;
+            let g = FlatGraph::build(&vectors, dim, a.m, a.ef_construction)
+                .map_err(|e| e.to_string())?;
+            let ours = t.elapsed().as_secs_f64();
+            let (old, old_s) = if a.no_old {
+                (None, f64::NAN)
+            } else {
+                let t = Instant::now();
+                let h = build_hnsw(&vectors, dim, a.m, a.ef_construction)
+                    .map_err(|e| e.to_string())?;
+                let old = FlatGraph::from_hnsw(&h, n).map_err(|e| e.to_string())?;
+                (Some(old), t.elapsed().as_secs_f64())
+            };
             println!(
-                "n={n}: baseline graph built in {:.1} s",
-                t.elapsed().as_secs_f64()
+                "n={n}: graph build (m {}, ef_construction {}, {} threads): ours {ours:.1} s ({:.0} inserts/s) | hnsw_rs {old_s:.1} s ({:.0} inserts/s) | ours/hnsw_rs speed ×{:.2}",
+                a.m,
+                a.ef_construction,
+                rayon::current_num_threads(),
+                n as f64 / ours,
+                n as f64 / old_s,
+                old_s / ours
             );
             for &ef in &a.efs {
-                let ((b50, b99, bgot), (o50, o99, ogot)) = timed_pair(
-                    &queries,
-                    a.reps,
-                    |q| {
-                        h.search(q, 10, ef)
-                            .into_iter()
-                            .map(|x| x.d_id as u64)
-                            .collect::<Vec<u64>>()
-                    },
-                    |q| {
-                        g.search(&vectors, dim, q, 10, ef)
-                            .into_iter()
-                            .map(|x| x.0 as u64)
-                            .collect::<Vec<u64>>()
-                    },
-                );
-                println!(
-                    "n={n}: same graph ef={ef:<4} hnsw_rs p50 {b50:.3} ms p99 {b99:.3} ms recall {:.4} | ours p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4} | ours/hnsw_rs speed ×{:.2} (p50)",
-                    recall(&truth, &bgot),
-                    recall(&truth, &ogot),
-                    b50 / o50
-                );
+                let search = |g: &FlatGraph, q: &[f32]| {
+                    g.search(&vectors, dim, q, 10, ef)
+                        .into_iter()
+                        .map(|x| x.0 as u64)
+                        .collect::<Vec<u64>>()
+                };
+                match &old {
+                    Some(old) => {
+                        let ((o50, o99, ogot), (b50, b99, bgot)) = timed_pair(
+                            &queries,
+                            a.reps,
+                            |q| search(&g, q),
+                            |q| search(old, q),
+                        );
+                        println!(
+                            "n={n}: ef={ef:<4} our graph p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4} | hnsw_rs graph p50 {b50:.3} ms p99 {b99:.3} ms recall {:.4}",
+                            recall(&truth, &ogot),
+                            recall(&truth, &bgot),
+                        );
+                    }
+                    None => {
+                        let (o50, o99, ogot) = timed(&queries, a.reps, |q| search(&g, q));
+                        println!(
+                            "n={n}: ef={ef:<4} our graph p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4}",
+                            recall(&truth, &ogot),
+                        );
+                    }
+                }
             }
         }
     }

@@ -14,6 +14,10 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+mod build;
+pub(crate) use build::simd_dot;
+pub use build::PARALLEL_MIN_ROWS;
+
 /// Default links per node in the upper layers (`m`); layer 0 keeps `2·m`.
 pub const DEFAULT_M: usize = 16;
 /// Default beam width while building (`ef_construction`).
@@ -97,6 +101,24 @@ pub struct FlatGraph {
 }
 
 impl FlatGraph {
+    /// Builds the graph of `vectors` (`rows × dim`, row-major, unit length; rows become
+    /// rows `0..rows` of the graph) with `m` links per node in the upper layers (`2·m` in
+    /// layer 0) and beam width `ef_construction`, inserting in parallel on the current rayon
+    /// pool for [`PARALLEL_MIN_ROWS`] rows or more (see the `build` module).
+    pub fn build(vectors: &[f32], dim: usize, m: usize, ef_construction: usize) -> Result<FlatGraph> {
+        check_params(m, ef_construction)?;
+        if dim == 0 || !vectors.len().is_multiple_of(dim) {
+            return Err(Error::invalid(format!(
+                "hnsw: {} values are not rows of {dim}",
+                vectors.len()
+            )));
+        }
+        if vectors.len() / dim > NO_LINK as usize {
+            return Err(Error::invalid("hnsw: too many rows for 32-bit links"));
+        }
+        Ok(build::build(vectors, dim, m, ef_construction))
+    }
+
     /// Flattens an hnsw_rs graph whose data ids are rows `0..rows`.
     pub fn from_hnsw(hnsw: &Hnsw<'_, f32, ClampedDot>, rows: usize) -> Result<FlatGraph> {
         let m = hnsw.get_max_nb_connection() as usize;

@@ -83,6 +83,7 @@ pub use factors::{StoredFactors, MAX_CHANNELS, MAX_FACTORS, MAX_HEATMAP_SIDE};
 pub use format::{FORMAT_VERSION, OLDEST_SUPPORTED_FORMAT_VERSION};
 pub use hnsw::{
     build_hnsw, ClampedDot, FlatGraph, DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_M,
+    PARALLEL_MIN_ROWS,
     MAX_LEVELS, MAX_M,
 };
 pub use options::{
