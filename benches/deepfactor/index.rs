@@ -41,6 +41,9 @@ struct Args {
     no_graph: bool,
     no_old: bool,
     graph_only: bool,
+    exact_reps: Option<usize>,
+    from_index: Option<String>,
+    concepts: bool,
     m: usize,
     ef_construction: usize,
 }
@@ -59,6 +62,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
         no_graph: false,
         no_old: false,
         graph_only: false,
+        exact_reps: None,
+        from_index: None,
+        concepts: false,
         m: DEFAULT_M,
         ef_construction: DEFAULT_EF_CONSTRUCTION,
     };
@@ -69,13 +75,21 @@ fn parse(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
-        let flags = ["--keep", "--f16", "--no-graph", "--no-old", "--graph-only"];
+        let flags = [
+            "--keep",
+            "--f16",
+            "--no-graph",
+            "--no-old",
+            "--graph-only",
+            "--concepts",
+        ];
         if flags.contains(&k.as_str()) {
             a.keep |= k == "--keep";
             a.f16 |= k == "--f16";
             a.no_graph |= k == "--no-graph";
             a.no_old |= k == "--no-old";
             a.graph_only |= k == "--graph-only";
+            a.concepts |= k == "--concepts";
             continue;
         }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
@@ -87,6 +101,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--baseline-max" => a.baseline_max = v.parse().map_err(|_| "bad --baseline-max")?,
             "--dir" => a.dir = PathBuf::from(v),
             "--reps" => a.reps = v.parse().map_err(|_| "bad --reps")?,
+            "--from-index" => a.from_index = Some(v.clone()),
+            "--exact-reps" => a.exact_reps = Some(v.parse().map_err(|_| "bad --exact-reps")?),
             "--m" => a.m = v.parse().map_err(|_| "bad --m")?,
             "--ef-construction" => {
                 a.ef_construction = v.parse().map_err(|_| "bad --ef-construction")?
@@ -179,6 +195,19 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// User + system CPU seconds of this process so far (0 if unreadable; assumes the usual
+/// 100 clock ticks per second).
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which ends with the last ')').
+    let rest = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 /// Resets the peak RSS to the current RSS (Linux ≥ 4.0).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -254,15 +283,138 @@ fn recall(truth: &[Vec<u64>], got: &[Vec<u64>]) -> f64 {
     found as f64 / truth.iter().map(Vec::len).sum::<usize>().max(1) as f64
 }
 
-/// Exact top-10 ids of each query over vectors `0..n`, by brute force (2 threads).
-fn brute_truth(data: &Data, n: usize, queries: &[Vec<f32>]) -> Vec<Vec<u64>> {
+/// Builds the graph of `vectors` with ours (`FlatGraph::build`) and with the old path
+/// (hnsw_rs, then flattened; skipped with `--no-old`), same parameters, and searches both
+/// with our beam search: build time, inserts/s, CPU seconds, and per ef latency and recall@10
+/// against `truth`.
+fn compare_graphs(
+    a: &Args,
+    n: usize,
+    dim: usize,
+    vectors: &[f32],
+    queries: &[Vec<f32>],
+    truth: &[Vec<u64>],
+) -> Result<(), String> {
+    let t = Instant::now();
+    let cpu0 = cpu_seconds();
+    let g = FlatGraph::build(&vectors, dim, a.m, a.ef_construction)
+        .map_err(|e| e.to_string())?;
+    let ours = t.elapsed().as_secs_f64();
+    let ours_cpu = cpu_seconds() - cpu0;
+    let mut old_cpu = f64::NAN;
+    let (old, old_s) = if a.no_old {
+        (None, f64::NAN)
+    } else {
+        let t = Instant::now();
+        let cpu0 = cpu_seconds();
+        let h = build_hnsw(&vectors, dim, a.m, a.ef_construction)
+            .map_err(|e| e.to_string())?;
+        let old = FlatGraph::from_hnsw(&h, n).map_err(|e| e.to_string())?;
+        old_cpu = cpu_seconds() - cpu0;
+        (Some(old), t.elapsed().as_secs_f64())
+    };
+    println!(
+        "n={n}: graph build (m {}, ef_construction {}, {} threads): ours {ours:.1} s ({:.0} inserts/s, {ours_cpu:.0} CPU s) | hnsw_rs {old_s:.1} s ({:.0} inserts/s, {old_cpu:.0} CPU s) | ours/hnsw_rs speed ×{:.2} (wall), ×{:.2} (CPU); links per row in layer 0: ours {:.1}, hnsw_rs {:.1}",
+        a.m,
+        a.ef_construction,
+        rayon::current_num_threads(),
+        n as f64 / ours,
+        n as f64 / old_s,
+        old_s / ours,
+        old_cpu / ours_cpu,
+        g.mean_links0(),
+        old.as_ref().map_or(f64::NAN, FlatGraph::mean_links0)
+    );
+    for &ef in &a.efs {
+        let search = |g: &FlatGraph, q: &[f32]| {
+            g.search(&vectors, dim, q, 10, ef)
+                .into_iter()
+                .map(|x| x.0 as u64)
+                .collect::<Vec<u64>>()
+        };
+        match &old {
+            Some(old) => {
+                let ((o50, o99, ogot), (b50, b99, bgot)) = timed_pair(
+                    &queries,
+                    a.reps,
+                    |q| search(&g, q),
+                    |q| search(old, q),
+                );
+                println!(
+                    "n={n}: ef={ef:<4} our graph p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4} | hnsw_rs graph p50 {b50:.3} ms p99 {b99:.3} ms recall {:.4}",
+                    recall(&truth, &ogot),
+                    recall(&truth, &bgot),
+                );
+            }
+            None => {
+                let (o50, o99, ogot) = timed(&queries, a.reps, |q| search(&g, q));
+                println!(
+                    "n={n}: ef={ef:<4} our graph p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4}",
+                    recall(&truth, &ogot),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--from-index PATH[,PATH…]`: the descriptors of existing indexes (real ones, from
+/// `deepfactor index build`) — or with `--concepts` their stored NMF concept vectors, made
+/// unit length — all in one graph, `--queries` of them (evenly spaced) as
+/// queries, exact top-10 by brute force; then [`compare_graphs`].
+fn run_real(a: &Args, paths: &str) -> Result<(), String> {
+    let mut vectors = Vec::new();
+    let mut dim = 0;
+    for path in paths.split(',') {
+        let ix = Index::open(path).map_err(|e| e.to_string())?;
+        dim = ix.recipe().dim;
+        for d in ix.documents() {
+            let id = d.map_err(|e| e.to_string())?.id;
+            if a.concepts {
+                let f = ix.factors(id).map_err(|e| e.to_string())?;
+                for c in f.iter().flat_map(|f| (0..f.k()).filter_map(|i| f.concept(i))) {
+                    dim = c.len();
+                    let mut c = c;
+                    normalize(&mut c);
+                    vectors.extend(c);
+                }
+            } else {
+                let v = ix
+                    .descriptor(id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or(format!("image {id}: no descriptor"))?;
+                vectors.extend(v);
+            }
+        }
+    }
+    let n = vectors.len() / dim.max(1);
+    if n == 0 {
+        return Err(format!("{paths}: no vectors"));
+    }
+    let step = (n / a.queries.max(1)).max(1);
+    let queries: Vec<Vec<f32>> = (0..n)
+        .step_by(step)
+        .take(a.queries)
+        .map(|r| vectors[r * dim..(r + 1) * dim].to_vec())
+        .collect();
+    let truth = brute(&vectors, dim, &queries);
+    println!(
+        "index: real {} of {paths} ({n} vectors, dim {dim}), {} of them as queries; load average: {}",
+        if a.concepts { "NMF concept vectors (channel factors, unit length)" } else { "descriptors" },
+        queries.len(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    compare_graphs(a, n, dim, &vectors, &queries, &truth)
+}
+
+/// Exact top-10 rows of each query over `vectors` (`n × dim`), by brute force.
+fn brute(vectors: &[f32], dim: usize, queries: &[Vec<f32>]) -> Vec<Vec<u64>> {
     use rayon::prelude::*;
-    let rows: Vec<Vec<f32>> = (0..n as u64).into_par_iter().map(|i| data.vector(i)).collect();
     queries
         .par_iter()
         .map(|q| {
-            let mut s: Vec<(f32, u64)> = rows
-                .iter()
+            let mut s: Vec<(f32, u64)> = vectors
+                .chunks_exact(dim)
                 .enumerate()
                 .map(|(i, r)| (r.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i as u64))
                 .collect();
@@ -270,6 +422,16 @@ fn brute_truth(data: &Data, n: usize, queries: &[Vec<f32>]) -> Vec<Vec<u64>> {
             s.into_iter().take(10).map(|x| x.1).collect()
         })
         .collect()
+}
+
+/// Exact top-10 ids of each query over the generated vectors `0..n`.
+fn brute_truth(data: &Data, n: usize, queries: &[Vec<f32>]) -> Vec<Vec<u64>> {
+    use rayon::prelude::*;
+    let rows: Vec<f32> = (0..n as u64)
+        .into_par_iter()
+        .flat_map_iter(|i| data.vector(i))
+        .collect();
+    brute(&rows, data.dim, queries)
 }
 
 fn median(mut v: Vec<Duration>) -> f64 {
@@ -280,6 +442,9 @@ fn median(mut v: Vec<Duration>) -> f64 {
 /// Runs the group.
 pub fn run(args: &[String]) -> Result<(), String> {
     let a = parse(args)?;
+    if let Some(p) = &a.from_index {
+        return run_real(&a, p);
+    }
     let dim = a.dim;
     let r = recipe(dim);
     let mut options = IndexOptions::new()
@@ -298,9 +463,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     println!(
-        "index: clustered unit vectors, dim {dim}, {} queries (latency: per-query minimum of {} passes), k = 10, default m/ef_construction; threads available: {}",
+        "index: clustered unit vectors, dim {dim}, {} queries (latency: per-query minimum of {} passes), k = 10, m {}, ef_construction {}; threads available: {}",
         a.queries,
         a.reps,
+        a.m,
+        a.ef_construction,
         rayon::current_num_threads()
     );
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
@@ -351,7 +518,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     )
                     .map_err(|e| e.to_string())?;
                 }
+                let adds = t.elapsed().as_secs_f64();
+                let cpu0 = cpu_seconds();
                 w.commit().map_err(|e| e.to_string())?;
+                let cpu = cpu_seconds() - cpu0;
                 let build = t.elapsed().as_secs_f64();
                 let peak = peak_rss().unwrap_or(0).saturating_sub(base);
                 drop(w);
@@ -361,13 +531,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .iter()
                     .map(|s| s.bytes)
                     .sum();
+                let stored = (n * dim * if a.f16 { 2 } else { 4 }) as u64;
                 println!(
-                "n={n}: build {build:.1} s ({:.0} images/s, features excluded), peak RSS +{:.0} MiB (descriptors {:.0} MiB), index {:.0} MiB",
-                n as f64 / build,
-                mib(peak),
-                mib((n * dim * 4) as u64),
-                mib(bytes)
-            );
+                    "n={n}: build {build:.1} s ({:.0} images/s, features excluded; commit with graph {:.1} s = {:.0} inserts/s, {cpu:.0} CPU s), peak RSS +{:.0} MiB = {:.2}× the f32 descriptors ({:.0} MiB), {:.2}× the stored ones; index {:.0} MiB; load average after: {}",
+                    n as f64 / build,
+                    build - adds,
+                    n as f64 / (build - adds),
+                    mib(peak),
+                    peak as f64 / (n * dim * 4) as f64,
+                    mib((n * dim * 4) as u64),
+                    peak as f64 / stored as f64,
+                    mib(bytes),
+                    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+                );
             }
 
             // Open.
@@ -399,7 +575,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let ix = unsafe { Index::open_mmap(&dir) }.map_err(|e| e.to_string())?;
             let exact_opts = SearchOptions::new().mode(SearchMode::Exact);
             let (p50, p99, truth) = two.install(|| {
-                timed(&queries, a.reps, |q| {
+                timed(&queries, a.exact_reps.unwrap_or(a.reps), |q| {
                     ix.search(&r, q, &exact_opts)
                         .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
                         .unwrap_or_default()
@@ -443,58 +619,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     *x = half::f16::from_f32(*x).to_f32();
                 }
             }
-            let t = Instant::now();
-            let g = FlatGraph::build(&vectors, dim, a.m, a.ef_construction)
-                .map_err(|e| e.to_string())?;
-            let ours = t.elapsed().as_secs_f64();
-            let (old, old_s) = if a.no_old {
-                (None, f64::NAN)
-            } else {
-                let t = Instant::now();
-                let h = build_hnsw(&vectors, dim, a.m, a.ef_construction)
-                    .map_err(|e| e.to_string())?;
-                let old = FlatGraph::from_hnsw(&h, n).map_err(|e| e.to_string())?;
-                (Some(old), t.elapsed().as_secs_f64())
-            };
-            println!(
-                "n={n}: graph build (m {}, ef_construction {}, {} threads): ours {ours:.1} s ({:.0} inserts/s) | hnsw_rs {old_s:.1} s ({:.0} inserts/s) | ours/hnsw_rs speed ×{:.2}",
-                a.m,
-                a.ef_construction,
-                rayon::current_num_threads(),
-                n as f64 / ours,
-                n as f64 / old_s,
-                old_s / ours
-            );
-            for &ef in &a.efs {
-                let search = |g: &FlatGraph, q: &[f32]| {
-                    g.search(&vectors, dim, q, 10, ef)
-                        .into_iter()
-                        .map(|x| x.0 as u64)
-                        .collect::<Vec<u64>>()
-                };
-                match &old {
-                    Some(old) => {
-                        let ((o50, o99, ogot), (b50, b99, bgot)) = timed_pair(
-                            &queries,
-                            a.reps,
-                            |q| search(&g, q),
-                            |q| search(old, q),
-                        );
-                        println!(
-                            "n={n}: ef={ef:<4} our graph p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4} | hnsw_rs graph p50 {b50:.3} ms p99 {b99:.3} ms recall {:.4}",
-                            recall(&truth, &ogot),
-                            recall(&truth, &bgot),
-                        );
-                    }
-                    None => {
-                        let (o50, o99, ogot) = timed(&queries, a.reps, |q| search(&g, q));
-                        println!(
-                            "n={n}: ef={ef:<4} our graph p50 {o50:.3} ms p99 {o99:.3} ms recall {:.4}",
-                            recall(&truth, &ogot),
-                        );
-                    }
-                }
-            }
+            compare_graphs(&a, n, dim, &vectors, &queries, &truth)?;
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ pub use build::PARALLEL_MIN_ROWS;
 /// Default links per node in the upper layers (`m`); layer 0 keeps `2·m`.
 pub const DEFAULT_M: usize = 16;
 /// Default beam width while building (`ef_construction`).
-pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
+pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
 /// Default beam width while searching (`ef_search`).
 pub const DEFAULT_EF_SEARCH: usize = 128;
 /// Most layers a stored graph may have.
@@ -216,6 +216,12 @@ impl FlatGraph {
             }
             start += size;
         }
+    }
+
+    /// Mean number of links per row in layer 0.
+    pub fn mean_links0(&self) -> f64 {
+        let used = self.layer0.iter().filter(|&&l| l != NO_LINK).count();
+        used as f64 / self.rows.max(1) as f64
     }
 
     /// Number of layers, layer 0 included.

@@ -90,10 +90,15 @@ struct Builder<'a> {
     levels: Vec<u8>,
     /// Layer 0: `m0` slots per row, used slots first, then [`NO_LINK`].
     layer0: Vec<AtomicU32>,
+    /// The similarity of each layer-0 link to its row (f32 bits), so that a full list can
+    /// be updated without recomputing any.
+    sims0: Vec<AtomicU32>,
     /// For a row above layer 0, where its upper slots start in `upper` (`m` per layer,
     /// layer 1 first); [`NO_LINK`] otherwise.
     upper_at: Vec<u32>,
     upper: Vec<AtomicU32>,
+    /// As `sims0`, for `upper`.
+    sims_up: Vec<AtomicU32>,
     locks: Vec<Mutex<()>>,
     /// Entry row and its level.
     entry: Mutex<(u32, usize)>,
@@ -148,8 +153,10 @@ impl<'a> Builder<'a> {
             arch: Arch::new(),
             levels,
             layer0: (0..rows * m0).map(|_| AtomicU32::new(NO_LINK)).collect(),
+            sims0: (0..rows * m0).map(|_| AtomicU32::new(0)).collect(),
             upper_at,
             upper: (0..at).map(|_| AtomicU32::new(NO_LINK)).collect(),
+            sims_up: (0..at).map(|_| AtomicU32::new(0)).collect(),
             locks: (0..rows).map(|_| Mutex::new(())).collect(),
             entry: Mutex::new((0, 0)),
             grow: Mutex::new(()),
@@ -170,12 +177,19 @@ impl<'a> Builder<'a> {
     /// The slots of `row` in `layer`.
     #[inline]
     fn slots(&self, row: u32, layer: usize) -> &[AtomicU32] {
+        self.slots_and_sims(row, layer).0
+    }
+
+    /// The slots of `row` in `layer` and the similarities of their links.
+    #[inline]
+    fn slots_and_sims(&self, row: u32, layer: usize) -> (&[AtomicU32], &[AtomicU32]) {
         let r = row as usize;
         if layer == 0 {
-            &self.layer0[r * self.m0..(r + 1) * self.m0]
+            let at = r * self.m0..(r + 1) * self.m0;
+            (&self.layer0[at.clone()], &self.sims0[at])
         } else {
-            let at = self.upper_at[r] as usize + (layer - 1) * self.m;
-            &self.upper[at..at + self.m]
+            let a = self.upper_at[r] as usize + (layer - 1) * self.m;
+            (&self.upper[a..a + self.m], &self.sims_up[a..a + self.m])
         }
     }
 
@@ -265,36 +279,29 @@ impl<'a> Builder<'a> {
         kept
     }
 
-    /// Adds `new` to the links of `row` in `layer` (at most `max`), shrinking a full list
-    /// with the heuristic.
-    fn link_back(&self, row: u32, new: u32, layer: usize, max: usize) {
+    /// Adds `new`, of similarity `sim` to `row`, to the links of `row` in `layer`; a full
+    /// list keeps its `max` most similar links (hnsw_rs's rule: measured here to give better
+    /// recall per visited node than re-running the heuristic, and it costs no dot product).
+    fn link_back(&self, row: u32, new: u32, sim: f32, layer: usize) {
         let _g = lock(&self.locks[row as usize]);
-        let slots = self.slots(row, layer);
-        let used = slots
-            .iter()
-            .position(|s| s.load(Relaxed) == NO_LINK)
-            .unwrap_or(slots.len());
-        if slots[..used].iter().any(|s| s.load(Relaxed) == new) {
-            return;
+        let (slots, sims) = self.slots_and_sims(row, layer);
+        let mut worst = (f32::INFINITY, slots.len());
+        for (i, (l, s)) in slots.iter().zip(sims).enumerate() {
+            let l = l.load(Relaxed);
+            if l == new {
+                return;
+            }
+            if l == NO_LINK {
+                l_store(&slots[i], &sims[i], new, sim);
+                return;
+            }
+            let s = f32::from_bits(s.load(Relaxed));
+            if s < worst.0 {
+                worst = (s, i);
+            }
         }
-        if used < max {
-            slots[used].store(new, Relaxed);
-            return;
-        }
-        let base = self.row(row);
-        let mut cands: Vec<Cand> = slots[..used]
-            .iter()
-            .map(|s| s.load(Relaxed))
-            .chain(std::iter::once(new))
-            .map(|r| Cand {
-                score: self.sim(base, r),
-                row: r,
-            })
-            .collect();
-        cands.sort_by(|a, b| b.cmp(a));
-        let kept = self.select(&cands, max);
-        for (i, s) in slots.iter().enumerate() {
-            s.store(kept.get(i).map_or(NO_LINK, |c| c.row), Relaxed);
+        if sim > worst.0 {
+            l_store(&slots[worst.1], &sims[worst.1], new, sim);
         }
     }
 
@@ -322,17 +329,20 @@ impl<'a> Builder<'a> {
             if let Some(&best) = found.first() {
                 cur = best;
             }
-            let kept = self.select(&found, self.m);
+            let max = if l == 0 { self.m0 } else { self.m };
+            let kept = self.select(&found, max);
             {
                 let _g = lock(&self.locks[row as usize]);
-                let slots = self.slots(row, l);
-                for (i, s) in slots.iter().enumerate() {
-                    s.store(kept.get(i).map_or(NO_LINK, |c| c.row), Relaxed);
+                let (slots, sims) = self.slots_and_sims(row, l);
+                for (i, (l, s)) in slots.iter().zip(sims).enumerate() {
+                    match kept.get(i) {
+                        Some(c) => l_store(l, s, c.row, c.score),
+                        None => l.store(NO_LINK, Relaxed),
+                    }
                 }
             }
-            let max = if l == 0 { self.m0 } else { self.m };
             for c in &kept {
-                self.link_back(c.row, row, l, max);
+                self.link_back(c.row, row, c.score, l);
             }
         }
         if level > top {
@@ -342,7 +352,16 @@ impl<'a> Builder<'a> {
 
     fn into_flat(self) -> FlatGraph {
         let (entry, top) = *lock_entry(&self.entry);
-        let layer0: Vec<u32> = self.layer0.into_iter().map(AtomicU32::into_inner).collect();
+        // Each list most similar first, as hnsw_rs keeps them: a search then fills its beam
+        // with the best links of a row first and pushes fewer of the others.
+        let m0 = self.m0;
+        let mut layer0: Vec<u32> = self.layer0.into_iter().map(AtomicU32::into_inner).collect();
+        let sims0: Vec<u32> = self.sims0.into_iter().map(AtomicU32::into_inner).collect();
+        sort_lists(&mut layer0, &sims0, m0);
+        drop(sims0);
+        let mut upper: Vec<u32> = self.upper.into_iter().map(AtomicU32::into_inner).collect();
+        let sims_up: Vec<u32> = self.sims_up.into_iter().map(AtomicU32::into_inner).collect();
+        sort_lists(&mut upper, &sims_up, self.m);
         let mut layer_sizes = Vec::with_capacity(top);
         let mut upper_nodes = Vec::new();
         let mut upper_links = Vec::new();
@@ -353,7 +372,7 @@ impl<'a> Builder<'a> {
                     size += 1;
                     upper_nodes.push(r as u32);
                     let at = self.upper_at[r] as usize + (l - 1) * self.m;
-                    upper_links.extend(self.upper[at..at + self.m].iter().map(|a| a.load(Relaxed)));
+                    upper_links.extend_from_slice(&upper[at..at + self.m]);
                 }
             }
             layer_sizes.push(size);
@@ -369,6 +388,31 @@ impl<'a> Builder<'a> {
             upper_links,
         }
     }
+}
+
+/// Sorts each list of `stride` links (used slots first) by decreasing similarity.
+fn sort_lists(links: &mut [u32], sims: &[u32], stride: usize) {
+    let mut pairs: Vec<(f32, u32)> = Vec::with_capacity(stride);
+    for (l, s) in links.chunks_exact_mut(stride).zip(sims.chunks_exact(stride)) {
+        pairs.clear();
+        pairs.extend(
+            l.iter()
+                .zip(s)
+                .take_while(|(&l, _)| l != NO_LINK)
+                .map(|(&l, &s)| (f32::from_bits(s), l)),
+        );
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (slot, p) in l.iter_mut().zip(&pairs) {
+            *slot = p.1;
+        }
+    }
+}
+
+/// Stores link `row` of similarity `sim` in a slot.
+#[inline]
+fn l_store(slot: &AtomicU32, sim_slot: &AtomicU32, row: u32, sim: f32) {
+    sim_slot.store(sim.to_bits(), Relaxed);
+    slot.store(row, Relaxed);
 }
 
 fn lock_entry(m: &Mutex<(u32, usize)>) -> std::sync::MutexGuard<'_, (u32, usize)> {
