@@ -1,10 +1,11 @@
 //! HNSW graphs (Malkov & Yashunin, "Efficient and robust approximate nearest neighbor search
 //! using Hierarchical Navigable Small World graphs", TPAMI 2018).
 //!
-//! We use `hnsw_rs` only to *build* a graph, with a distance of our own ([`ClampedDot`]),
-//! then flatten its neighbour lists into fixed-stride `u32` arrays ([`FlatGraph`]) that a
-//! segment stores as raw sections, and search those arrays directly (from memory or a memory
-//! map) with our own beam search. Every link read from a file is range-checked as it is
+//! [`FlatGraph::build`] builds a graph in parallel straight into fixed-stride `u32` arrays
+//! (the `build` submodule) that a segment stores as raw sections, and we search those arrays
+//! directly (from memory or a memory map) with our own beam search. [`build_hnsw`] and
+//! [`FlatGraph::from_hnsw`], the former build path through `hnsw_rs` (with a distance of our
+//! own, [`ClampedDot`]), stay as the baseline the bench measures against. Every link read from a file is range-checked as it is
 //! followed, so a damaged graph gives worse results, never a panic.
 
 use super::exact::{Cand, Scorer, TopK, Vectors};
@@ -49,7 +50,8 @@ impl Distance<f32> for ClampedDot {
 }
 
 /// Builds an hnsw_rs graph over `vectors` (`rows × dim`, row-major; rows become data ids
-/// `0..rows`), inserting in parallel.
+/// `0..rows`), inserting in parallel: the former build path, kept as the bench's baseline
+/// (the index builds with [`FlatGraph::build`]).
 pub fn build_hnsw(
     vectors: &[f32],
     dim: usize,
@@ -105,7 +107,12 @@ impl FlatGraph {
     /// rows `0..rows` of the graph) with `m` links per node in the upper layers (`2·m` in
     /// layer 0) and beam width `ef_construction`, inserting in parallel on the current rayon
     /// pool for [`PARALLEL_MIN_ROWS`] rows or more (see the `build` module).
-    pub fn build(vectors: &[f32], dim: usize, m: usize, ef_construction: usize) -> Result<FlatGraph> {
+    pub fn build(
+        vectors: &[f32],
+        dim: usize,
+        m: usize,
+        ef_construction: usize,
+    ) -> Result<FlatGraph> {
         check_params(m, ef_construction)?;
         if dim == 0 || !vectors.len().is_multiple_of(dim) {
             return Err(Error::invalid(format!(
