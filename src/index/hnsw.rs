@@ -494,27 +494,95 @@ mod tests {
         assert_eq!(ClampedDot.eval(&[-1.0, 0.0], &[1.0, 0.0]), 2.0);
     }
 
-    #[test]
-    fn flat_graph_finds_itself() {
-        let dim = 8;
-        let rows = 300;
+    /// Unit rows of pseudo-random values (a hash of row and column), in 20 clusters.
+    fn rows(rows: usize, dim: usize) -> Vec<f32> {
+        let u = |x: u64| {
+            let mut z = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            ((z ^ (z >> 29)) >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
         let mut v = Vec::new();
         for r in 0..rows {
-            let row: Vec<f32> = (0..dim).map(|j| ((r * 7 + j * 13) as f32).sin()).collect();
+            let c = (r % 20) as u64;
+            let row: Vec<f32> = (0..dim as u64)
+                .map(|j| u(c << 32 | j) + 0.5 * u((r as u64) << 20 | j | 1 << 62))
+                .collect();
             let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.extend(row.iter().map(|x| x / n));
         }
-        let h = build_hnsw(&v, dim, 8, 64).unwrap();
-        let g = FlatGraph::from_hnsw(&h, rows).unwrap();
-        assert_eq!(g.layer0.len(), rows * 16);
-        let mut hits = 0;
-        for r in 0..rows {
+        v
+    }
+
+    /// Fraction of `queries` rows that find themselves first at beam width `ef`.
+    fn self_hits(
+        g: &FlatGraph,
+        v: &[f32],
+        dim: usize,
+        ef: usize,
+        queries: impl Iterator<Item = usize>,
+    ) -> f64 {
+        let (mut hits, mut n) = (0, 0);
+        for r in queries {
             let q = &v[r * dim..(r + 1) * dim];
-            let res = g.search(&v, dim, q, 1, 32);
-            if res.first().map(|x| x.0) == Some(r as u32) {
+            if g.search(v, dim, q, 1, ef).first().map(|x| x.0) == Some(r as u32) {
                 hits += 1;
             }
+            n += 1;
         }
-        assert!(hits >= rows * 98 / 100, "{hits}/{rows}");
+        hits as f64 / n as f64
+    }
+
+    /// Every link is a row, no row links to itself or twice to another, used slots come
+    /// first, every row has a link.
+    fn check_links(g: &FlatGraph) {
+        for r in 0..g.rows {
+            let s = &g.layer0[r * g.m0..(r + 1) * g.m0];
+            let used = s.iter().position(|&l| l == NO_LINK).unwrap_or(s.len());
+            assert!(used > 0 || g.rows == 1, "row {r} has no link");
+            assert!(s[used..].iter().all(|&l| l == NO_LINK));
+            let mut l: Vec<u32> = s[..used].to_vec();
+            assert!(l.iter().all(|&x| (x as usize) < g.rows && x as usize != r));
+            l.sort_unstable();
+            l.dedup();
+            assert_eq!(l.len(), used, "row {r} links twice to a row");
+        }
+    }
+
+    #[test]
+    fn flat_graph_finds_itself() {
+        let (dim, n) = (8, 300);
+        let v = rows(n, dim);
+        let g = FlatGraph::build(&v, dim, 8, 64).unwrap();
+        assert_eq!(g.layer0.len(), n * 16);
+        check_links(&g);
+        let hits = self_hits(&g, &v, dim, 32, 0..n);
+        assert!(hits >= 0.98, "{hits}");
+        // Below PARALLEL_MIN_ROWS the build is sequential: the same graph every time.
+        assert_eq!(g, FlatGraph::build(&v, dim, 8, 64).unwrap());
+        // The former path (hnsw_rs), on one thread so that it is deterministic too.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let h = one.install(|| build_hnsw(&v, dim, 8, 64)).unwrap();
+        let old = FlatGraph::from_hnsw(&h, n).unwrap();
+        check_links(&old);
+        let hits = self_hits(&old, &v, dim, 32, 0..n);
+        assert!(hits >= 0.98, "{hits}");
+    }
+
+    #[test]
+    fn parallel_build_finds_itself() {
+        let (dim, n) = (16, PARALLEL_MIN_ROWS + 1000);
+        let v = rows(n, dim);
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let g = two.install(|| FlatGraph::build(&v, dim, 16, 64)).unwrap();
+        check_links(&g);
+        assert!(g.levels() >= 2);
+        let hits = self_hits(&g, &v, dim, 64, (0..n).step_by(41));
+        assert!(hits >= 0.98, "{hits}");
     }
 }
