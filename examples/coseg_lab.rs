@@ -1413,31 +1413,12 @@ fn parse_config(s: &str) -> Result<Config> {
 /// The product (`deepfactor::coseg`) on the cached activations, for comparison with the
 /// lab's own implementation: prints the same table row.
 fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
-    use deepfactor::coseg::{
-        Coseg, CosegBuilder, FeatureStack, Method, Normalise, Refine, Threshold,
-    };
+    use deepfactor::coseg::{Coseg, CosegBuilder, Method, Normalise, Refine, Threshold};
     use deepfactor::eval::{score_mask, SetScores};
     let truth = load_truth(root)?;
     println!("| method | dev J | dev CorLoc | held-out J | held-out CorLoc | all J | all CorLoc | all P | pooled J |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    let stacks: Vec<FeatureStack> = truth
-        .iter()
-        .map(|(c, _)| {
-            let acts = read_class(&cache_dir().join(layer).join(format!("{c}.bin")))?;
-            let mut st = FeatureStack::new(acts[0].data.cols())?;
-            for a in &acts {
-                st.push(
-                    a.name.clone(),
-                    Path::new(&a.name),
-                    &deepfactor::Activations {
-                        grid: a.grid,
-                        data: a.data.clone(),
-                    },
-                )?;
-            }
-            Ok(st)
-        })
-        .collect::<Result<_>>()?;
+    let stacks = product_stacks(&truth, layer)?;
     for name in configs {
         // "method:k:norm:thresh:refine", e.g. "auto:8:image:otsu:colour".
         let p: Vec<&str> = name.split(':').collect();
@@ -1451,7 +1432,15 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             .one_shot_mode(match p[0] {
                 "oneshotthesis" => deepfactor::coseg::OneShotMode::Matched,
                 "oneshotvote" => deepfactor::coseg::OneShotMode::Vote,
+                a if a.starts_with("oneshotappearance") => {
+                    deepfactor::coseg::OneShotMode::Appearance
+                }
                 _ => deepfactor::coseg::OneShotMode::Select,
+            })
+            // "oneshotappearance0.2": the appearance weight γ = 0.2.
+            .appearance_weight(match p[0].strip_prefix("oneshotappearance") {
+                Some(g) if !g.is_empty() => g.parse()?,
+                _ => deepfactor::coseg::APPEARANCE_WEIGHT,
             })
             .k(p[1].parse()?)
             .normalise(if p[2] == "set" {
@@ -1490,7 +1479,9 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             };
             let scores: Vec<_> = (0..st.len())
                 .into_par_iter()
-                .filter(|&i| !(one_shot && i == 0))
+                // One-shot leaves its annotated image out; COSEG_SKIP_FIRST=1 does the same for
+                // the unsupervised rows, so that both are scored on the same images.
+                .filter(|&i| !((one_shot || std::env::var("COSEG_SKIP_FIRST").is_ok()) && i == 0))
                 .map(|i| {
                     let img = deepfactor::images::load_rgb(&truths[i].image)?;
                     let seg = model.segment(i, &img)?;
@@ -1539,6 +1530,364 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The product's feature stacks of every class, from the activation cache.
+fn product_stacks(
+    truth: &[(String, Vec<Truth>)],
+    layer: &str,
+) -> Result<Vec<deepfactor::coseg::FeatureStack>> {
+    truth
+        .iter()
+        .map(|(c, _)| {
+            let acts = read_class(&cache_dir().join(layer).join(format!("{c}.bin")))?;
+            let mut st = deepfactor::coseg::FeatureStack::new(acts[0].data.cols())?;
+            for a in &acts {
+                st.push(
+                    a.name.clone(),
+                    Path::new(&a.name),
+                    &deepfactor::Activations {
+                        grid: a.grid,
+                        data: a.data.clone(),
+                    },
+                )?;
+            }
+            Ok(st)
+        })
+        .collect()
+}
+
+/// One-shot study: for every class, every candidate object selection that does not depend on
+/// the annotated image — per rank K of the one-shot ranks, every prefix of the factors sorted
+/// by border ratio (the unsupervised choice at each K is one of them), and the default's
+/// choice at fixed thresholds — scored on every image (refined and coarse masks). A selection
+/// rule "annotated image a picks among the candidates" is then evaluated offline for every a
+/// (`scripts`-free: the CSV goes to stdout).
+fn oneshot_study(root: &Path, layer: &str) -> Result<()> {
+    use deepfactor::coseg::{Coseg, Refine, Threshold, DEFAULT_BORDER_ALPHA};
+    use deepfactor::eval::score_mask;
+    let truth = load_truth(root)?;
+    let stacks = product_stacks(&truth, layer)?;
+    println!("class,cand,k,rule,n,factors,image,j,corloc,precision,coarse_j");
+    for ((cname, truths), st) in truth.iter().zip(&stacks) {
+        let t = Instant::now();
+        // (name, k, rule, n, model)
+        let mut cands = Vec::new();
+        for k in deepfactor::coseg::DEFAULT_ONE_SHOT_KS {
+            let base = Coseg::builder().k(k).build()?.run(st)?;
+            let r = &base.stats.border_ratio;
+            let mut order: Vec<usize> = (0..k).filter(|&j| base.stats.mass[j] > 0.0).collect();
+            order.sort_by(|&a, &b| r[a].total_cmp(&r[b]));
+            let auto = base.stats.below_mean_ratio(DEFAULT_BORDER_ALPHA);
+            for n in 1..=order.len() {
+                let mut m = base.clone();
+                let mut obj = order[..n].to_vec();
+                obj.sort_unstable();
+                let is_auto = obj == auto;
+                m.object = obj;
+                cands.push((
+                    format!("k{k}n{n}"),
+                    k,
+                    if is_auto { "auto" } else { "prefix" },
+                    n,
+                    m,
+                ));
+            }
+            if k == deepfactor::coseg::DEFAULT_AUTO_K {
+                for tau in [0.2f32, 0.3, 0.4, 0.5] {
+                    let mut m = base.clone();
+                    m.settings.threshold = Threshold::Fixed(tau);
+                    cands.push((format!("k{k}auto_t{tau}"), k, "autotau", auto.len(), m));
+                }
+            }
+        }
+        let rows: Vec<Vec<String>> = (0..st.len())
+            .into_par_iter()
+            .map(|i| {
+                let img = deepfactor::images::load_rgb(&truths[i].image)?;
+                let mut out = Vec::new();
+                for (name, k, rule, n, m) in &cands {
+                    let seg = m.segment(i, &img)?;
+                    let s = score_mask(&seg.mask, seg.bbox.as_ref(), &truths[i].mask)?;
+                    let mut coarse = m.clone();
+                    coarse.settings.refine = Refine::None;
+                    let cs = coarse.segment(i, &img)?;
+                    let cj = deepfactor::eval::jaccard(&cs.mask, &truths[i].mask)?;
+                    out.push(format!(
+                        "{cname},{name},{k},{rule},{n},{},{i},{:.5},{},{:.5},{:.5}",
+                        m.object
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        s.jaccard.unwrap_or(0.0),
+                        u8::from(s.corloc),
+                        s.precision.unwrap_or(0.0),
+                        cj
+                    ));
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        for r in rows.into_iter().flatten() {
+            println!("{r}");
+        }
+        eprintln!(
+            "{cname}: {} candidates, {:.0} s",
+            cands.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The mean score of the coarse masks of `maps` over every image but the annotated `a`.
+fn score_others(
+    grids: &[CellGrid],
+    maps: &[Vec<f32>],
+    cfg: &Config,
+    images: &[PathBuf],
+    truths: &[Truth],
+    a: usize,
+) -> Result<Score> {
+    let masks = masks_from_maps(grids, maps, cfg, images)?;
+    let sc: Vec<Score> = masks
+        .iter()
+        .zip(truths)
+        .enumerate()
+        .filter(|(i, _)| *i != a)
+        .map(|(_, (m, t))| score(m, t))
+        .collect::<Result<_>>()?;
+    Ok(mean(&sc))
+}
+
+/// One-shot by the annotated image's appearance (coarse masks, Otsu, no refinement): maps
+/// made from the prototypes of the object's and the background's activations in the
+/// annotated image, alone and fused with the unsupervised (auto, K = 8) map; annotated image
+/// = each of the first `COSEG_ANNOT` (default 3) images in turn, scored on the others.
+fn proto(root: &Path, layer: &str) -> Result<()> {
+    let truth = load_truth(root)?;
+    let n_annot: usize = std::env::var("COSEG_ANNOT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let cfg = Config {
+        k: 8,
+        select: Select::Rel(0.75),
+        map: MapKind::Sum,
+        thresh: Thresh::Otsu,
+        cells: false,
+        guided: None,
+    };
+    let names = [
+        "auto",
+        "sqrt(auto*po)",
+        "auto^.67*po^.33",
+        "auto^.33*po^.67",
+        "sqrt(auto*pmm)",
+        "auto^.67*pmm^.33",
+        "(auto+pmm)/2",
+        "sqrt(auto*po^2)",
+    ];
+    println!("class,annot,map,j,corloc");
+    for (ci, (cname, truths)) in truth.iter().enumerate() {
+        let acts = read_class(&cache_dir().join(layer).join(format!("{cname}.bin")))?;
+        let grids: Vec<CellGrid> = acts.iter().map(|a| a.grid).collect();
+        let f = factorize(layer, cname, Some(&acts), 8)?;
+        let base = fact_maps(&grids, &f, &cfg, &[]);
+        let k = f.v.rows();
+        let vn: Vec<f32> = (0..k)
+            .map(|j| f.v.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+            .collect();
+        let images: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
+        for a in 0..n_annot.min(acts.len()) {
+            let fr = cell_fractions(&grids[a], &truths[a].mask);
+            let c = acts[a].data.cols();
+            let (mut po, mut pb) = (vec![0f64; c], vec![0f64; c]);
+            let (mut wo, mut wb) = (0f64, 0f64);
+            let (mut uo, mut ub) = (vec![0f64; k], vec![0f64; k]);
+            for i in 0..grids[a].len() {
+                let w = f64::from(fr[i]);
+                for (j, &x) in acts[a].data.row(i).iter().enumerate() {
+                    po[j] += w * f64::from(x);
+                    pb[j] += (1.0 - w) * f64::from(x);
+                }
+                for j in 0..k {
+                    let x = f64::from(f.u[a].get(i, j) * vn[j]);
+                    uo[j] += w * x;
+                    ub[j] += (1.0 - w) * x;
+                }
+                wo += w;
+                wb += 1.0 - w;
+            }
+            let unit = |v: &[f64], w: f64| -> Vec<f32> {
+                let v: Vec<f64> = v.iter().map(|x| x / w.max(1e-9)).collect();
+                let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+                v.iter().map(|x| (x / n) as f32).collect()
+            };
+            let po = unit(&po, wo);
+            // Soft factor weights: the factor's mean (energy-weighted) value on the object
+            // over its mean on the background, as a share in [0, 1].
+            let _uw: Vec<f32> = (0..k)
+                .map(|j| {
+                    let (o, b) = (uo[j] / wo.max(1e-9), ub[j] / wb.max(1e-9));
+                    if o + b > 0.0 {
+                        (o / (o + b)) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let maps: Vec<Vec<Vec<f32>>> = (0..names.len())
+                .map(|m| {
+                    acts.iter()
+                        .zip(&base)
+                        .enumerate()
+                        .map(|(ii, (ac, bm))| {
+                            let bmax = bm.iter().copied().fold(0f32, f32::max).max(1e-12);
+                            let cos: Vec<f32> = (0..ac.grid.len())
+                                .map(|i| {
+                                    let row = ac.data.row(i);
+                                    let n =
+                                        row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                                    (row.iter().zip(&po).map(|(x, y)| x * y).sum::<f32>() / n)
+                                        .max(0.0)
+                                })
+                                .collect();
+                            let (lo, hi) = cos
+                                .iter()
+                                .fold((f32::MAX, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+                            let _ = ii;
+                            (0..ac.grid.len())
+                                .map(|i| {
+                                    let co = cos[i];
+                                    let mm = if hi > lo { (co - lo) / (hi - lo) } else { 0.0 };
+                                    let b = bm[i] / bmax;
+                                    match m {
+                                        0 => b,
+                                        1 => (b * co).sqrt(),
+                                        2 => b.powf(0.67) * co.powf(0.33),
+                                        3 => b.powf(0.33) * co.powf(0.67),
+                                        4 => (b * mm).sqrt(),
+                                        5 => b.powf(0.67) * mm.powf(0.33),
+                                        6 => 0.5 * (b + mm),
+                                        _ => (b * co * co).sqrt(),
+                                    }
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            for (m, mp) in maps.iter().enumerate() {
+                let s = score_others(&grids, mp, &cfg, &images, truths, a)?;
+                println!("{cname},{a},{},{:.4},{:.4}", names[m], s.jaccard, s.corloc);
+            }
+        }
+        eprintln!("{ci} {cname} done");
+    }
+    Ok(())
+}
+
+/// One-shot by a guided joint factorization (coarse masks, Otsu, no refinement): start from
+/// the unsupervised fit (K = 8, auto's factors are the object's), forbid the object's factors
+/// outside the annotated mask and the others inside it (zeros stay zero under multiplicative
+/// updates), weight the annotated image's rows, and iterate on. `COSEG_GUIDE` lists
+/// `weight:iterations` settings (default `1:100,8:100`).
+fn guided(root: &Path, layer: &str) -> Result<()> {
+    let truth = load_truth(root)?;
+    let settings: Vec<(f32, usize)> = std::env::var("COSEG_GUIDE")
+        .unwrap_or_else(|_| "1:100,8:100".into())
+        .split(',')
+        .map(|s| {
+            let (w, i) = s.split_once(':').context("weight:iterations")?;
+            Ok((w.parse()?, i.parse()?))
+        })
+        .collect::<Result<_>>()?;
+    let cfg = Config {
+        k: 8,
+        select: Select::Rel(0.75),
+        map: MapKind::Sum,
+        thresh: Thresh::Otsu,
+        cells: false,
+        guided: None,
+    };
+    println!("class,annot,map,j,corloc");
+    for (ci, (cname, truths)) in truth.iter().enumerate() {
+        let acts = read_class(&cache_dir().join(layer).join(format!("{cname}.bin")))?;
+        let grids: Vec<CellGrid> = acts.iter().map(|a| a.grid).collect();
+        let images: Vec<PathBuf> = truths.iter().map(|t| t.image.clone()).collect();
+        let f = factorize(layer, cname, Some(&acts), 8)?;
+        let k = f.v.rows();
+        let object = chosen(&grids, &f, cfg.select, &[]);
+        let a = 0usize;
+        let fr = cell_fractions(&grids[a], &truths[a].mask);
+        let evaluate = |maps: &[Vec<f32>], name: &str| -> Result<()> {
+            let s = score_others(&grids, maps, &cfg, &images, truths, a)?;
+            println!("{cname},{a},{name},{:.4},{:.4}", s.jaccard, s.corloc);
+            Ok(())
+        };
+        evaluate(&fact_maps(&grids, &f, &cfg, &[]), "auto")?;
+        let c = acts[0].data.cols();
+        for &(w, iters) in &settings {
+            let s = w.sqrt();
+            let mut rows_a = Vec::new();
+            let mut rows_u = Vec::new();
+            for (ii, (ac, u)) in acts.iter().zip(&f.u).enumerate() {
+                for i in 0..ac.grid.len() {
+                    let scale = if ii == a { s } else { 1.0 };
+                    rows_a.extend(ac.data.row(i).iter().map(|x| x * scale));
+                    for j in 0..k {
+                        let mut v = u.get(i, j) * scale;
+                        if ii == a {
+                            let inside = object.contains(&j);
+                            if (inside && fr[i] < 0.25) || (!inside && fr[i] > 0.75) {
+                                v = 0.0;
+                            } else if v == 0.0 {
+                                v = 1e-3;
+                            }
+                        }
+                        rows_u.push(v);
+                    }
+                }
+            }
+            let am = Matrix::from_vec(rows_a.len() / c, c, rows_a)?;
+            let u0 = Matrix::from_vec(am.rows(), k, rows_u)?;
+            let nmf = Nmf::new(k).max_iter(iters).tol(0.0).build()?;
+            let t = Instant::now();
+            let fit = nmf.fit_from(&am, &u0, &f.v)?;
+            let mut us = Vec::new();
+            let mut off = 0;
+            for (ii, g) in grids.iter().enumerate() {
+                let n = g.len();
+                let mut m = Matrix::zeros(n, k);
+                for i in 0..n {
+                    for j in 0..k {
+                        let v = fit.u.get(off + i, j);
+                        m.set(i, j, if ii == a { v / s } else { v });
+                    }
+                }
+                us.push(m);
+                off += n;
+            }
+            let g = Fact { u: us, v: fit.v };
+            let vn: Vec<f32> = (0..k)
+                .map(|j| g.v.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+                .collect();
+            let maps: Vec<Vec<f32>> =
+                g.u.iter()
+                    .map(|u| {
+                        (0..u.rows())
+                            .map(|i| object.iter().map(|&j| u.get(i, j) * vn[j]).sum())
+                            .collect()
+                    })
+                    .collect();
+            evaluate(&maps, &format!("guided w{w} i{iters}"))?;
+            eprintln!("{cname} w{w} i{iters}: {:.0} s", t.elapsed().as_secs_f64());
+        }
+        eprintln!("{ci} {cname} done");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("");
@@ -1560,6 +1909,9 @@ fn main() -> Result<()> {
             extract(&root, size, &layers)
         }
         "grid" => grid(&root, &layer),
+        "oneshot-study" => oneshot_study(&root, &layer),
+        "proto" => proto(&root, &layer),
+        "guided" => guided(&root, &layer),
         "product" => product(
             &root,
             &layer,

@@ -8,6 +8,7 @@ mod descriptor;
 mod index;
 mod nmf;
 mod pipeline;
+mod regional;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,11 @@ const GROUPS: &[Group] = &[
         "nmf",
         "NMF milliseconds per iteration: dense, sparse, batched",
         nmf::run,
+    ),
+    (
+        "regional",
+        "factor-level search ms per query (exact, HNSW) against global exact search",
+        regional::run,
     ),
     (
         "pipeline",

@@ -10,8 +10,8 @@ use crate::{Error, Result};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-/// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (2: segments may hold region vectors).
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build still reads.
 pub const OLDEST_SUPPORTED_FORMAT_VERSION: u32 = 1;
 
@@ -72,6 +72,12 @@ pub(crate) mod kind {
     pub const GUPL: Kind = *b"GUPL";
     pub const FIDX: Kind = *b"FIDX";
     pub const FDAT: Kind = *b"FDAT";
+    pub const RVEC: Kind = *b"RVEC";
+    pub const RREF: Kind = *b"RREF";
+    pub const RGL0: Kind = *b"RGL0";
+    pub const RGLV: Kind = *b"RGLV";
+    pub const RGUN: Kind = *b"RGUN";
+    pub const RGUL: Kind = *b"RGUL";
     pub const RCPE: Kind = *b"RCPE";
     pub const MANI: Kind = *b"MANI";
 }
@@ -128,6 +134,30 @@ pub(crate) const SEGMENT: FileKind = FileKind {
         SectionSpec {
             kind: kind::FDAT,
             what: "factor data",
+        },
+        SectionSpec {
+            kind: kind::RVEC,
+            what: "region vectors",
+        },
+        SectionSpec {
+            kind: kind::RREF,
+            what: "region vector owners",
+        },
+        SectionSpec {
+            kind: kind::RGL0,
+            what: "region graph layer 0",
+        },
+        SectionSpec {
+            kind: kind::RGLV,
+            what: "region graph layer sizes",
+        },
+        SectionSpec {
+            kind: kind::RGUN,
+            what: "region graph upper-layer nodes",
+        },
+        SectionSpec {
+            kind: kind::RGUL,
+            what: "region graph upper-layer links",
         },
     ],
 };

@@ -73,6 +73,7 @@ mod hnsw;
 mod manifest;
 mod options;
 mod reader;
+mod regional;
 mod segment;
 mod storage;
 mod update;
@@ -90,6 +91,11 @@ pub use options::{
     DEFAULT_K, DEFAULT_MERGE_FACTOR, MAX_K,
 };
 pub use reader::{Document, Hit, Index, SegmentSummary, VerifyReport};
+pub use regional::{
+    mix_scores, mix_standardized, FactorAggregation, FactorMatch, FactorSearch, QueryFactor,
+    RegionalHit, DEFAULT_FACTOR_SHORTLIST, DEFAULT_FACTOR_WEIGHT, DEFAULT_GLOBAL_SHORTLIST,
+    DEFAULT_STANDARDIZE_SAMPLE,
+};
 pub use segment::{ImageMeta, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS};
 pub use update::{
     add_files, content_hash, update_from_folder, Extracted, Extractor, Failure, FileStamp,

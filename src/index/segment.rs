@@ -23,6 +23,25 @@ pub const MAX_SEGMENT_DOCS: usize = u32::MAX as usize - 1;
 const INFO_LEN: usize = 64;
 /// Length of one FIDX entry.
 const FIDX_ENTRY: usize = 16;
+/// How far a stored region vector's components may be from the normalized stored concept
+/// (f16 rounding of a unit vector's components is below 5·10⁻⁴).
+pub(crate) const REGION_TOLERANCE: f32 = 2e-3;
+
+/// The region vectors of one image's stored factors: `(factor, unit concept)` for every
+/// factor whose concept is not all zero, in factor order.
+pub(crate) fn region_vectors_of(f: &StoredFactors) -> Vec<(usize, Vec<f32>)> {
+    (0..f.k())
+        .filter_map(|i| {
+            let c = f.concept(i)?;
+            let norm = c
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt();
+            (norm > 0.0).then(|| (i, c.iter().map(|&x| (f64::from(x) / norm) as f32).collect()))
+        })
+        .collect()
+}
 
 /// How a segment stores descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -57,6 +76,14 @@ pub(crate) struct SegmentInfo {
     pub graph_entry: u32,
     /// Channels of stored concept vectors, 0 when the segment stores no factors.
     pub factor_channels: usize,
+    /// Region vectors (format 2): unit concept vectors of the stored factors, one per
+    /// non-zero factor, 0 when the segment has none.
+    pub regions: usize,
+    /// The region vectors' graph: layers (0 for none), link slots, entry.
+    pub region_graph_levels: usize,
+    pub region_m0: usize,
+    pub region_m: usize,
+    pub region_entry: u32,
 }
 
 impl SegmentInfo {
@@ -70,10 +97,17 @@ impl SegmentInfo {
         b[24..28].copy_from_slice(&(self.graph_m as u32).to_le_bytes());
         b[28..32].copy_from_slice(&self.graph_entry.to_le_bytes());
         b[32..36].copy_from_slice(&(self.factor_channels as u32).to_le_bytes());
+        b[36..40].copy_from_slice(&(self.regions as u32).to_le_bytes());
+        b[40..44].copy_from_slice(&(self.region_graph_levels as u32).to_le_bytes());
+        b[44..48].copy_from_slice(&(self.region_m0 as u32).to_le_bytes());
+        b[48..52].copy_from_slice(&(self.region_m as u32).to_le_bytes());
+        b[52..56].copy_from_slice(&self.region_entry.to_le_bytes());
         b
     }
 
-    fn decode(b: &[u8], path: &Path) -> Result<SegmentInfo> {
+    /// Decodes INFO of a file of format `version` (fields 36..56 are reserved, zero, in
+    /// version 1).
+    fn decode(b: &[u8], path: &Path, version: u32) -> Result<SegmentInfo> {
         let e = |r: String| bad(path, section_label(kind::INFO), r);
         if b.len() != INFO_LEN {
             return Err(e(format!("is {} bytes, expected {INFO_LEN}", b.len())));
@@ -85,8 +119,11 @@ impl SegmentInfo {
                 "{docs} images exceed the maximum {MAX_SEGMENT_DOCS}"
             )));
         }
-        if b[36..].iter().any(|&x| x != 0) {
-            return Err(e("reserved fields are not zero".into()));
+        let reserved_from = if version < 2 { 36 } else { 56 };
+        if b[reserved_from..].iter().any(|&x| x != 0) {
+            return Err(e(format!(
+                "reserved fields (bytes {reserved_from}..64 in format version {version}) are not zero"
+            )));
         }
         let dim = u32_at(8);
         if dim == 0 || dim > MAX_DIM {
@@ -106,46 +143,86 @@ impl SegmentInfo {
             graph_m: u32_at(24),
             graph_entry: u32_at(28) as u32,
             factor_channels: u32_at(32),
+            regions: u32_at(36),
+            region_graph_levels: u32_at(40),
+            region_m0: u32_at(44),
+            region_m: u32_at(48),
+            region_entry: u32_at(52) as u32,
         };
-        if info.graph_levels > MAX_LEVELS {
-            return Err(e(format!(
-                "{} graph layers exceed the maximum {MAX_LEVELS}",
-                info.graph_levels
-            )));
-        }
-        if info.graph_levels == 0 {
-            if info.graph_m0 != 0 || info.graph_m != 0 || info.graph_entry != 0 {
-                return Err(e("graph fields are set but the segment has no graph".into()));
-            }
-        } else {
-            if info.graph_m0 == 0 || info.graph_m0 > 2 * MAX_M {
-                return Err(e(format!(
-                    "graph m0 = {} is outside 1..={}",
-                    info.graph_m0,
-                    2 * MAX_M
-                )));
-            }
-            if info.graph_m == 0 || info.graph_m > MAX_M {
-                return Err(e(format!(
-                    "graph m = {} is outside 1..={MAX_M}",
-                    info.graph_m
-                )));
-            }
-            if info.docs == 0 || info.graph_entry as usize >= info.docs {
-                return Err(e(format!(
-                    "graph entry row {} is not below {} images",
-                    info.graph_entry, info.docs
-                )));
-            }
-        }
+        check_graph_fields(
+            "graph",
+            info.docs,
+            info.graph_levels,
+            info.graph_m0,
+            info.graph_m,
+            info.graph_entry,
+        )
+        .map_err(e)?;
         if info.factor_channels > MAX_CHANNELS {
             return Err(e(format!(
                 "{} factor channels exceed the maximum {MAX_CHANNELS}",
                 info.factor_channels
             )));
         }
+        if info.regions > MAX_SEGMENT_DOCS {
+            return Err(e(format!(
+                "{} region vectors exceed the maximum {MAX_SEGMENT_DOCS}",
+                info.regions
+            )));
+        }
+        if info.regions > 0 && info.factor_channels == 0 {
+            return Err(e(
+                "region vectors are declared but the segment stores no factors".into(),
+            ));
+        }
+        check_graph_fields(
+            "region graph",
+            info.regions,
+            info.region_graph_levels,
+            info.region_m0,
+            info.region_m,
+            info.region_entry,
+        )
+        .map_err(e)?;
         Ok(info)
     }
+}
+
+/// Checks the fields of a graph over `rows` rows: all zero without layers, else slots in
+/// range and the entry row below `rows`.
+fn check_graph_fields(
+    what: &str,
+    rows: usize,
+    levels: usize,
+    m0: usize,
+    m: usize,
+    entry: u32,
+) -> std::result::Result<(), String> {
+    if levels > MAX_LEVELS {
+        return Err(format!(
+            "{levels} {what} layers exceed the maximum {MAX_LEVELS}"
+        ));
+    }
+    if levels == 0 {
+        if m0 != 0 || m != 0 || entry != 0 {
+            return Err(format!(
+                "{what} fields are set but the segment has no {what}"
+            ));
+        }
+        return Ok(());
+    }
+    if m0 == 0 || m0 > 2 * MAX_M {
+        return Err(format!("{what} m0 = {m0} is outside 1..={}", 2 * MAX_M));
+    }
+    if m == 0 || m > MAX_M {
+        return Err(format!("{what} m = {m} is outside 1..={MAX_M}"));
+    }
+    if rows == 0 || entry as usize >= rows {
+        return Err(format!(
+            "{what} entry row {entry} is not below its {rows} rows"
+        ));
+    }
+    Ok(())
 }
 
 /// The metadata of one image as stored (one rkyv archive per image, section MDAT).
@@ -226,6 +303,26 @@ pub(crate) fn encode_meta(r: &MetaRecord) -> Result<Vec<u8>> {
 /// A segment's stored factor layout for one row: `(k, rows, cols)`, k = 0 for none.
 pub(crate) type FactorDims = (u16, u16, u16);
 
+/// Which stored factor a region vector was made from (section RREF, 8 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub(crate) struct RegionRef {
+    /// The image's row.
+    pub row: u32,
+    /// The factor's number in the row's stored factors.
+    pub factor: u16,
+    /// Zero.
+    pub reserved: u16,
+}
+
+/// The region vectors of a segment being written: `refs.len() × channels` values (unit
+/// concept vectors, stored as f16), their owners, and optionally their graph.
+pub(crate) struct RegionContent<'a> {
+    pub vectors: &'a [f32],
+    pub refs: &'a [RegionRef],
+    pub graph: Option<&'a FlatGraph>,
+}
+
 /// Everything needed to write a segment. Rows must be in increasing id order.
 pub(crate) struct SegmentContent<'a> {
     pub ids: &'a [u64],
@@ -238,6 +335,8 @@ pub(crate) struct SegmentContent<'a> {
     pub graph: Option<&'a FlatGraph>,
     /// Channels and per-row factor layout, when any row has factors.
     pub factors: Option<(usize, &'a [FactorDims])>,
+    /// Region vectors over the factors' channels (only with factors).
+    pub regions: Option<RegionContent<'a>>,
 }
 
 /// Writes a segment file at `path` and syncs it; returns its length and header checksum.
@@ -256,6 +355,20 @@ pub(crate) fn write_segment(
             path.display()
         )));
     }
+    let channels = content.factors.map_or(0, |f| f.0);
+    let regions = content.regions.as_ref().filter(|r| !r.refs.is_empty());
+    if let Some(r) = regions {
+        if channels == 0
+            || r.vectors.len() != r.refs.len() * channels
+            || r.graph.is_some_and(|g| g.rows != r.refs.len())
+        {
+            return Err(Error::invalid(format!(
+                "{}: inconsistent region vectors",
+                path.display()
+            )));
+        }
+    }
+    let rgraph = regions.and_then(|r| r.graph);
     let info = SegmentInfo {
         docs: n,
         dim: content.dim,
@@ -264,11 +377,18 @@ pub(crate) fn write_segment(
         graph_m0: content.graph.map_or(0, |g| g.m0),
         graph_m: content.graph.map_or(0, |g| g.m),
         graph_entry: content.graph.map_or(0, |g| g.entry),
-        factor_channels: content.factors.map_or(0, |f| f.0),
+        factor_channels: channels,
+        regions: regions.map_or(0, |r| r.refs.len()),
+        region_graph_levels: rgraph.map_or(0, |g| g.levels()),
+        region_m0: rgraph.map_or(0, |g| g.m0),
+        region_m: rgraph.map_or(0, |g| g.m),
+        region_entry: rgraph.map_or(0, |g| g.entry),
     };
     let count = 5
         + if content.graph.is_some() { 4 } else { 0 }
-        + if content.factors.is_some() { 2 } else { 0 };
+        + if content.factors.is_some() { 2 } else { 0 }
+        + if regions.is_some() { 2 } else { 0 }
+        + if rgraph.is_some() { 4 } else { 0 };
     let file = File::create(path).map_err(io)?;
     let mut w = ContainerWriter::new(
         BufWriter::with_capacity(1 << 20, file),
@@ -354,6 +474,28 @@ pub(crate) fn write_segment(
         }
         w.end().map_err(io)?;
     }
+    if let Some(r) = regions {
+        w.begin(kind::RVEC);
+        let mut buf: Vec<f16> = Vec::with_capacity(1 << 16);
+        for chunk in r.vectors.chunks(1 << 16) {
+            buf.clear();
+            buf.extend(chunk.iter().map(|&x| f16::from_f32(x)));
+            w.write(bytemuck::cast_slice(&buf)).map_err(io)?;
+        }
+        w.end().map_err(io)?;
+        w.section(kind::RREF, bytemuck::cast_slice(r.refs))
+            .map_err(io)?;
+        if let Some(g) = r.graph {
+            w.section(kind::RGL0, bytemuck::cast_slice(&g.layer0))
+                .map_err(io)?;
+            w.section(kind::RGLV, bytemuck::cast_slice(&g.layer_sizes))
+                .map_err(io)?;
+            w.section(kind::RGUN, bytemuck::cast_slice(&g.upper_nodes))
+                .map_err(io)?;
+            w.section(kind::RGUL, bytemuck::cast_slice(&g.upper_links))
+                .map_err(io)?;
+        }
+    }
     let (out, len, hash) = w.finish().map_err(io)?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
@@ -369,6 +511,26 @@ struct Slots {
     mdat: usize,
     graph: Option<[usize; 4]>,
     factors: Option<[usize; 2]>,
+    /// RVEC, RREF.
+    regions: Option<[usize; 2]>,
+    /// RGL0, RGLV, RGUN, RGUL.
+    region_graph: Option<[usize; 4]>,
+}
+
+/// The doc graph's and the region graph's section kinds.
+const GRAPH_KINDS: [Kind; 4] = [kind::GL0, kind::GLVL, kind::GUPN, kind::GUPL];
+const REGION_GRAPH_KINDS: [Kind; 4] = [kind::RGL0, kind::RGLV, kind::RGUN, kind::RGUL];
+
+/// One of a segment's two graphs, as its INFO fields and section slots describe it.
+#[derive(Clone, Copy)]
+struct GraphSlots {
+    kinds: [Kind; 4],
+    slots: [usize; 4],
+    rows: usize,
+    levels: usize,
+    m0: usize,
+    m: usize,
+    entry: u32,
 }
 
 /// An open segment file.
@@ -417,7 +579,7 @@ impl Segment {
         let info_bytes = store
             .section(&c, info_i)
             .ok_or_else(|| bad(path, section_label(kind::INFO), "not readable"))?;
-        let info = SegmentInfo::decode(info_bytes, path)?;
+        let info = SegmentInfo::decode(info_bytes, path, c.version)?;
         let (vk, other) = match info.encoding {
             VectorEncoding::F32 => (kind::VF32, kind::VF16),
             VectorEncoding::F16 => (kind::VF16, kind::VF32),
@@ -429,41 +591,45 @@ impl Segment {
                 "present, but INFO declares the other vector encoding",
             ));
         }
-        let graph_kinds = [kind::GL0, kind::GLVL, kind::GUPN, kind::GUPL];
-        let graph = if info.graph_levels > 0 {
-            let mut g = [0usize; 4];
-            for (slot, k) in g.iter_mut().zip(graph_kinds) {
-                *slot = req(k)?;
+        // Sections present iff INFO declares what they hold.
+        let optional = |present: bool, kinds: &[Kind], what: &str| -> Result<Option<Vec<usize>>> {
+            if present {
+                kinds
+                    .iter()
+                    .map(|&k| req(k))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
+            } else {
+                match kinds.iter().find(|k| Segment::index_of(&c, **k).is_some()) {
+                    Some(k) => Err(bad(
+                        path,
+                        section_label(*k),
+                        format!("present, but INFO declares no {what}"),
+                    )),
+                    None => Ok(None),
+                }
             }
-            Some(g)
-        } else {
-            if let Some(k) = graph_kinds
-                .iter()
-                .find(|k| Segment::index_of(&c, **k).is_some())
-            {
-                return Err(bad(
-                    path,
-                    section_label(*k),
-                    "present, but INFO declares no graph",
-                ));
-            }
-            None
         };
-        let factors = if info.factor_channels > 0 {
-            Some([req(kind::FIDX)?, req(kind::FDAT)?])
-        } else {
-            if let Some(k) = [kind::FIDX, kind::FDAT]
-                .iter()
-                .find(|k| Segment::index_of(&c, **k).is_some())
-            {
-                return Err(bad(
-                    path,
-                    section_label(*k),
-                    "present, but INFO declares no factors",
-                ));
-            }
-            None
-        };
+        let four = |v: Vec<usize>| [v[0], v[1], v[2], v[3]];
+        let graph = optional(info.graph_levels > 0, &GRAPH_KINDS, "graph")?.map(four);
+        let factors = optional(
+            info.factor_channels > 0,
+            &[kind::FIDX, kind::FDAT],
+            "factors",
+        )?
+        .map(|v| [v[0], v[1]]);
+        let regions = optional(
+            info.regions > 0,
+            &[kind::RVEC, kind::RREF],
+            "region vectors",
+        )?
+        .map(|v| [v[0], v[1]]);
+        let region_graph = optional(
+            info.region_graph_levels > 0,
+            &REGION_GRAPH_KINDS,
+            "region graph",
+        )?
+        .map(four);
         let slots = Slots {
             vectors: req(vk)?,
             ids: req(kind::IDS)?,
@@ -471,6 +637,8 @@ impl Segment {
             mdat: req(kind::MDAT)?,
             graph,
             factors,
+            regions,
+            region_graph,
         };
         let seg = Segment {
             path: pb,
@@ -549,55 +717,102 @@ impl Segment {
                 format!("must start at 0 and end at the metadata length {mdat_len}"),
             ));
         }
-        if let Some([gl0, glvl, gupn, gupl]) = s.graph {
-            let (m0, m) = (self.info.graph_m0, self.info.graph_m);
-            self.expect_len(
-                gl0,
-                n.checked_mul(m0).and_then(|x| x.checked_mul(4)),
-                "layer-0 links",
-            )?;
-            self.check_cast::<u32>(gl0)?;
-            let upper = self.info.graph_levels - 1;
-            self.expect_len(glvl, Some(upper * 4), "upper layer sizes")?;
-            self.check_cast::<u32>(glvl)?;
-            let sizes: &[u32] = self.typed(glvl);
-            let mut total = 0usize;
-            let mut prev = n;
-            for (l, &sz) in sizes.iter().enumerate() {
-                let sz = sz as usize;
-                if sz == 0 || sz > prev {
-                    return Err(self.err(
-                        kind::GLVL,
-                        format!("layer {} holds {sz} rows; each layer must hold 1 to {prev} (the layer below)", l + 1),
-                    ));
-                }
-                prev = sz;
-                total += sz;
-            }
-            self.expect_len(gupn, total.checked_mul(4), "upper layer nodes")?;
-            self.check_cast::<u32>(gupn)?;
-            self.expect_len(
-                gupl,
-                total.checked_mul(m).and_then(|x| x.checked_mul(4)),
-                "upper layer links",
-            )?;
-            self.check_cast::<u32>(gupl)?;
-            if upper > 0 {
-                let nodes: &[u32] = self.typed(gupn);
-                let top = &nodes[total - prev..];
-                if !top.contains(&self.info.graph_entry) {
-                    return Err(self.err(
-                        kind::INFO,
-                        format!(
-                            "graph entry row {} is not in the top layer",
-                            self.info.graph_entry
-                        ),
-                    ));
-                }
-            }
+        for g in self.graphs() {
+            self.check_graph_sizes(g)?;
         }
         if let Some([fidx, _]) = s.factors {
             self.expect_len(fidx, n.checked_mul(FIDX_ENTRY), "factor index entries")?;
+        }
+        if let Some([rvec, rref]) = s.regions {
+            let (r, c) = (self.info.regions, self.info.factor_channels);
+            self.expect_len(
+                rvec,
+                r.checked_mul(c).and_then(|x| x.checked_mul(2)),
+                &format!("{r} region vectors of {c} values"),
+            )?;
+            self.check_cast::<f16>(rvec)?;
+            self.expect_len(rref, r.checked_mul(8), &format!("{r} region owners"))?;
+            self.check_cast::<RegionRef>(rref)?;
+        }
+        Ok(())
+    }
+
+    /// The segment's graphs: over the descriptors, and over the region vectors.
+    fn graphs(&self) -> impl Iterator<Item = GraphSlots> + '_ {
+        let i = &self.info;
+        let doc = self.slots.graph.map(|slots| GraphSlots {
+            kinds: GRAPH_KINDS,
+            slots,
+            rows: i.docs,
+            levels: i.graph_levels,
+            m0: i.graph_m0,
+            m: i.graph_m,
+            entry: i.graph_entry,
+        });
+        let region = self.slots.region_graph.map(|slots| GraphSlots {
+            kinds: REGION_GRAPH_KINDS,
+            slots,
+            rows: i.regions,
+            levels: i.region_graph_levels,
+            m0: i.region_m0,
+            m: i.region_m,
+            entry: i.region_entry,
+        });
+        doc.into_iter().chain(region)
+    }
+
+    /// O(1) checks of one graph's sections: sizes agree with INFO, layer sizes add up, the
+    /// entry row is in the top layer.
+    fn check_graph_sizes(&self, g: GraphSlots) -> Result<()> {
+        let [gl0, glvl, gupn, gupl] = g.slots;
+        let n = g.rows;
+        self.expect_len(
+            gl0,
+            n.checked_mul(g.m0).and_then(|x| x.checked_mul(4)),
+            "layer-0 links",
+        )?;
+        self.check_cast::<u32>(gl0)?;
+        let upper = g.levels - 1;
+        self.expect_len(glvl, Some(upper * 4), "upper layer sizes")?;
+        self.check_cast::<u32>(glvl)?;
+        let sizes: &[u32] = self.typed(glvl);
+        let mut total = 0usize;
+        let mut prev = n;
+        for (l, &sz) in sizes.iter().enumerate() {
+            let sz = sz as usize;
+            if sz == 0 || sz > prev {
+                return Err(self.err(
+                    g.kinds[1],
+                    format!(
+                        "layer {} holds {sz} rows; each layer must hold 1 to {prev} (the layer below)",
+                        l + 1
+                    ),
+                ));
+            }
+            prev = sz;
+            total += sz;
+        }
+        self.expect_len(gupn, total.checked_mul(4), "upper layer nodes")?;
+        self.check_cast::<u32>(gupn)?;
+        self.expect_len(
+            gupl,
+            total.checked_mul(g.m).and_then(|x| x.checked_mul(4)),
+            "upper layer links",
+        )?;
+        self.check_cast::<u32>(gupl)?;
+        if upper > 0 {
+            let nodes: &[u32] = self.typed(gupn);
+            let top = &nodes[total - prev..];
+            if !top.contains(&g.entry) {
+                return Err(self.err(
+                    kind::INFO,
+                    format!(
+                        "entry row {} of the graph in {} is not in its top layer",
+                        g.entry,
+                        section_label(g.kinds[0])
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -624,7 +839,7 @@ impl Segment {
             }
             self.meta_record(row)?;
         }
-        if let Some(g) = self.slots.graph {
+        for g in self.graphs() {
             self.check_graph(g)?;
         }
         if let Some([fidx, fdat]) = self.slots.factors {
@@ -651,11 +866,48 @@ impl Segment {
                 ));
             }
         }
+        if let Some([_, rref]) = self.slots.regions {
+            let Some([fidx, _]) = self.slots.factors else {
+                return Err(self.err(kind::RREF, "region vectors without factors"));
+            };
+            let mut prev: Option<RegionRef> = None;
+            for (i, r) in self.typed::<RegionRef>(rref).iter().enumerate() {
+                if r.reserved != 0 {
+                    return Err(self.err(kind::RREF, format!("entry {i}: reserved bytes not zero")));
+                }
+                if prev.is_some_and(|p| (p.row, p.factor) >= (r.row, r.factor)) {
+                    return Err(self.err(
+                        kind::RREF,
+                        format!("entry {i} is not after the one before it (row, then factor)"),
+                    ));
+                }
+                let row = r.row as usize;
+                if row >= self.info.docs {
+                    return Err(self.err(
+                        kind::RREF,
+                        format!("entry {i} names row {row} of {} rows", self.info.docs),
+                    ));
+                }
+                let (_, k, _, _) = self.factor_entry(row, fidx)?;
+                if usize::from(r.factor) >= k {
+                    return Err(self.err(
+                        kind::RREF,
+                        format!(
+                            "entry {i} names factor {} of row {row}, which stores {k}",
+                            r.factor
+                        ),
+                    ));
+                }
+                prev = Some(*r);
+            }
+        }
         Ok(())
     }
 
-    fn check_graph(&self, [gl0, glvl, gupn, gupl]: [usize; 4]) -> Result<()> {
-        let n = self.info.docs as u32;
+    fn check_graph(&self, g: GraphSlots) -> Result<()> {
+        let [gl0, glvl, gupn, gupl] = g.slots;
+        let [kl0, _, kun, kul] = g.kinds;
+        let n = g.rows as u32;
         let check_slots = |slots: &[u32], k: Kind, row: u32, member: &dyn Fn(u32) -> bool| {
             let used = slots
                 .iter()
@@ -673,20 +925,20 @@ impl Segment {
             Ok(())
         };
         let l0: &[u32] = self.typed(gl0);
-        for (row, slots) in l0.chunks_exact(self.info.graph_m0).enumerate() {
-            check_slots(slots, kind::GL0, row as u32, &|_| true)?;
+        for (row, slots) in l0.chunks_exact(g.m0).enumerate() {
+            check_slots(slots, kl0, row as u32, &|_| true)?;
         }
         let sizes: &[u32] = self.typed(glvl);
         let nodes: &[u32] = self.typed(gupn);
         let links: &[u32] = self.typed(gupl);
-        let m = self.info.graph_m;
+        let m = g.m;
         let mut start = 0usize;
         let mut below: Option<&[u32]> = None;
         for (l, &sz) in sizes.iter().enumerate() {
             let layer = &nodes[start..start + sz as usize];
             if let Some(i) = layer.windows(2).position(|w| w[0] >= w[1]) {
                 return Err(self.err(
-                    kind::GUPN,
+                    kun,
                     format!(
                         "rows of layer {} are not strictly increasing at {}",
                         l + 1,
@@ -699,13 +951,13 @@ impl Segment {
                 .find(|&&r| r >= n || below.is_some_and(|b| b.binary_search(&r).is_err()))
             {
                 return Err(self.err(
-                    kind::GUPN,
+                    kun,
                     format!("row {r} of layer {} is not a row of the layer below", l + 1),
                 ));
             }
             for (i, &row) in layer.iter().enumerate() {
                 let slots = &links[(start + i) * m..(start + i + 1) * m];
-                check_slots(slots, kind::GUPL, row, &|t| layer.binary_search(&t).is_ok())?;
+                check_slots(slots, kul, row, &|t| layer.binary_search(&t).is_ok())?;
             }
             below = Some(layer);
             start += sz as usize;
@@ -737,7 +989,115 @@ impl Segment {
                 self.factors(row)?;
             }
         }
+        self.verify_regions()
+    }
+
+    /// Region vectors are the unit concept vectors of the stored factors: one per factor
+    /// whose concept is not all zero, each within [`REGION_TOLERANCE`] of the normalized
+    /// concept. (Segments of format 1 have none.)
+    fn verify_regions(&self) -> Result<()> {
+        let Some([rvec, _]) = self.slots.regions else {
+            return Ok(());
+        };
+        let vectors = self.region_vectors();
+        let refs = self.region_refs();
+        let mut at = 0usize;
+        for row in 0..self.info.docs {
+            let Some(f) = self.factors(row)? else {
+                continue;
+            };
+            for (factor, want) in region_vectors_of(&f) {
+                let r = refs.get(at).copied();
+                if r != Some(RegionRef {
+                    row: row as u32,
+                    factor: factor as u16,
+                    reserved: 0,
+                }) {
+                    return Err(self.err(
+                        kind::RREF,
+                        format!(
+                            "entry {at} should name factor {factor} of row {row} (every non-zero stored concept has one region vector, in order)"
+                        ),
+                    ));
+                }
+                let got = vectors.row(at).unwrap_or_default();
+                if got.len() != want.len()
+                    || got
+                        .iter()
+                        .zip(&want)
+                        .any(|(a, b)| !a.is_finite() || (a - b).abs() > REGION_TOLERANCE)
+                {
+                    return Err(self.err(
+                        kind::RVEC,
+                        format!(
+                            "region vector {at} is not the unit concept of factor {factor} of row {row}"
+                        ),
+                    ));
+                }
+                at += 1;
+            }
+        }
+        if at != refs.len() {
+            return Err(self.err(
+                kind::RREF,
+                format!(
+                    "{} region vectors, but the stored factors have {at} non-zero concepts",
+                    refs.len()
+                ),
+            ));
+        }
+        let _ = rvec;
         Ok(())
+    }
+
+    /// Number of region vectors (0 for a segment of format 1).
+    pub fn regions(&self) -> usize {
+        self.info.regions
+    }
+
+    /// Whether the segment stores factors but, written in format version 1, no factor
+    /// vectors (compaction rewrites it with them).
+    pub fn lacks_factor_vectors(&self) -> bool {
+        self.container.version < 2 && self.info.factor_channels > 0
+    }
+
+    /// The region vectors of `row`: the positions of its entries in RVEC/RREF.
+    pub fn region_range(&self, row: usize) -> std::ops::Range<usize> {
+        let refs = self.region_refs();
+        let start = refs.partition_point(|r| (r.row as usize) < row);
+        let end = start + refs[start..].partition_point(|r| r.row as usize == row);
+        start..end
+    }
+
+    /// The region vectors, `regions × factor channels`, f16.
+    pub fn region_vectors(&self) -> Vectors<'_> {
+        match self.slots.regions {
+            Some([rvec, _]) => Vectors::F16(self.typed(rvec), self.info.factor_channels),
+            None => Vectors::F16(&[], self.info.factor_channels.max(1)),
+        }
+    }
+
+    /// The owner of each region vector, ordered by row then factor.
+    pub fn region_refs(&self) -> &[RegionRef] {
+        match self.slots.regions {
+            Some([_, rref]) => self.typed(rref),
+            None => &[],
+        }
+    }
+
+    /// The graph over the region vectors, if the segment has one.
+    pub fn region_graph(&self) -> Option<GraphRef<'_>> {
+        let [gl0, glvl, gupn, gupl] = self.slots.region_graph?;
+        Some(GraphRef::new(
+            self.info.regions,
+            self.info.region_m0,
+            self.info.region_m,
+            self.info.region_entry,
+            self.typed(gl0),
+            self.typed(glvl),
+            self.typed(gupn),
+            self.typed(gupl),
+        ))
     }
 
     /// Number of images.

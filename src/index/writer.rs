@@ -7,8 +7,8 @@ use super::manifest::{self, ManifestRecord, SegmentRecord, SettingsRecord};
 use super::options::IndexOptions;
 use super::reader::{Index, LiveSegment, OpenMode};
 use super::segment::{
-    encode_meta, write_segment, FactorDims, ImageMeta, Segment, SegmentContent, VectorEncoding,
-    MAX_DIM, MAX_SEGMENT_DOCS,
+    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent, RegionRef,
+    Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
 };
 use crate::{Error, Recipe, Result};
 use half::f16;
@@ -442,7 +442,10 @@ impl IndexWriter {
         self.commit_inner(false)
     }
 
-    /// Commits, then merges all segments into one without tombstones.
+    /// Commits, then merges all segments into one without tombstones. Segments written in
+    /// format version 1 are rewritten in the current format, which adds their factor vectors
+    /// (made from the stored factors; no image is read again): this is the upgrade of an
+    /// older index.
     pub fn compact(&mut self) -> Result<CommitReport> {
         self.commit_inner(true)
     }
@@ -489,7 +492,7 @@ impl IndexWriter {
                 .snapshot
                 .live_segments()
                 .iter()
-                .all(|s| s.record.deleted.is_empty());
+                .all(|s| s.record.deleted.is_empty() && !s.seg.lacks_factor_vectors());
         if self.pending.is_empty() && deleted == 0 && (!merge_all || single_clean) {
             return Ok(CommitReport {
                 generation: self.snapshot.generation(),
@@ -807,6 +810,41 @@ fn build_and_write(
     } else {
         None
     };
+    // Region vectors: the unit concept vectors of the stored factors, rounded to f16 as
+    // stored (the graph is built on the stored values).
+    let mut region_vectors = Vec::new();
+    let mut region_refs = Vec::new();
+    if let Some(channels) = factor_channels {
+        let mut buf = Vec::new();
+        for (row, &(k, r, c)) in dims.iter().enumerate() {
+            if k == 0 {
+                continue;
+            }
+            buf.clear();
+            blob(row, &mut buf)?;
+            let f = StoredFactors::decode(&buf, k.into(), channels, r.into(), c.into())
+                .map_err(|e| Error::invalid(format!("factors of row {row}: {e}")))?;
+            for (factor, v) in region_vectors_of(&f) {
+                region_refs.push(RegionRef {
+                    row: row as u32,
+                    factor: factor as u16,
+                    reserved: 0,
+                });
+                region_vectors.extend(v.into_iter().map(|x| f16::from_f32(x).to_f32()));
+            }
+        }
+    }
+    let region_graph = match factor_channels {
+        Some(c) if !region_refs.is_empty() && region_refs.len() >= options.get_graph_min_docs() => {
+            Some(FlatGraph::build(
+                &region_vectors,
+                c,
+                options.get_m(),
+                options.get_ef_construction(),
+            )?)
+        }
+        _ => None,
+    };
     let content = SegmentContent {
         ids,
         vectors,
@@ -815,9 +853,16 @@ fn build_and_write(
         meta,
         graph: graph.as_ref(),
         factors: factor_channels.map(|c| (c, dims)),
+        regions: Some(RegionContent {
+            vectors: &region_vectors,
+            refs: &region_refs,
+            graph: region_graph.as_ref(),
+        }),
     };
     let (file_len, header_hash) = write_segment(path, &content, blob)?;
     drop(graph);
+    drop(region_graph);
+    drop(region_vectors);
     *vectors = Vec::new();
     let seg = Segment::open(path, OpenMode::Read)?;
     if seg.container.header_hash != header_hash {
@@ -855,7 +900,11 @@ fn level(live: usize, factor: usize) -> u32 {
 /// its images deleted. Groups are sorted position lists, disjoint, in increasing order.
 fn plan_merges(work: &[Working], factor: usize, all: bool) -> Vec<Vec<usize>> {
     if all {
-        let dirty = work.len() > 1 || work.iter().any(|w| !w.record.deleted.is_empty());
+        // A segment of format 1 with factors lacks factor vectors: compacting rewrites it.
+        let dirty = work.len() > 1
+            || work
+                .iter()
+                .any(|w| !w.record.deleted.is_empty() || w.seg.lacks_factor_vectors());
         return if dirty {
             vec![(0..work.len()).collect()]
         } else {

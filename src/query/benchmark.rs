@@ -2,11 +2,12 @@
 //! with the official protocols, and — with localization — the query's region predicted in
 //! every relevant image that has a ground-truth box (the thesis' Table 5.2 protocol).
 
-use super::{BoxMode, Expansion, Localize, Query, Searcher};
+use super::{BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher};
 use crate::eval::{
     evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
     LocalizationEvaluation, Protocol, Rankings,
 };
+use crate::index::{FactorMatch, FactorSearch};
 use crate::{BBox, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,6 +28,16 @@ pub struct BenchmarkOptions {
     pub protocol: Protocol,
     /// Joint localization factorizes the query with at most this many images at a time.
     pub localize_batch: usize,
+    /// Exact search (default), else the index's graphs.
+    pub exact: bool,
+    /// Factor-level search: whether it runs, its settings, its query factors.
+    pub factor_mode: FactorMode,
+    /// See [`BenchmarkOptions::factor_mode`].
+    pub factor_search: FactorSearch,
+    /// See [`BenchmarkOptions::factor_mode`].
+    pub factor_source: FactorSource,
+    /// Hits per query whose scores and factor matches [`BenchmarkRun::top_hits`] keeps.
+    pub report_hits: usize,
 }
 
 impl Default for BenchmarkOptions {
@@ -38,6 +49,11 @@ impl Default for BenchmarkOptions {
             images: None,
             protocol: Protocol::Classic,
             localize_batch: 10,
+            exact: true,
+            factor_mode: FactorMode::Auto,
+            factor_search: FactorSearch::default(),
+            factor_source: FactorSource::Query,
+            report_hits: 10,
         }
     }
 }
@@ -57,8 +73,43 @@ pub struct BenchmarkRun {
     pub mean_kept: f64,
     /// Queries whose region rule fell back.
     pub fallbacks: usize,
-    /// Mean time per query (search only), milliseconds.
+    /// Mean time per query (everything: network, description, search), milliseconds.
     pub mean_query_ms: f64,
+    /// Mean time of the index search per query (global and factor-level), milliseconds.
+    pub mean_search_ms: f64,
+    /// Queries that ran factor-level search.
+    pub factor_queries: usize,
+    /// Why factor-level search did not run, when it did not (the first query's note).
+    pub factor_note: Option<String>,
+    /// The first [`BenchmarkOptions::report_hits`] hits of every query with their scores and
+    /// factor matches.
+    pub top_hits: Vec<QueryHits>,
+}
+
+/// The first hits of one query, as [`BenchmarkRun::top_hits`] keeps them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueryHits {
+    /// The query's name.
+    pub query: String,
+    /// The query factors matched (numbers in the query's factorization).
+    pub query_factors: Vec<usize>,
+    /// Its first hits, best first.
+    pub hits: Vec<HitRecord>,
+}
+
+/// One hit with its scores and factor matches.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HitRecord {
+    /// The image's name (file stem).
+    pub image: String,
+    /// The ranking score.
+    pub score: f32,
+    /// The global descriptor cosine (factor-level search only).
+    pub global_score: Option<f32>,
+    /// The factor score (factor-level search only).
+    pub factor_score: Option<f32>,
+    /// Each query factor's best match in the image.
+    pub factor_matches: Vec<FactorMatch>,
 }
 
 /// Finds `<images>/<name>.<ext>` for the [`crate::images::IMAGE_EXTENSIONS`], in lower or
@@ -112,6 +163,10 @@ pub fn run_benchmark(
     let mut rankings = Rankings::new();
     let (mut kept_sum, mut kept_n, mut fallbacks) = (0usize, 0usize, 0usize);
     let mut query_ms = 0.0;
+    let mut search_ms = 0.0;
+    let mut factor_queries = 0usize;
+    let mut factor_note = None;
+    let mut top_hits = Vec::new();
     let mut joint_preds = Vec::new();
     let mut stored_preds = Vec::new();
     let n_queries = gt.queries().len();
@@ -119,14 +174,38 @@ pub fn run_benchmark(
         let path = image_file(&images, &q.image)?;
         let mut query = Query::new(&path)
             .top_k(total.max(1))
-            .exact(true)
-            .expansion(options.expansion);
+            .exact(options.exact)
+            .expansion(options.expansion)
+            .factor_mode(options.factor_mode)
+            .factor_search(options.factor_search)
+            .factor_source(options.factor_source);
         if let (Some(mode), Some(b)) = (options.box_mode, q.bbox) {
             query = query.region(b).box_mode(mode);
         }
         let t = Instant::now();
         let res = searcher.search(&query)?;
         query_ms += t.elapsed().as_secs_f64() * 1000.0;
+        search_ms += res.timings.search_ms;
+        factor_queries += usize::from(res.query.factor_search.is_some());
+        if factor_note.is_none() {
+            factor_note.clone_from(&res.query.factor_note);
+        }
+        top_hits.push(QueryHits {
+            query: q.name.clone(),
+            query_factors: res.query.query_factors.clone(),
+            hits: res
+                .hits
+                .iter()
+                .take(options.report_hits)
+                .map(|h| HitRecord {
+                    image: stem(&h.path),
+                    score: h.score,
+                    global_score: h.global_score,
+                    factor_score: h.factor_score,
+                    factor_matches: h.factor_matches.clone(),
+                })
+                .collect(),
+        });
         if !res.query.kept.is_empty() {
             kept_sum += res.query.kept.len();
             kept_n += 1;
@@ -217,5 +296,9 @@ pub fn run_benchmark(
         },
         fallbacks,
         mean_query_ms: query_ms / n_queries.max(1) as f64,
+        mean_search_ms: search_ms / n_queries.max(1) as f64,
+        factor_queries,
+        factor_note,
+        top_hits,
     })
 }

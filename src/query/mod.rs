@@ -19,12 +19,16 @@
 
 mod benchmark;
 
-pub use benchmark::{image_file, run_benchmark, BenchmarkOptions, BenchmarkRun};
+pub use benchmark::{
+    image_file, run_benchmark, BenchmarkOptions, BenchmarkRun, HitRecord, QueryHits,
+};
 
 use crate::backbone::WeightSource;
 use crate::descriptor::{extract_crop, Description};
 use crate::heatmap::Heatmap;
-use crate::index::{Index, SearchMode, SearchOptions};
+use crate::index::{
+    FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode, SearchOptions,
+};
 use crate::localize::{kept_average, JointLocalization, Localizer, Located};
 use crate::pipeline::Pipeline;
 use crate::Activations;
@@ -107,6 +111,62 @@ pub enum Localize {
     Stored(usize),
 }
 
+/// Whether the query's factors are also matched against the index's factor vectors
+/// (factor-level search, [`crate::index::FactorSearch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorMode {
+    /// For a region query on an index with factor vectors (format version 2); a region
+    /// query on an older index searches globally and says so in
+    /// [`QuerySummary::factor_note`].
+    #[default]
+    Auto,
+    /// Never: the global descriptor alone ranks.
+    Off,
+    /// Always (whole-image queries too); an index without factor vectors is an error.
+    On,
+}
+
+impl std::str::FromStr for FactorMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(FactorMode::Auto),
+            "off" => Ok(FactorMode::Off),
+            "on" => Ok(FactorMode::On),
+            _ => Err(Error::invalid(format!(
+                "factor search {s:?}: expected auto, off or on"
+            ))),
+        }
+    }
+}
+
+/// Which of the query's factors are matched against the factor vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorSource {
+    /// The factors the descriptor was built from: those inside the region (filter), the
+    /// cut-out's (crop), all (no region).
+    #[default]
+    Query,
+    /// With a region in filter mode, also the factors of the cut-out region (one more
+    /// network run, on the crop).
+    WithCrop,
+}
+
+impl std::str::FromStr for FactorSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "query" => Ok(FactorSource::Query),
+            "with-crop" => Ok(FactorSource::WithCrop),
+            _ => Err(Error::invalid(format!(
+                "factor source {s:?}: expected query or with-crop"
+            ))),
+        }
+    }
+}
+
 /// The query image.
 #[derive(Debug, Clone)]
 pub enum QueryImage {
@@ -118,7 +178,8 @@ pub enum QueryImage {
 
 /// A query: the image, an optional region, and how to search. Defaults: no region, filter box
 /// mode, [`DEFAULT_TOP_K`] hits, the index's default search mode, no expansion, no
-/// localization, no minimum score.
+/// localization, no minimum score, factor-level search for region queries
+/// ([`FactorMode::Auto`], [`FactorSearch`]'s defaults, the query's own factors).
 #[derive(Debug, Clone)]
 pub struct Query {
     image: QueryImage,
@@ -130,6 +191,9 @@ pub struct Query {
     expansion: Expansion,
     localize: Localize,
     min_score: Option<f32>,
+    factor_mode: FactorMode,
+    factor_search: FactorSearch,
+    factor_source: FactorSource,
 }
 
 impl Query {
@@ -154,6 +218,9 @@ impl Query {
             expansion: Expansion::None,
             localize: Localize::None,
             min_score: None,
+            factor_mode: FactorMode::Auto,
+            factor_search: FactorSearch::default(),
+            factor_source: FactorSource::Query,
         }
     }
 
@@ -206,6 +273,39 @@ impl Query {
         self
     }
 
+    /// Whether factor-level search runs (default [`FactorMode::Auto`]).
+    pub fn factor_mode(mut self, m: FactorMode) -> Self {
+        self.factor_mode = m;
+        self
+    }
+
+    /// Settings of factor-level search (default [`FactorSearch::default`]).
+    pub fn factor_search(mut self, f: FactorSearch) -> Self {
+        self.factor_search = f;
+        self
+    }
+
+    /// Which query factors are matched (default [`FactorSource::Query`]).
+    pub fn factor_source(mut self, s: FactorSource) -> Self {
+        self.factor_source = s;
+        self
+    }
+
+    /// The factor mode.
+    pub fn get_factor_mode(&self) -> FactorMode {
+        self.factor_mode
+    }
+
+    /// The factor search settings.
+    pub fn get_factor_search(&self) -> FactorSearch {
+        self.factor_search
+    }
+
+    /// The factor source.
+    pub fn get_factor_source(&self) -> FactorSource {
+        self.factor_source
+    }
+
     /// The query image.
     pub fn image(&self) -> &QueryImage {
         &self.image
@@ -256,6 +356,15 @@ impl Query {
             }
             _ => {}
         }
+        self.factor_search.validate()?;
+        if self.factor_source == FactorSource::WithCrop
+            && self.region.is_some()
+            && matches!(self.image, QueryImage::Activations(_))
+        {
+            return Err(Error::invalid(
+                "query factors with the crop's need the image file, not activations",
+            ));
+        }
         if matches!(self.localize, Localize::Joint(0) | Localize::Stored(0)) {
             return Err(Error::invalid("localization needs at least one hit"));
         }
@@ -280,8 +389,18 @@ pub struct SearchHit {
     pub id: u64,
     /// The image file.
     pub path: PathBuf,
-    /// Cosine similarity to the (expanded) query.
+    /// The ranking score: the cosine similarity to the (expanded) query, or with
+    /// factor-level search the standardized mix of [`SearchHit::global_score`] and
+    /// [`SearchHit::factor_score`] (see [`crate::index::FactorSearch`]).
     pub score: f32,
+    /// With factor-level search: the cosine of the global descriptors.
+    pub global_score: Option<f32>,
+    /// With factor-level search: the image's factor score.
+    pub factor_score: Option<f32>,
+    /// With factor-level search: each query factor's best-matching factor in this image
+    /// (query factor numbers as in [`QuerySummary::query_factors`], image factor numbers as
+    /// in the image's stored factors).
+    pub factor_matches: Vec<FactorMatch>,
     /// Where the query's region is in this image, when localization was asked for and this
     /// hit was among those localized.
     pub location: Option<Located>,
@@ -307,6 +426,15 @@ pub struct QuerySummary {
     pub heatmaps: Vec<Heatmap>,
     /// The joint localization's view of the query, when joint localization ran.
     pub joint: Option<JointLocalization>,
+    /// Factor-level search as it ran (`None`: global search only).
+    pub factor_search: Option<FactorSearch>,
+    /// The query factors matched against the factor vectors: numbers in the query's
+    /// factorization (with [`FactorSource::WithCrop`], the crop's factors follow, numbered
+    /// from K).
+    pub query_factors: Vec<usize>,
+    /// Why factor-level search did not run although [`FactorMode::Auto`] would have used it
+    /// (an index without factor vectors), if so.
+    pub factor_note: Option<String>,
 }
 
 /// Time spent in each stage, in milliseconds.
@@ -453,7 +581,11 @@ impl Searcher {
         let mut timings = Timings::default();
         let acts = timed(&mut timings.features_ms, || self.features(q))?;
         let desc = timed(&mut timings.describe_ms, || self.describe(q, &acts))?;
-        let mut hits = timed(&mut timings.search_ms, || self.retrieve(q, &desc.vector))?;
+        let (factors, factor_note) =
+            timed(&mut timings.describe_ms, || self.query_factors(q, &desc))?;
+        let mut hits = timed(&mut timings.search_ms, || {
+            self.retrieve(q, &desc.vector, factors.as_deref())
+        })?;
         let region = q.region.unwrap_or(BBox {
             x1: 0.0,
             y1: 0.0,
@@ -481,6 +613,11 @@ impl Searcher {
                 mass_inside: desc.mass_inside,
                 heatmaps,
                 joint,
+                factor_search: factors.as_ref().map(|_| q.factor_search),
+                query_factors: factors
+                    .as_ref()
+                    .map_or_else(Vec::new, |f| f.iter().map(|x| x.factor).collect()),
+                factor_note,
             },
             timings,
         })
@@ -521,23 +658,85 @@ impl Searcher {
         }
     }
 
+    /// Stage 2b: the query factors factor-level search matches, `None` when it does not run
+    /// (with the reason when [`FactorMode::Auto`] would have run it).
+    fn query_factors(
+        &self,
+        q: &Query,
+        desc: &Description,
+    ) -> Result<(Option<Vec<QueryFactor>>, Option<String>)> {
+        let wanted = match q.factor_mode {
+            FactorMode::Off => false,
+            FactorMode::On => true,
+            FactorMode::Auto => q.region.is_some(),
+        };
+        if !wanted {
+            return Ok((None, None));
+        }
+        if !self.index.has_factor_vectors() {
+            let note = format!(
+                "{} has no factor vectors (format version 1): searched with the global \
+                 descriptor only; `deepfactor index compact` adds them",
+                self.index.dir().display()
+            );
+            return match q.factor_mode {
+                FactorMode::On => Err(Error::invalid(note)),
+                _ => Ok((None, Some(note))),
+            };
+        }
+        let Some(f) = &desc.factors else {
+            return match q.factor_mode {
+                FactorMode::On => Err(Error::invalid(
+                    "factor-level search needs an NMF descriptor kind",
+                )),
+                _ => Ok((None, None)),
+            };
+        };
+        let mut out: Vec<QueryFactor> = desc
+            .kept
+            .iter()
+            .map(|&k| QueryFactor {
+                factor: k,
+                concept: f.v.row(k).to_vec(),
+            })
+            .collect();
+        if let (FactorSource::WithCrop, Some(b), BoxMode::Filter, QueryImage::Path(path)) =
+            (q.factor_source, q.region, q.box_mode, &q.image)
+        {
+            let crop = extract_crop(self.pipeline.backbone(), path, &b)?;
+            let cf = self.pipeline.describer().factorize(&crop)?;
+            let k0 = f.v.rows();
+            out.extend((0..cf.v.rows()).map(|k| QueryFactor {
+                factor: k0 + k,
+                concept: cf.v.row(k).to_vec(),
+            }));
+        }
+        Ok((Some(out), None))
+    }
+
     /// Stage 3: the index searched with the descriptor (again with the expanded query when
-    /// asked), the hits cut to `top_k` and `min_score`, with their files.
-    fn retrieve(&self, q: &Query, vector: &[f32]) -> Result<Vec<SearchHit>> {
+    /// asked) and, when given, the query factors; the hits cut to `top_k` and `min_score`,
+    /// with their files.
+    fn retrieve(
+        &self,
+        q: &Query,
+        vector: &[f32],
+        factors: Option<&[QueryFactor]>,
+    ) -> Result<Vec<SearchHit>> {
         let depth = match q.expansion {
             Expansion::None => 0,
             Expansion::Average(n) | Expansion::Alpha { n, .. } => n,
         };
-        let mut hits = self.run_search(vector, q.top_k.max(depth), q)?;
+        let mut hits = self.run_search(vector, q.top_k.max(depth), q, factors)?;
         if depth > 0 && !hits.is_empty() {
             let mut neighbours = Vec::with_capacity(depth);
             for h in hits.iter().take(depth) {
                 if let Some(v) = self.index.descriptor(h.id)? {
-                    neighbours.push((h.score, v));
+                    neighbours.push((h.global, v));
                 }
             }
             let expanded = expand(vector, &neighbours, q.expansion);
-            hits = self.run_search(&expanded, q.top_k, q)?;
+            hits = self.run_search(&expanded, q.top_k, q, factors)?;
         }
         hits.truncate(q.top_k);
         if let Some(min) = q.min_score {
@@ -549,18 +748,30 @@ impl Searcher {
                 let doc = self.index.document(h.id)?.ok_or_else(|| {
                     Error::invalid(format!("hit {} vanished from the index", h.id))
                 })?;
+                let regional = factors.is_some();
                 Ok(SearchHit {
                     rank: i + 1,
                     id: h.id,
                     path: doc.meta.path,
                     score: h.score,
+                    global_score: regional.then_some(h.global),
+                    factor_score: regional.then_some(h.factor),
+                    factor_matches: h.matches.clone(),
                     location: None,
                 })
             })
             .collect()
     }
 
-    fn run_search(&self, vector: &[f32], k: usize, q: &Query) -> Result<Vec<crate::index::Hit>> {
+    /// One search: global, or factor-level when `factors` are given (global hits come back
+    /// as [`RegionalHit`]s with their cosine as every score and no matches).
+    fn run_search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        q: &Query,
+        factors: Option<&[QueryFactor]>,
+    ) -> Result<Vec<RegionalHit>> {
         let mut opts = SearchOptions::new().k(k);
         if let Some(ef) = q.ef_search {
             opts = opts.ef_search(ef);
@@ -572,7 +783,24 @@ impl Searcher {
                 SearchMode::Hnsw
             });
         }
-        self.index.search(self.pipeline.recipe(), vector, &opts)
+        let recipe = self.pipeline.recipe();
+        match factors {
+            Some(f) => self
+                .index
+                .search_factors(recipe, vector, f, &opts, &q.factor_search),
+            None => Ok(self
+                .index
+                .search(recipe, vector, &opts)?
+                .into_iter()
+                .map(|h| RegionalHit {
+                    id: h.id,
+                    score: h.score,
+                    global: h.score,
+                    factor: 0.0,
+                    matches: Vec::new(),
+                })
+                .collect()),
+        }
     }
 
     /// Stage 4: where `region` of the query is in the first hits, as the query asks; the
@@ -675,6 +903,15 @@ impl Searcher {
         }
         Ok(())
     }
+}
+
+/// Factor matches as text: `q3→f5 0.82, q1→f2 0.71` (query factor → image factor, cosine).
+pub fn describe_matches(matches: &[FactorMatch]) -> String {
+    matches
+        .iter()
+        .map(|m| format!("q{}→f{} {:.2}", m.query_factor, m.image_factor, m.score))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `f`, adding its duration in milliseconds to `slot`.

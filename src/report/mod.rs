@@ -361,6 +361,16 @@ impl SearchReport {
                 r.details.push(("id".into(), h.id.to_string()));
                 r.details
                     .push(("path".into(), h.path.display().to_string()));
+                if let (Some(g), Some(f)) = (h.global_score, h.factor_score) {
+                    r.details.push(("global score".into(), format!("{g:.4}")));
+                    r.details.push(("factor score".into(), format!("{f:.4}")));
+                }
+                if !h.factor_matches.is_empty() {
+                    r.details.push((
+                        "factor matches (query → image, cosine)".into(),
+                        crate::query::describe_matches(&h.factor_matches),
+                    ));
+                }
                 if let Some(loc) = &h.location {
                     if let Some(st) = loc.strength {
                         r.details
@@ -394,6 +404,19 @@ impl SearchReport {
                         .into(),
                 ));
             }
+        }
+        match (&results.query.factor_search, &results.query.factor_note) {
+            (Some(f), _) => all.push((
+                "factor-level search".into(),
+                format!(
+                    "λ {}, {}, query factors {:?}",
+                    f.get_weight(),
+                    f.get_aggregation(),
+                    results.query.query_factors
+                ),
+            )),
+            (None, Some(note)) => all.push(("factor-level search".into(), note.clone())),
+            (None, None) => {}
         }
         all.extend(settings);
         let t = &results.timings;

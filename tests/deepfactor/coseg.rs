@@ -5,7 +5,7 @@
 use crate::common;
 use deepfactor::coseg::{
     Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode, OneShotRule, Refine,
-    Threshold, DEFAULT_TAU_MERGE,
+    Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{score_mask, Mask, SetScores};
 use deepfactor::linalg::{Csr, Matrix};
@@ -315,6 +315,132 @@ fn one_shot_merges_the_planted_factors() {
         .is_err());
     assert!(coseg.one_shot(&stack, 9, &truth, &[2], 0.2).is_err());
     assert!(coseg.one_shot(&stack, 0, &truth, &[], 0.2).is_err());
+}
+
+/// A block of cells: first row, first column, rows, columns.
+type Block = (usize, usize, usize, usize);
+
+/// A set whose images hold two things away from the border: the object (channels 0–3) and a
+/// distractor (channels 4–5, a `3 × 3`-cell block) — both "common", so the border rule takes
+/// both; only an annotation says which one is meant.
+fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
+    let shapes = [
+        (10, 14, (3, 2, 4, 4), (3, 9)),
+        (11, 15, (4, 2, 4, 5), (2, 10)),
+        (10, 13, (2, 3, 5, 4), (5, 9)),
+        (12, 14, (3, 2, 5, 5), (6, 10)),
+        (10, 14, (4, 3, 4, 4), (2, 9)),
+    ];
+    let mut stack = FeatureStack::new(CHANNELS).unwrap();
+    let (mut acts, mut objects) = (Vec::new(), Vec::new());
+    for (i, &(rows, cols, obj, (dr, dc))) in shapes.iter().enumerate() {
+        let mut a = constructed(rows, cols, obj, false, i);
+        for r in dr..dr + 3 {
+            for c in dc..dc + 3 {
+                let row = a.data.row_mut(r * cols + c);
+                row.fill(0.0);
+                row[4] = 2.5 + 0.1 * ((r + c + i) % 3) as f32;
+                row[5] = 2.5;
+            }
+        }
+        stack
+            .push(format!("img{i}"), Path::new(&format!("img{i}.png")), &a)
+            .unwrap();
+        acts.push(a);
+        objects.push(obj);
+    }
+    (stack, acts, objects)
+}
+
+#[test]
+fn one_shot_by_appearance_keeps_the_annotated_object() {
+    // Unsupervised, the border rule takes the object and the distractor; the annotated image
+    // shows the object alone, and one-shot by appearance keeps it and drops the distractor in
+    // every other image: never worse than the unsupervised masks, and here better.
+    let (stack, acts, objects) = distractor_set();
+    let coseg = Coseg::builder().refine(Refine::None).build().unwrap();
+    assert_eq!(coseg.one_shot_mode(), OneShotMode::Appearance);
+    let unsupervised = coseg.run(&stack).unwrap();
+    let truth = object_mask(&acts[0], objects[0]);
+    let (model, choice) = coseg
+        .one_shot(&stack, 0, &truth, &DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE)
+        .unwrap();
+    assert_eq!(choice.runs.len(), 1);
+    assert_eq!(choice.runs[0].rule, OneShotRule::Appearance);
+    // The same factorization and factors as the unsupervised run; only the weighting differs.
+    assert_eq!(model.object, unsupervised.object);
+    assert_eq!(model.factors, unsupervised.factors);
+    assert!(choice.runs[0].iou > 0.6, "{choice:?}");
+    let (mut sum_one, mut sum_un) = (0.0, 0.0);
+    for i in 1..stack.len() {
+        let g = acts[i].grid;
+        let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
+        let t = object_mask(&acts[i], objects[i]);
+        let score = |m: &deepfactor::coseg::CosegModel| {
+            let seg = m.segment(i, &img).unwrap();
+            score_mask(&seg.mask, seg.bbox.as_ref(), &t).unwrap()
+        };
+        let (one, un) = (score(&model), score(&unsupervised));
+        assert!(
+            one.corloc && one.jaccard.unwrap() > 0.8,
+            "image {i}: {one:?}"
+        );
+        assert!(
+            one.jaccard.unwrap() >= un.jaccard.unwrap(),
+            "image {i}: one-shot {one:?}, unsupervised {un:?}"
+        );
+        sum_one += one.jaccard.unwrap();
+        sum_un += un.jaccard.unwrap();
+    }
+    assert!(sum_one > sum_un + 0.4, "{sum_one} vs {sum_un}");
+    // The object heatmap is zero on the distractor's cells.
+    let h = model.object_heatmap(1).unwrap();
+    let cols = h.grid().cols;
+    assert_eq!(h.values()[2 * cols + 10], 0.0);
+    // With γ = 0 the one-shot heatmaps are the unsupervised ones; γ outside [0, 1] is refused.
+    let (plain, _) = Coseg::builder()
+        .refine(Refine::None)
+        .appearance_weight(0.0)
+        .build()
+        .unwrap()
+        .one_shot(&stack, 0, &truth, &[8], 0.2)
+        .unwrap();
+    for i in 0..stack.len() {
+        assert_eq!(
+            plain.object_heatmap(i).unwrap(),
+            unsupervised.object_heatmap(i).unwrap()
+        );
+    }
+    assert!(Coseg::builder().appearance_weight(1.5).build().is_err());
+    // An annotation that marks nothing is refused, naming the image.
+    let err = coseg
+        .one_shot(
+            &stack,
+            0,
+            &Mask::empty(truth.width(), truth.height()),
+            &[8],
+            0.2,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("img0.png"), "{err}");
+    // The mode names round-trip; the thesis keeps its own one-shot.
+    for m in [
+        OneShotMode::Appearance,
+        OneShotMode::Matched,
+        OneShotMode::Select,
+        OneShotMode::Vote,
+    ] {
+        assert_eq!(m.name().parse::<OneShotMode>().unwrap(), m);
+    }
+    assert!("best".parse::<OneShotMode>().is_err());
+    assert_eq!(
+        CosegBuilder::thesis(Method::Border)
+            .build()
+            .unwrap()
+            .one_shot_mode(),
+        OneShotMode::Matched
+    );
 }
 
 /// Mask → box, the co-localization rule, on hand-made masks: the box around the largest

@@ -8,6 +8,7 @@ mod crash;
 mod golden;
 mod hostile;
 mod recall;
+mod regional;
 mod update;
 
 use deepfactor::index::{ImageMeta, IndexOptions, IndexWriter, NewImage, StoredFactors};

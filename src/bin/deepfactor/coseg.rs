@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use deepfactor::backbone::{Backbone, BackboneBuilder, BackboneKind, Padding, WeightSource};
 use deepfactor::coseg::{
-    Coseg, CosegBuilder, CosegModel, FeatureStack, Method, Normalise, OneShotChoice, OneShotRule,
-    Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
+    Coseg, CosegBuilder, CosegModel, FeatureStack, Method, Normalise, OneShotChoice, OneShotMode,
+    OneShotRule, Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{
     score_box, score_mask, CosegDatasetRecord, CosegGroundTruth, CosegImageRecord, CosegRecord,
@@ -73,6 +73,13 @@ pub struct CosegArgs {
     /// `first` (the first image of each class).
     #[arg(long, value_name = "IMAGE")]
     one_shot: Option<String>,
+    /// How --one-shot uses the annotated image: appearance (default: the unsupervised
+    /// co-segmentation weighted by the annotated object's appearance), matched (the thesis:
+    /// merged factor groups of K = 2, 4, 6, 8, the best fit on the annotated image), select
+    /// (those and each rank's unsupervised choice) or vote (the K = 8 unsupervised choice
+    /// corrected factor by factor).
+    #[arg(long, value_name = "MODE")]
+    one_shot_mode: Option<OneShotMode>,
     /// Write masks (`masks/<name>.png`), boxes (`boxes.txt`), overlays (`overlays/<name>.jpg`)
     /// and factor heatmaps (`heatmaps/<name>.json`) here (per class with --dataset).
     #[arg(long, value_name = "DIR")]
@@ -237,6 +244,12 @@ fn configure(args: &CosegArgs) -> anyhow::Result<Coseg> {
     };
     if let Some(k) = args.k {
         b = b.k(k);
+    }
+    if let Some(m) = args.one_shot_mode {
+        if args.one_shot.is_none() {
+            bail!("--one-shot-mode needs --one-shot IMAGE");
+        }
+        b = b.one_shot_mode(m);
     }
     Ok(b.build()?)
 }
@@ -530,6 +543,7 @@ fn rule_name(r: OneShotRule) -> &'static str {
         OneShotRule::Matched => "matched",
         OneShotRule::Auto => "auto",
         OneShotRule::Vote => "vote",
+        OneShotRule::Appearance => "appearance",
     }
 }
 

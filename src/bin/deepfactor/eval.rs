@@ -46,6 +46,29 @@ pub struct EvalArgs {
     /// With --index: weights file, if not the backbone's default.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// With --index: factor-level search — auto (region queries on an index with factor
+    /// vectors), off, or on (every query).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    factors: String,
+    /// With --index: weight λ of the factor score in the ranking (0..=1).
+    #[arg(long, value_name = "W", default_value_t = deepfactor::index::DEFAULT_FACTOR_WEIGHT)]
+    factor_weight: f32,
+    /// With --index: how an image's factor matches aggregate: best3 (mean best cosine, clipped
+    /// at 0 and cubed; default) or best (mean best cosine).
+    #[arg(long, value_name = "AGG", default_value = "best3")]
+    factor_agg: String,
+    /// With --index: query factors: query (those of the region) or with-crop (plus the
+    /// cut-out's factors).
+    #[arg(long, value_name = "SOURCE", default_value = "query")]
+    factor_source: String,
+    /// With --index: hits per query written with their scores and factor matches under
+    /// `top_hits` in the JSON record.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    report_hits: usize,
+    /// With --index: search with the HNSW graphs (global and factor vectors) instead of
+    /// exactly.
+    #[arg(long)]
+    hnsw: bool,
     /// With --index: write the rankings to this file.
     #[arg(long, value_name = "FILE")]
     save_ranking: Option<PathBuf>,
@@ -100,9 +123,12 @@ fn run_index(
     use crate::recipe_args::binarize_rule;
     use deepfactor::backbone::WeightSource;
     use deepfactor::eval::BoxHandling;
+    use deepfactor::index::FactorSearch;
     use deepfactor::localize::Localizer;
     use deepfactor::query::{run_benchmark, BenchmarkOptions};
-    use deepfactor::query::{BoxMode, Expansion, Searcher, SearcherOptions};
+    use deepfactor::query::{
+        BoxMode, Expansion, FactorMode, FactorSource, Searcher, SearcherOptions,
+    };
     let (box_mode, handling) = match args.box_mode.as_str() {
         "filter" => (Some(BoxMode::Filter), BoxHandling::Filter),
         "crop" => (Some(BoxMode::Crop), BoxHandling::Crop),
@@ -129,8 +155,16 @@ fn run_index(
         localize: args.localize,
         images: args.images.clone(),
         protocol,
+        exact: !args.hnsw,
+        factor_mode: args.factors.parse::<FactorMode>()?,
+        factor_search: FactorSearch::new()
+            .weight(args.factor_weight)
+            .aggregation(args.factor_agg.parse()?),
+        factor_source: args.factor_source.parse::<FactorSource>()?,
+        report_hits: args.report_hits,
         ..BenchmarkOptions::default()
     };
+    options.factor_search.validate()?;
     let bar = if args.json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -182,14 +216,56 @@ fn run_index(
             obj.insert("mean_kept_factors".into(), serde_json::json!(run.mean_kept));
             obj.insert("region_fallbacks".into(), serde_json::json!(run.fallbacks));
             obj.insert("mean_query_ms".into(), serde_json::json!(run.mean_query_ms));
+            obj.insert(
+                "mean_search_ms".into(),
+                serde_json::json!(run.mean_search_ms),
+            );
+            obj.insert(
+                "search_mode".into(),
+                serde_json::json!(if args.hnsw { "hnsw" } else { "exact" }),
+            );
+            obj.insert(
+                "factor_search".into(),
+                if run.factor_queries > 0 {
+                    serde_json::json!({
+                        "mode": options.factor_mode,
+                        "source": options.factor_source,
+                        "options": options.factor_search,
+                        "factor_vectors": "stored factor concepts (rows of V), unit length",
+                        "queries": run.factor_queries,
+                    })
+                } else {
+                    serde_json::Value::Null
+                },
+            );
+            obj.insert("factor_note".into(), serde_json::json!(run.factor_note));
+            obj.insert("top_hits".into(), serde_json::to_value(&run.top_hits)?);
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", table(&run.evaluation));
         println!(
-            "box {}, QE {}, mean factors kept {:.2}, fallbacks {}, {:.0} ms per query",
-            args.box_mode, args.qe, run.mean_kept, run.fallbacks, run.mean_query_ms
+            "box {}, QE {}, mean factors kept {:.2}, fallbacks {}, {:.0} ms per query ({:.1} ms search, {})",
+            args.box_mode,
+            args.qe,
+            run.mean_kept,
+            run.fallbacks,
+            run.mean_query_ms,
+            run.mean_search_ms,
+            if args.hnsw { "hnsw" } else { "exact" }
         );
+        if run.factor_queries > 0 {
+            println!(
+                "factor-level search on {} queries: λ {}, {}, query factors: {}",
+                run.factor_queries,
+                options.factor_search.get_weight(),
+                options.factor_search.get_aggregation(),
+                args.factor_source
+            );
+        }
+        if let Some(note) = &run.factor_note {
+            println!("note: {note}");
+        }
         if let Some(l) = &run.localization {
             println!(
                 "localization (joint NMF): mean IoU {:.2}%, CorLoc {:.2}% over {} boxes",

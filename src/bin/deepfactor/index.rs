@@ -151,6 +151,8 @@ fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
             "deleted": deleted,
             "bytes": bytes,
             "next_id": ix.next_id(),
+            "factor_vectors": ix.factor_vectors(),
+            "factor_search": ix.has_factor_vectors(),
             "settings": {
                 "vector_encoding": o.get_vector_encoding(),
                 "m": o.get_m(),
@@ -171,6 +173,15 @@ fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
         ix.len(),
         segments.len(),
         human_bytes(bytes)
+    );
+    println!(
+        "factors     {} factor vectors{}",
+        ix.factor_vectors(),
+        if ix.has_factor_vectors() {
+            ""
+        } else {
+            " (format 1 segments without them: `deepfactor index compact` adds them)"
+        }
     );
     println!(
         "settings    {} descriptors, m={}, ef_construction={}, graph from {} images, merge factor {}",

@@ -5,8 +5,12 @@ use crate::recipe_args::{binarize_rule, device};
 use anyhow::Context;
 use clap::Args;
 use deepfactor::backbone::WeightSource;
+use deepfactor::index::{FactorAggregation, FactorSearch};
 use deepfactor::localize::Localizer;
-use deepfactor::query::{BoxMode, Expansion, Localize, Query, Searcher, SearcherOptions};
+use deepfactor::query::{
+    describe_matches, BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher,
+    SearcherOptions,
+};
 use deepfactor::report::SearchReport;
 use deepfactor::BBox;
 use std::path::PathBuf;
@@ -53,6 +57,20 @@ pub struct SearchArgs {
     /// Search exhaustively instead of with the graph.
     #[arg(long)]
     exact: bool,
+    /// Factor-level search: auto (region queries on an index with factor vectors; default),
+    /// off, or on (every query).
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    factors: FactorMode,
+    /// Weight λ of the factor score in the ranking (0..=1).
+    #[arg(long, value_name = "W", default_value_t = deepfactor::index::DEFAULT_FACTOR_WEIGHT)]
+    factor_weight: f32,
+    /// How an image's factor matches aggregate: best3 (mean best cosine, clipped at 0 and
+    /// cubed; default) or best (mean best cosine).
+    #[arg(long, value_name = "AGG", default_value = "best3")]
+    factor_agg: FactorAggregation,
+    /// Query factors: query (those of the region) or with-crop (plus the cut-out's factors).
+    #[arg(long, value_name = "SOURCE", default_value = "query")]
+    factor_source: FactorSource,
     /// Weights file, if not the backbone's default (it must be the one the index was built
     /// with).
     #[arg(long, value_name = "FILE")]
@@ -84,7 +102,16 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         .localizer(loc);
     let searcher = Searcher::open(&a.index, options)
         .with_context(|| format!("opening {}", a.index.display()))?;
-    let mut q = Query::new(&a.image).box_mode(a.box_mode).top_k(a.top);
+    let mut q = Query::new(&a.image)
+        .box_mode(a.box_mode)
+        .top_k(a.top)
+        .factor_mode(a.factors)
+        .factor_search(
+            FactorSearch::new()
+                .weight(a.factor_weight)
+                .aggregation(a.factor_agg),
+        )
+        .factor_source(a.factor_source);
     if let Some(r) = &a.region {
         q = q.region(BBox::parse(r)?);
     }
@@ -150,7 +177,18 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             "note: no factor of the query lies mostly inside the box; the closest one was used"
         );
     }
-    println!("rank  score   box (x1,y1,x2,y2)       strength  path");
+    if let Some(note) = &results.query.factor_note {
+        eprintln!("note: {note}");
+    }
+    let regional = results.query.factor_search.is_some();
+    println!(
+        "rank  score   box (x1,y1,x2,y2)       strength  path{}",
+        if regional {
+            "  [global, factor score; factor matches query→image cosine]"
+        } else {
+            ""
+        }
+    );
     for h in &results.hits {
         let b = h.location.as_ref().and_then(|l| l.bbox).map_or_else(
             || "-".to_string(),
@@ -161,8 +199,15 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|l| l.strength)
             .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"));
+        let factor = match (h.global_score, h.factor_score) {
+            (Some(g), Some(f)) => format!(
+                "  [{g:.4}, {f:.4}; {}]",
+                describe_matches(&h.factor_matches)
+            ),
+            _ => String::new(),
+        };
         println!(
-            "{:>4}  {:.4}  {:<22}  {:>8}  {}",
+            "{:>4}  {:.4}  {:<22}  {:>8}  {}{factor}",
             h.rank,
             h.score,
             b,

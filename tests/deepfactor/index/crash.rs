@@ -145,6 +145,28 @@ fn check(dir: &Path, acked: u64) -> u64 {
         );
     }
     ix.verify().unwrap();
+    // Factor vectors survive too: one per non-zero stored concept of every live image with
+    // factors (verify checks each against its factor), searchable.
+    assert!(ix.has_factor_vectors());
+    let with_factors = model.live.iter().filter(|id| id.is_multiple_of(3)).count();
+    assert!(ix.factor_vectors() >= with_factors, "generation {g}");
+    if let Some(&id) = model.live.iter().find(|id| id.is_multiple_of(3)) {
+        let f = factors_for(id);
+        let q = [deepfactor::index::QueryFactor {
+            factor: 0,
+            concept: f.concept(0).unwrap(),
+        }];
+        let hits = ix
+            .search_factors(
+                &recipe(DIM),
+                &vector_for(id, DIM),
+                &q,
+                &deepfactor::index::SearchOptions::new().k(1),
+                &deepfactor::index::FactorSearch::new(),
+            )
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+    }
     g
 }
 

@@ -5,7 +5,10 @@
 //! the test can check every stored value.
 
 use super::{brute_force, factors_for, meta_for, recipe, small_options};
-use deepfactor::index::{Index, IndexWriter, NewImage, SearchMode, SearchOptions, VectorEncoding};
+use deepfactor::index::{
+    FactorSearch, Index, IndexWriter, NewImage, QueryFactor, SearchMode, SearchOptions,
+    VectorEncoding,
+};
 use std::path::{Path, PathBuf};
 
 const DIM: usize = 16;
@@ -35,11 +38,12 @@ fn image(id: u64, factors: bool) -> NewImage {
     }
 }
 
-/// `v1`: f32, a 40-image segment with a graph and factors on even ids, a 7-image segment
-/// with factors, three deletions. `v1-f16`: f16, one 35-image segment with a graph.
+/// `v1` and `v2`: f32, a 40-image segment with a graph and factors on even ids, a 7-image
+/// segment with factors, three deletions (`v2` with factor vectors and, in the first segment,
+/// their graph). `v1-f16`: f16, one 35-image segment with a graph.
 fn expected(name: &str) -> (Vec<u64>, fn(u64) -> bool) {
     match name {
-        "v1" => (
+        "v1" | "v2" => (
             (0..47).filter(|id| ![3, 17, 41].contains(id)).collect(),
             |id| id >= 40 || id.is_multiple_of(2),
         ),
@@ -50,7 +54,7 @@ fn expected(name: &str) -> (Vec<u64>, fn(u64) -> bool) {
 fn write(name: &str) {
     let dir = golden_dir(name);
     let r = recipe(DIM);
-    if name == "v1" {
+    if name != "v1-f16" {
         let mut w = IndexWriter::create(&dir, r.clone(), small_options()).unwrap();
         for id in 0..40 {
             w.add(&r, image(id, id.is_multiple_of(2))).unwrap();
@@ -79,15 +83,15 @@ fn write(name: &str) {
 #[test]
 #[ignore = "writes index-format/golden/; run by hand once per format version"]
 fn write_golden() {
-    for name in ["v1", "v1-f16"] {
-        let dir = golden_dir(name);
-        assert!(
-            !dir.exists(),
-            "{} exists: golden indexes of a released version are never rewritten",
-            dir.display()
-        );
-        write(name);
-    }
+    // The current version's golden indexes.
+    let name = "v2";
+    let dir = golden_dir(name);
+    assert!(
+        !dir.exists(),
+        "{} exists: golden indexes of a released version are never rewritten",
+        dir.display()
+    );
+    write(name);
 }
 
 #[allow(unsafe_code)]
@@ -119,10 +123,12 @@ fn check(dir: &Path, name: &str) {
             items.push((id, v));
         }
         let segs = ix.segments();
+        let version = if name.starts_with("v2") { 2 } else { 1 };
         assert!(
-            segs.iter().all(|s| s.format_version == 1),
-            "golden indexes are version 1"
+            segs.iter().all(|s| s.format_version == version),
+            "golden index {name} is version {version}"
         );
+        check_factor_vectors(&ix, name, &ids, has_factors);
         assert!(segs[0].graph_levels >= 1);
         for q in 0..5 {
             let query = golden_vector(1000 + q);
@@ -142,9 +148,42 @@ fn check(dir: &Path, name: &str) {
     }
 }
 
+/// Factor vectors: none in version 1 (factor search says how to upgrade), one per stored
+/// concept in version 2, each finding its image.
+fn check_factor_vectors(ix: &Index, name: &str, ids: &[u64], has_factors: fn(u64) -> bool) {
+    let q = |id: u64| QueryFactor {
+        factor: 0,
+        concept: factors_for(id).concept(1).unwrap(),
+    };
+    let run = |id: u64| {
+        ix.search_factors(
+            &recipe(DIM),
+            &golden_vector(id),
+            &[q(id)],
+            &SearchOptions::new().k(1).mode(SearchMode::Exact),
+            &FactorSearch::new().weight(1.0),
+        )
+    };
+    if name == "v1" {
+        assert!(!ix.has_factor_vectors());
+        let e = run(0).unwrap_err().to_string();
+        assert!(e.contains("deepfactor index compact"), "{e}");
+        return;
+    }
+    assert!(ix.has_factor_vectors());
+    let with: Vec<u64> = ids.iter().copied().filter(|&id| has_factors(id)).collect();
+    if name == "v2" {
+        assert!(ix.factor_vectors() >= with.len());
+        for &id in &with {
+            let hits = run(id).unwrap();
+            assert!((hits[0].matches[0].score - 1.0).abs() < 2e-3);
+        }
+    }
+}
+
 #[test]
 fn golden_indexes_reopen() {
-    for name in ["v1", "v1-f16"] {
+    for name in ["v1", "v1-f16", "v2"] {
         let dir = golden_dir(name);
         check(&dir, name);
         // A writer of this build continues an index of that version.
@@ -162,5 +201,16 @@ fn golden_indexes_reopen() {
         let ix = Index::open(&copy).unwrap();
         assert_eq!(ix.len(), expected(name).0.len() + 1);
         ix.verify().unwrap();
+        // Compaction upgrades to the current version: factor vectors from the stored factors.
+        w.compact().unwrap();
+        let ix = Index::open(&copy).unwrap();
+        ix.verify().unwrap();
+        assert!(ix.has_factor_vectors());
+        assert!(ix
+            .segments()
+            .iter()
+            .all(|s| s.format_version == deepfactor::index::FORMAT_VERSION));
+        let (ids, has_factors) = expected(name);
+        check_factor_vectors(&ix, "upgraded", &ids, has_factors);
     }
 }

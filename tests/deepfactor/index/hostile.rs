@@ -10,8 +10,8 @@
 
 use super::{child, image_for, recipe, small_options, vector_for};
 use deepfactor::index::{
-    check_manifest_bytes, check_segment_bytes, Index, IndexWriter, SearchMode, SearchOptions,
-    VectorEncoding,
+    check_manifest_bytes, check_segment_bytes, FactorSearch, Index, IndexWriter, QueryFactor,
+    SearchMode, SearchOptions, VectorEncoding,
 };
 use deepfactor::Error;
 use rand::{Rng, SeedableRng};
@@ -177,11 +177,16 @@ fn mutations(name: &str, orig: &[u8], rng: &mut ChaCha8Rng) -> Vec<Mutation> {
                 ("graph m", 24, 4),
                 ("graph entry", 28, 4),
                 ("factor channels", 32, 4),
+                ("factor vectors", 36, 4),
+                ("factor graph levels", 40, 4),
+                ("factor graph m0", 44, 4),
+                ("factor graph m", 48, 4),
+                ("factor graph entry", 52, 4),
             ] {
                 fields.push((format!("INFO {f}"), off + at, w));
             }
         }
-        if &k == b"GLVL" || &k == b"MOFF" || &k == b"FIDX" {
+        if &k == b"GLVL" || &k == b"MOFF" || &k == b"FIDX" || &k == b"RREF" || &k == b"RGLV" {
             fields.push((format!("first value of {tag}"), off, 4));
             fields.push((format!("first value of {tag} (8 bytes)"), off, 8));
         }
@@ -282,6 +287,19 @@ fn probe(dir: &Path, mapped: bool) -> Outcome {
             &r,
             &vector_for(9000 + q, DIM),
             &SearchOptions::new().k(5).mode(mode),
+        );
+    }
+    let concept = vec![0.5f32; 5];
+    for mode in [SearchMode::Exact, SearchMode::Hnsw] {
+        let _ = ix.search_factors(
+            &r,
+            &vector_for(9100, DIM),
+            &[QueryFactor {
+                factor: 0,
+                concept: concept.clone(),
+            }],
+            &SearchOptions::new().k(5).mode(mode),
+            &FactorSearch::new(),
         );
     }
     for d in ix.documents().flatten() {
@@ -451,4 +469,74 @@ fn hostile_files() {
         summary.is_some(),
         "the child did not run the loop:\n{stdout}\n{stderr}"
     );
+}
+
+/// Factor vectors that name owners out of range, disagree with the stored factors, or are
+/// counted wrongly: a clear error naming the file and the section, never a panic.
+#[test]
+fn factor_vector_damage_is_named() {
+    let tmp = super::tempdir();
+    let ix = fixtures(tmp.path()).remove(0);
+    let seg = std::fs::read_dir(&ix)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dfs"))
+        .find(|p| {
+            let b = std::fs::read(p).unwrap();
+            table(&b).iter().any(|(k, _, _)| k == b"RREF")
+        })
+        .expect("a segment with factor vectors");
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let orig = std::fs::read(&seg).unwrap();
+    let t = table(&orig);
+    let (_, rref, _) = *t.iter().find(|(k, _, _)| k == b"RREF").unwrap();
+    let (_, rvec, _) = *t.iter().find(|(k, _, _)| k == b"RVEC").unwrap();
+    let (_, info, _) = *t.iter().find(|(k, _, _)| k == b"INFO").unwrap();
+    let cases: Vec<(&str, usize, Vec<u8>, &str)> = vec![
+        (
+            "owner row out of range",
+            rref,
+            9999u32.to_le_bytes().to_vec(),
+            "RREF",
+        ),
+        (
+            "owner factor out of range",
+            rref + 4,
+            77u16.to_le_bytes().to_vec(),
+            "RREF",
+        ),
+        (
+            "vector changed",
+            rvec,
+            0x7bffu16.to_le_bytes().to_vec(),
+            "RVEC",
+        ),
+        (
+            "count wrong",
+            info + 36,
+            5u32.to_le_bytes().to_vec(),
+            "RVEC",
+        ),
+    ];
+    for (what, at, bytes, section) in cases {
+        let mut b = orig.clone();
+        b[at..at + bytes.len()].copy_from_slice(&bytes);
+        reseal(&mut b);
+        // Resealed, the file no longer matches its manifest's checksum: checked alone, as
+        // `Index::open` and `verify` check a segment.
+        let err = check_segment_bytes(&b, &seg).expect_err(what);
+        let Error::IndexFormat {
+            path, section: s, ..
+        } = &err
+        else {
+            panic!("{what}: not a format error: {err}");
+        };
+        assert_eq!(
+            path.file_name().unwrap().to_string_lossy(),
+            name,
+            "{what}: {err}"
+        );
+        assert!(s.contains(section), "{what}: {err}");
+    }
+    check_segment_bytes(&orig, &seg).unwrap();
 }
