@@ -1,6 +1,7 @@
 //! Exact search: every stored descriptor against the query, in parallel chunks, keeping the
 //! best `k` of each chunk and merging them.
 
+use super::hnsw::simd_dot;
 use half::f16;
 use rayon::prelude::*;
 use std::cmp::{Ordering, Reverse};
@@ -72,6 +73,7 @@ pub(crate) struct Scorer<'a> {
     vectors: Vectors<'a>,
     query: &'a [f32],
     scratch: Vec<f32>,
+    arch: pulp::Arch,
 }
 
 impl<'a> Scorer<'a> {
@@ -85,6 +87,7 @@ impl<'a> Scorer<'a> {
             vectors,
             query,
             scratch,
+            arch: pulp::Arch::new(),
         }
     }
 
@@ -94,11 +97,11 @@ impl<'a> Scorer<'a> {
         match self.vectors {
             Vectors::F32(v, d) => v
                 .get(r * d..(r + 1) * d)
-                .map_or(0.0, |x| dot(x, self.query)),
+                .map_or(0.0, |x| simd_dot(self.arch, x, self.query)),
             Vectors::F16(v, d) => match v.get(r * d..(r + 1) * d) {
                 Some(x) => {
                     f16_into(x, &mut self.scratch);
-                    dot(&self.scratch, self.query)
+                    simd_dot(self.arch, &self.scratch, self.query)
                 }
                 None => 0.0,
             },

@@ -1,10 +1,11 @@
 //! HNSW graphs (Malkov & Yashunin, "Efficient and robust approximate nearest neighbor search
 //! using Hierarchical Navigable Small World graphs", TPAMI 2018).
 //!
-//! We use `hnsw_rs` only to *build* a graph, with a distance of our own ([`ClampedDot`]),
-//! then flatten its neighbour lists into fixed-stride `u32` arrays ([`FlatGraph`]) that a
-//! segment stores as raw sections, and search those arrays directly (from memory or a memory
-//! map) with our own beam search. Every link read from a file is range-checked as it is
+//! [`FlatGraph::build`] builds a graph in parallel straight into fixed-stride `u32` arrays
+//! (the `build` submodule) that a segment stores as raw sections, and we search those arrays
+//! directly (from memory or a memory map) with our own beam search. [`build_hnsw`] and
+//! [`FlatGraph::from_hnsw`], the former build path through `hnsw_rs` (with a distance of our
+//! own, [`ClampedDot`]), stay as the baseline the bench measures against. Every link read from a file is range-checked as it is
 //! followed, so a damaged graph gives worse results, never a panic.
 
 use super::exact::{Cand, Scorer, TopK, Vectors};
@@ -14,10 +15,14 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+mod build;
+pub(crate) use build::simd_dot;
+pub use build::PARALLEL_MIN_ROWS;
+
 /// Default links per node in the upper layers (`m`); layer 0 keeps `2·m`.
 pub const DEFAULT_M: usize = 16;
 /// Default beam width while building (`ef_construction`).
-pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
+pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
 /// Default beam width while searching (`ef_search`).
 pub const DEFAULT_EF_SEARCH: usize = 128;
 /// Most layers a stored graph may have.
@@ -45,7 +50,8 @@ impl Distance<f32> for ClampedDot {
 }
 
 /// Builds an hnsw_rs graph over `vectors` (`rows × dim`, row-major; rows become data ids
-/// `0..rows`), inserting in parallel.
+/// `0..rows`), inserting in parallel: the former build path, kept as the bench's baseline
+/// (the index builds with [`FlatGraph::build`]).
 pub fn build_hnsw(
     vectors: &[f32],
     dim: usize,
@@ -97,6 +103,29 @@ pub struct FlatGraph {
 }
 
 impl FlatGraph {
+    /// Builds the graph of `vectors` (`rows × dim`, row-major, unit length; rows become
+    /// rows `0..rows` of the graph) with `m` links per node in the upper layers (`2·m` in
+    /// layer 0) and beam width `ef_construction`, inserting in parallel on the current rayon
+    /// pool for [`PARALLEL_MIN_ROWS`] rows or more (see the `build` module).
+    pub fn build(
+        vectors: &[f32],
+        dim: usize,
+        m: usize,
+        ef_construction: usize,
+    ) -> Result<FlatGraph> {
+        check_params(m, ef_construction)?;
+        if dim == 0 || !vectors.len().is_multiple_of(dim) {
+            return Err(Error::invalid(format!(
+                "hnsw: {} values are not rows of {dim}",
+                vectors.len()
+            )));
+        }
+        if vectors.len() / dim > NO_LINK as usize {
+            return Err(Error::invalid("hnsw: too many rows for 32-bit links"));
+        }
+        Ok(build::build(vectors, dim, m, ef_construction))
+    }
+
     /// Flattens an hnsw_rs graph whose data ids are rows `0..rows`.
     pub fn from_hnsw(hnsw: &Hnsw<'_, f32, ClampedDot>, rows: usize) -> Result<FlatGraph> {
         let m = hnsw.get_max_nb_connection() as usize;
@@ -194,6 +223,12 @@ impl FlatGraph {
             }
             start += size;
         }
+    }
+
+    /// Mean number of links per row in layer 0.
+    pub fn mean_links0(&self) -> f64 {
+        let used = self.layer0.iter().filter(|&&l| l != NO_LINK).count();
+        used as f64 / self.rows.max(1) as f64
     }
 
     /// Number of layers, layer 0 included.
@@ -459,27 +494,95 @@ mod tests {
         assert_eq!(ClampedDot.eval(&[-1.0, 0.0], &[1.0, 0.0]), 2.0);
     }
 
-    #[test]
-    fn flat_graph_finds_itself() {
-        let dim = 8;
-        let rows = 300;
+    /// Unit rows of pseudo-random values (a hash of row and column), in 20 clusters.
+    fn rows(rows: usize, dim: usize) -> Vec<f32> {
+        let u = |x: u64| {
+            let mut z = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            ((z ^ (z >> 29)) >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
         let mut v = Vec::new();
         for r in 0..rows {
-            let row: Vec<f32> = (0..dim).map(|j| ((r * 7 + j * 13) as f32).sin()).collect();
+            let c = (r % 20) as u64;
+            let row: Vec<f32> = (0..dim as u64)
+                .map(|j| u(c << 32 | j) + 0.5 * u((r as u64) << 20 | j | 1 << 62))
+                .collect();
             let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.extend(row.iter().map(|x| x / n));
         }
-        let h = build_hnsw(&v, dim, 8, 64).unwrap();
-        let g = FlatGraph::from_hnsw(&h, rows).unwrap();
-        assert_eq!(g.layer0.len(), rows * 16);
-        let mut hits = 0;
-        for r in 0..rows {
+        v
+    }
+
+    /// Fraction of `queries` rows that find themselves first at beam width `ef`.
+    fn self_hits(
+        g: &FlatGraph,
+        v: &[f32],
+        dim: usize,
+        ef: usize,
+        queries: impl Iterator<Item = usize>,
+    ) -> f64 {
+        let (mut hits, mut n) = (0, 0);
+        for r in queries {
             let q = &v[r * dim..(r + 1) * dim];
-            let res = g.search(&v, dim, q, 1, 32);
-            if res.first().map(|x| x.0) == Some(r as u32) {
+            if g.search(v, dim, q, 1, ef).first().map(|x| x.0) == Some(r as u32) {
                 hits += 1;
             }
+            n += 1;
         }
-        assert!(hits >= rows * 98 / 100, "{hits}/{rows}");
+        hits as f64 / n as f64
+    }
+
+    /// Every link is a row, no row links to itself or twice to another, used slots come
+    /// first, every row has a link.
+    fn check_links(g: &FlatGraph) {
+        for r in 0..g.rows {
+            let s = &g.layer0[r * g.m0..(r + 1) * g.m0];
+            let used = s.iter().position(|&l| l == NO_LINK).unwrap_or(s.len());
+            assert!(used > 0 || g.rows == 1, "row {r} has no link");
+            assert!(s[used..].iter().all(|&l| l == NO_LINK));
+            let mut l: Vec<u32> = s[..used].to_vec();
+            assert!(l.iter().all(|&x| (x as usize) < g.rows && x as usize != r));
+            l.sort_unstable();
+            l.dedup();
+            assert_eq!(l.len(), used, "row {r} links twice to a row");
+        }
+    }
+
+    #[test]
+    fn flat_graph_finds_itself() {
+        let (dim, n) = (8, 300);
+        let v = rows(n, dim);
+        let g = FlatGraph::build(&v, dim, 8, 64).unwrap();
+        assert_eq!(g.layer0.len(), n * 16);
+        check_links(&g);
+        let hits = self_hits(&g, &v, dim, 32, 0..n);
+        assert!(hits >= 0.98, "{hits}");
+        // Below PARALLEL_MIN_ROWS the build is sequential: the same graph every time.
+        assert_eq!(g, FlatGraph::build(&v, dim, 8, 64).unwrap());
+        // The former path (hnsw_rs), on one thread so that it is deterministic too.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let h = one.install(|| build_hnsw(&v, dim, 8, 64)).unwrap();
+        let old = FlatGraph::from_hnsw(&h, n).unwrap();
+        check_links(&old);
+        let hits = self_hits(&old, &v, dim, 32, 0..n);
+        assert!(hits >= 0.98, "{hits}");
+    }
+
+    #[test]
+    fn parallel_build_finds_itself() {
+        let (dim, n) = (16, PARALLEL_MIN_ROWS + 1000);
+        let v = rows(n, dim);
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let g = two.install(|| FlatGraph::build(&v, dim, 16, 64)).unwrap();
+        check_links(&g);
+        assert!(g.levels() >= 2);
+        let hits = self_hits(&g, &v, dim, 64, (0..n).step_by(41));
+        assert!(hits >= 0.98, "{hits}");
     }
 }

@@ -60,8 +60,8 @@
 //! ```
 //!
 //! Modules: `format` (the container every file uses), `storage` (heap or memory-mapped
-//! bytes; the crate's only `unsafe`), `segment`, `manifest`, `hnsw` (graph building with
-//! hnsw_rs, flat storage, our beam search), `exact`, `reader` ([`Index`]), `writer`
+//! bytes; the crate's only `unsafe`), `segment`, `manifest`, `hnsw` (parallel graph building
+//! into flat arrays, our beam search), `exact`, `reader` ([`Index`]), `writer`
 //! ([`IndexWriter`]) and `update` (the [`Extractor`] seam and folder updates).
 #![warn(missing_docs)]
 
@@ -84,7 +84,7 @@ pub use factors::{StoredFactors, MAX_CHANNELS, MAX_FACTORS, MAX_HEATMAP_SIDE};
 pub use format::{FORMAT_VERSION, OLDEST_SUPPORTED_FORMAT_VERSION};
 pub use hnsw::{
     build_hnsw, ClampedDot, FlatGraph, DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_M,
-    MAX_LEVELS, MAX_M,
+    MAX_LEVELS, MAX_M, PARALLEL_MIN_ROWS,
 };
 pub use options::{
     IndexOptions, SearchMode, SearchOptions, DEFAULT_EXACT_THRESHOLD, DEFAULT_GRAPH_MIN_DOCS,

@@ -2,7 +2,7 @@
 //! visible atomically at [`IndexWriter::commit`]; a crash before that loses only them.
 
 use super::factors::StoredFactors;
-use super::hnsw::{build_hnsw, FlatGraph};
+use super::hnsw::FlatGraph;
 use super::manifest::{self, ManifestRecord, SegmentRecord, SettingsRecord};
 use super::options::IndexOptions;
 use super::reader::{Index, LiveSegment, OpenMode};
@@ -451,6 +451,41 @@ impl IndexWriter {
     }
 
     fn commit_inner(&mut self, merge_all: bool) -> Result<CommitReport> {
+        let mut fresh = None;
+        let result = self.commit_steps(merge_all, &mut fresh);
+        if result.is_err() {
+            if let Some(seg) = fresh {
+                // The new segment was written and read back, which freed the pending
+                // descriptors (see `build_and_write`); the commit failed later, so they are
+                // pending again: take them back from it (they are the values it stores).
+                self.restore_pending_vectors(&seg);
+            }
+        }
+        result
+    }
+
+    /// Refills the pending descriptors from `seg`, the segment written from them.
+    fn restore_pending_vectors(&mut self, seg: &Segment) {
+        if !self.pending_vectors.is_empty() {
+            return;
+        }
+        let v = seg.vectors();
+        let rows: Option<Vec<Vec<f32>>> = (0..seg.docs()).map(|r| v.row(r)).collect();
+        match rows {
+            Some(rows) if rows.len() == self.pending.len() => {
+                self.pending_vectors = rows.concat();
+            }
+            // Cannot happen for a segment that passed its checks; keep the writer
+            // consistent all the same (like a crash, this loses only uncommitted adds).
+            _ => self.pending.clear(),
+        }
+    }
+
+    fn commit_steps(
+        &mut self,
+        merge_all: bool,
+        fresh: &mut Option<Arc<Segment>>,
+    ) -> Result<CommitReport> {
         let deleted = self.pending_deletes();
         let single_clean = self.snapshot.live_segments().len() <= 1
             && self
@@ -489,7 +524,9 @@ impl IndexWriter {
         if !self.pending.is_empty() {
             let number = next_segment;
             next_segment += 1;
-            work.push(self.write_pending(number, &options)?);
+            let w = self.write_pending(number, &options)?;
+            *fresh = Some(w.seg.clone());
+            work.push(w);
         }
         let mut merged = 0;
         // Each round merges disjoint groups; a merged segment may complete a larger size
@@ -595,7 +632,7 @@ impl IndexWriter {
             Ok(())
         };
         let path = self.dir.join(manifest::segment_name(number));
-        build_and_write(
+        let result = build_and_write(
             &path,
             number,
             &ids,
@@ -607,7 +644,13 @@ impl IndexWriter {
             &dims,
             &mut blob,
             options,
-        )
+        );
+        if result.is_err() && self.pending_vectors.is_empty() {
+            // The segment was written but could not be read back, after the descriptors
+            // were freed: the uncommitted adds are gone, as after a crash.
+            self.pending.clear();
+        }
+        result
     }
 
     /// Merges the live rows of `sources` into segment `number`; `None` if none is live.
@@ -735,13 +778,14 @@ impl IndexWriter {
 }
 
 /// Builds the graph (if the segment is large enough), writes segment `number` at `path`,
-/// and opens it again.
+/// and opens it again. `vectors` is emptied (and its memory freed) once the file is written,
+/// before it is read back, so that the descriptors are never held twice.
 #[allow(clippy::too_many_arguments)]
 fn build_and_write(
     path: &Path,
     number: u64,
     ids: &[u64],
-    vectors: &mut [f32],
+    vectors: &mut Vec<f32>,
     dim: usize,
     meta: &[Cow<'_, [u8]>],
     factor_channels: Option<usize>,
@@ -757,8 +801,12 @@ fn build_and_write(
         }
     }
     let graph = if n >= options.get_graph_min_docs() {
-        let h = build_hnsw(vectors, dim, options.get_m(), options.get_ef_construction())?;
-        Some(FlatGraph::from_hnsw(&h, n)?)
+        Some(FlatGraph::build(
+            vectors,
+            dim,
+            options.get_m(),
+            options.get_ef_construction(),
+        )?)
     } else {
         None
     };
@@ -788,13 +836,12 @@ fn build_and_write(
     }
     let region_graph = match factor_channels {
         Some(c) if !region_refs.is_empty() && region_refs.len() >= options.get_graph_min_docs() => {
-            let h = build_hnsw(
+            Some(FlatGraph::build(
                 &region_vectors,
                 c,
                 options.get_m(),
                 options.get_ef_construction(),
-            )?;
-            Some(FlatGraph::from_hnsw(&h, region_refs.len())?)
+            )?)
         }
         _ => None,
     };
@@ -815,6 +862,8 @@ fn build_and_write(
     let (file_len, header_hash) = write_segment(path, &content, blob)?;
     drop(graph);
     drop(region_graph);
+    drop(region_vectors);
+    *vectors = Vec::new();
     let seg = Segment::open(path, OpenMode::Read)?;
     if seg.container.header_hash != header_hash {
         return Err(super::format::bad(
