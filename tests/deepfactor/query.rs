@@ -17,6 +17,16 @@ use std::process::Command;
 /// The Bastoncini box in `box_in_scene.jpg`.
 const BOX_REGION: &str = "90,150,255,280";
 
+/// Localized in the query photo itself, the region comes back where it was asked: the box
+/// covers most of the region and is centred in it. (The joint variants with matched selection
+/// may take in the object's surroundings, so overlap alone would ask for more than they promise;
+/// a box elsewhere in the photo, or the whole photo, fails.)
+fn comes_back(found: &BBox, region: &BBox) -> bool {
+    let covered = found.intersection(region).map_or(0.0, |b| b.area()) / region.area();
+    let (cx, cy) = ((found.x1 + found.x2) / 2.0, (found.y1 + found.y2) / 2.0);
+    covered >= 0.7 && region.contains(cx, cy) && found.iou(region) > 0.2
+}
+
 fn photos() -> PathBuf {
     common::repo_root().join("examples/photos")
 }
@@ -105,7 +115,7 @@ fn region_search_localizes_and_reports() {
         .find(|h| name(&h.path) == "box_in_scene.jpg")
         .unwrap();
     let own_box = own.location.as_ref().unwrap().bbox.unwrap();
-    assert!(own_box.iou(&region) > 0.3, "{own_box:?}");
+    assert!(comes_back(&own_box, &region), "{own_box:?}");
 
     // Crop mode describes the cut-out: a different vector, same leader.
     let crop = searcher
@@ -166,7 +176,7 @@ fn region_search_localizes_and_reports() {
         .find(|h| name(&h.path) == "box_in_scene.jpg")
         .unwrap();
     let own_box = own.location.as_ref().unwrap().bbox.unwrap();
-    assert!(own_box.iou(&region) > 0.3, "{own_box:?}");
+    assert!(comes_back(&own_box, &region), "{own_box:?}");
 
     // A region outside the image is refused with a clear error.
     let err = searcher
