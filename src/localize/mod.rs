@@ -284,9 +284,10 @@ pub struct Located {
     /// query factor it stands for (joint: the kept factor; stored: the kept query factor it
     /// was matched to).
     pub factor_maps: Vec<(usize, Heatmap)>,
-    /// Joint localization with a calibrated threshold: the peak of the region's heatmaps here
-    /// relative to their peak in the query (1 for the query itself; a small fraction where
-    /// the region is probably not there). `None` otherwise.
+    /// Joint localization: the peak of the region's heatmaps here relative to their peak in
+    /// the query (1 for the query itself; a small fraction where the region is probably not
+    /// there) — with matched selection always, with the thesis' selection under a calibrated
+    /// threshold. `None` for stored localization (see `fill`) and otherwise.
     #[serde(default)]
     pub strength: Option<f32>,
     /// The region fill ([`region_fill`]) from the image's stored factors, when known.
@@ -632,7 +633,22 @@ impl Localizer {
         let uq = &joint.u_per_image[0];
         let query_maps = Heatmap::columns(uq, query.grid)?;
         let filter = filter_factors(&query_maps, bbox, self.cfg.mass_threshold);
+        // One joint factorization puts every image on one scale: the weighted sum of the kept
+        // factors peaks in each image at a level comparable with its peak in the query.
+        let raw_peak = |u: &Matrix| -> f32 {
+            (0..u.rows())
+                .map(|r| {
+                    kept.iter()
+                        .zip(&weights)
+                        .map(|(&f, &w)| w * u.get(r, f).max(0.0))
+                        .sum::<f32>()
+                })
+                .fold(0.0f32, f32::max)
+        };
+        let query_peak = raw_peak(uq);
         let locate = |u: &Matrix, grid: CellGrid| -> Result<Located> {
+            let peak = raw_peak(u);
+            let strength = (query_peak > 0.0 && peak.is_finite()).then(|| peak / query_peak);
             let maps = kept
                 .iter()
                 .map(|&f| Heatmap::from_column(u, f, grid))
@@ -648,7 +664,7 @@ impl Localizer {
                 bbox: heatmap.region_box(binarize),
                 heatmap,
                 factor_maps,
-                strength: None,
+                strength,
                 fill: None,
                 whole_view: false,
             })
