@@ -342,12 +342,7 @@ pub struct JointLocalization {
 /// The average of the `kept` columns of `u` (heatmaps over `grid`), each first scaled to a
 /// maximum of 1, scaled to a maximum of 1: a region's heatmap from its factors.
 pub fn kept_average(u: &Matrix, grid: CellGrid, kept: &[usize]) -> Result<Heatmap> {
-    let maps = kept
-        .iter()
-        .map(|&f| Heatmap::from_column(u, f, grid))
-        .collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&Heatmap> = maps.iter().collect();
-    Heatmap::average(grid, &refs, &vec![1.0; refs.len()])
+    Ok(kept_maps(u, kept, &vec![1.0; kept.len()], grid)?.0)
 }
 
 /// The fraction of the maximum (5%, 10%, …, 95%) whose box around the query's averaged
@@ -422,13 +417,7 @@ impl Localizer {
         bbox: &BBox,
         targets: &[&Activations],
     ) -> Result<JointLocalization> {
-        let c = query.data.cols();
-        if let Some(t) = targets.iter().find(|t| t.data.cols() != c) {
-            return Err(Error::invalid(format!(
-                "localization needs activations with equal channels ({c} for the query, {} for a target)",
-                t.data.cols()
-            )));
-        }
+        equal_channels(query, targets)?;
         let mut mats = vec![balanced(&query.data)];
         mats.extend(targets.iter().map(|t| balanced(&t.data)));
         let refs: Vec<&Matrix> = mats.iter().collect();
@@ -460,12 +449,7 @@ impl Localizer {
             other => other,
         };
         let locate = |u: &Matrix, grid: CellGrid| -> Result<Located> {
-            let maps = kept
-                .iter()
-                .map(|&f| Heatmap::from_column(u, f, grid))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&Heatmap> = maps.iter().collect();
-            let heatmap = Heatmap::average(grid, &refs, &weights)?;
+            let (heatmap, factor_maps) = kept_maps(u, &kept, &weights, grid)?;
             let (bbox, strength) = match absolute {
                 Some((level, frac, peak)) => {
                     let sum = raw_sum(u, grid)?;
@@ -483,11 +467,6 @@ impl Localizer {
                 }
                 None => (heatmap.region_box(rule), None),
             };
-            let factor_maps = kept
-                .iter()
-                .copied()
-                .zip(maps.into_iter().map(Heatmap::unit_max))
-                .collect();
             Ok(Located {
                 bbox,
                 heatmap,
@@ -592,13 +571,7 @@ impl Localizer {
         targets: &[&Activations],
         binarize: Binarize,
     ) -> Result<JointLocalization> {
-        let c = query.data.cols();
-        if let Some(t) = targets.iter().find(|t| t.data.cols() != c) {
-            return Err(Error::invalid(format!(
-                "localization needs activations with equal channels ({c} for the query, {} for a target)",
-                t.data.cols()
-            )));
-        }
+        let c = equal_channels(query, targets)?;
         if let Some(q) = concepts.iter().find(|q| q.vector.len() != c) {
             return Err(Error::invalid(format!(
                 "query concept of {} channels for activations of {c}",
@@ -649,17 +622,7 @@ impl Localizer {
         let locate = |u: &Matrix, grid: CellGrid| -> Result<Located> {
             let peak = raw_peak(u);
             let strength = (query_peak > 0.0 && peak.is_finite()).then(|| peak / query_peak);
-            let maps = kept
-                .iter()
-                .map(|&f| Heatmap::from_column(u, f, grid))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&Heatmap> = maps.iter().collect();
-            let heatmap = Heatmap::average(grid, &refs, &weights)?;
-            let factor_maps = kept
-                .iter()
-                .copied()
-                .zip(maps.into_iter().map(Heatmap::unit_max))
-                .collect();
+            let (heatmap, factor_maps) = kept_maps(u, &kept, &weights, grid)?;
             Ok(Located {
                 bbox: heatmap.region_box(binarize),
                 heatmap,
@@ -688,6 +651,40 @@ impl Localizer {
             targets: targets_located,
         })
     }
+}
+
+/// Checks that every target has the query's channels; returns their number.
+fn equal_channels(query: &Activations, targets: &[&Activations]) -> Result<usize> {
+    let c = query.data.cols();
+    match targets.iter().find(|t| t.data.cols() != c) {
+        Some(t) => Err(Error::invalid(format!(
+            "localization needs activations with equal channels ({c} for the query, {} for a target)",
+            t.data.cols()
+        ))),
+        None => Ok(c),
+    }
+}
+
+/// The weighted average of the `kept` columns of one image's joint `u` as heatmaps over
+/// `grid`, and each of them scaled to a maximum of 1, labelled with its factor.
+fn kept_maps(
+    u: &Matrix,
+    kept: &[usize],
+    weights: &[f32],
+    grid: CellGrid,
+) -> Result<(Heatmap, Vec<(usize, Heatmap)>)> {
+    let maps = kept
+        .iter()
+        .map(|&f| Heatmap::from_column(u, f, grid))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Heatmap> = maps.iter().collect();
+    let heatmap = Heatmap::average(grid, &refs, weights)?;
+    let factor_maps = kept
+        .iter()
+        .copied()
+        .zip(maps.into_iter().map(Heatmap::unit_max))
+        .collect();
+    Ok((heatmap, factor_maps))
 }
 
 #[cfg(test)]
