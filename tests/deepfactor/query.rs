@@ -8,7 +8,7 @@ use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
 use deepfactor::index::{update_from_folder, IndexOptions, IndexWriter, UpdateOptions};
 use deepfactor::localize::Localizer;
 use deepfactor::pipeline::Pipeline;
-use deepfactor::query::{expand, BoxMode, Expansion, Localize, Query, Searcher};
+use deepfactor::query::{expand, BoxMode, Expansion, Localize, Query, SearchResults, Searcher};
 use deepfactor::report::SearchReport;
 use deepfactor::BBox;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,16 @@ use std::process::Command;
 
 /// The Bastoncini box in `box_in_scene.jpg`.
 const BOX_REGION: &str = "90,150,255,280";
+
+/// The box found in the query photo itself among the hits.
+fn own_box(results: &SearchResults) -> BBox {
+    let own = results
+        .hits
+        .iter()
+        .find(|h| name(&h.path) == "box_in_scene.jpg")
+        .expect("the query photo among the hits");
+    own.location.as_ref().unwrap().bbox.unwrap()
+}
 
 /// Localized in the query photo itself, the region comes back where it was asked: the box
 /// covers most of the region and is centred in it. (The joint variants with matched selection
@@ -109,13 +119,8 @@ fn region_search_localizes_and_reports() {
         assert_eq!(loc.heatmap.values().len(), loc.heatmap.grid().len());
     }
     // Localized in the query photo itself, the region comes back where it was asked.
-    let own = filter
-        .hits
-        .iter()
-        .find(|h| name(&h.path) == "box_in_scene.jpg")
-        .unwrap();
-    let own_box = own.location.as_ref().unwrap().bbox.unwrap();
-    assert!(comes_back(&own_box, &region), "{own_box:?}");
+    let found = own_box(&filter);
+    assert!(comes_back(&found, &region), "{found:?}");
 
     // Crop mode describes the cut-out: a different vector, same leader.
     let crop = searcher
@@ -170,13 +175,8 @@ fn region_search_localizes_and_reports() {
         let loc = h.location.as_ref().expect("every hit localized");
         assert!(loc.bbox.is_some(), "{:?}", h.path);
     }
-    let own = recon
-        .hits
-        .iter()
-        .find(|h| name(&h.path) == "box_in_scene.jpg")
-        .unwrap();
-    let own_box = own.location.as_ref().unwrap().bbox.unwrap();
-    assert!(comes_back(&own_box, &region), "{own_box:?}");
+    let found = own_box(&recon);
+    assert!(comes_back(&found, &region), "{found:?}");
 
     // A region outside the image is refused with a clear error.
     let err = searcher
