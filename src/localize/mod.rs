@@ -429,12 +429,7 @@ impl Localizer {
         let weights = vec![1.0; kept.len()];
         // In a joint factorization every image's heatmaps share one scale, so a calibrated
         // threshold carries over as an absolute level: the sum of the kept heatmaps.
-        let raw_sum = |u: &Matrix, grid: CellGrid| -> Result<Heatmap> {
-            let sum = (0..u.rows())
-                .map(|r| kept.iter().map(|&f| u.get(r, f).max(0.0)).sum())
-                .collect();
-            Heatmap::new(grid, sum)
-        };
+        let raw_sum = |u: &Matrix, grid: CellGrid| kept_sum(u, &kept, &weights, grid);
         let absolute = if self.cfg.binarize == Binarize::Calibrated {
             let qsum = raw_sum(uq, query.grid)?;
             let peak = qsum.max();
@@ -608,19 +603,9 @@ impl Localizer {
         let filter = filter_factors(&query_maps, bbox, self.cfg.mass_threshold);
         // One joint factorization puts every image on one scale: the weighted sum of the kept
         // factors peaks in each image at a level comparable with its peak in the query.
-        let raw_peak = |u: &Matrix| -> f32 {
-            (0..u.rows())
-                .map(|r| {
-                    kept.iter()
-                        .zip(&weights)
-                        .map(|(&f, &w)| w * u.get(r, f).max(0.0))
-                        .sum::<f32>()
-                })
-                .fold(0.0f32, f32::max)
-        };
-        let query_peak = raw_peak(uq);
+        let query_peak = kept_sum(uq, &kept, &weights, query.grid)?.max();
         let locate = |u: &Matrix, grid: CellGrid| -> Result<Located> {
-            let peak = raw_peak(u);
+            let peak = kept_sum(u, &kept, &weights, grid)?.max();
             let strength = (query_peak > 0.0 && peak.is_finite()).then(|| peak / query_peak);
             let (heatmap, factor_maps) = kept_maps(u, &kept, &weights, grid)?;
             Ok(Located {
@@ -663,6 +648,20 @@ fn equal_channels(query: &Activations, targets: &[&Activations]) -> Result<usize
         ))),
         None => Ok(c),
     }
+}
+
+/// The weighted sum of the `kept` columns of one image's joint `u` (negative entries as 0),
+/// unscaled: in one joint factorization every image's sums share one scale.
+fn kept_sum(u: &Matrix, kept: &[usize], weights: &[f32], grid: CellGrid) -> Result<Heatmap> {
+    let sum = (0..u.rows())
+        .map(|r| {
+            kept.iter()
+                .zip(weights)
+                .map(|(&f, &w)| w * u.get(r, f).max(0.0))
+                .sum()
+        })
+        .collect();
+    Heatmap::new(grid, sum)
 }
 
 /// The weighted average of the `kept` columns of one image's joint `u` as heatmaps over
