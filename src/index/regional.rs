@@ -787,6 +787,45 @@ mod tests {
     }
 
     #[test]
+    fn crop_lift_by_hand() {
+        // Region scores 0, 1, 2, 3 (mean 1.5, sd √1.25); cut-out scores 0, 0, 0, 8 (mean 2,
+        // sd √12): only image 3 passes τ = 1 (z = 6/√12 ≈ 1.73), lifted by
+        // β·σ(m)·(z − τ); the rest keep their region score.
+        let check = CropCheck::new().outlier(1.0).weight(2.0);
+        let out = lift_standardized(&[0.0, 1.0, 2.0, 3.0], &[0.0, 0.0, 0.0, 8.0], &check);
+        assert_eq!(&out[..3], &[0.0, 1.0, 2.0]);
+        let z = 6.0 / 12f32.sqrt();
+        let want = 3.0 + 2.0 * 1.25f32.sqrt() * (z - 1.0);
+        assert!((out[3] - want).abs() < 1e-5, "{out:?}");
+        // A cut-out that stands out lifts a region loser over the region's winner when β is
+        // large enough (β·σ(m)·(z − τ) = 5·1.12·0.73 ≈ 4.1 > 3)…
+        let out = lift_standardized(&[3.0, 0.0, 1.0, 2.0], &[0.0, 8.0, 0.0, 0.0], &check.weight(5.0));
+        assert!(out[1] > out[0], "{out:?}");
+        // …and one that does not (τ above every z) changes nothing.
+        let out = lift_standardized(&[3.0, 0.0, 1.0, 2.0], &[0.0, 8.0, 0.0, 0.0], &check.outlier(2.0));
+        assert_eq!(out, vec![3.0, 0.0, 1.0, 2.0]);
+        // β = 0 is the region's ranking.
+        let out = lift_standardized(&[3.0, 0.0], &[0.0, 8.0], &check.weight(0.0));
+        assert_eq!(out, vec![3.0, 0.0]);
+    }
+
+    #[test]
+    fn crop_check_rule_and_options() {
+        let c = CropCheck::new();
+        assert_eq!(c.get_coverage(), DEFAULT_CROP_COVERAGE);
+        // Auto: below the coverage only, never when it is unknown.
+        assert!(c.runs(0.3) && !c.runs(0.7) && !c.runs(0.95) && !c.runs(None));
+        assert!(c.mode(CropCheckMode::Always).runs(None));
+        assert!(!c.mode(CropCheckMode::Off).runs(0.0));
+        assert!(c.coverage(1.5).validate().is_err());
+        assert!(c.weight(-1.0).validate().is_err());
+        assert!(c.outlier(f32::NAN).validate().is_err());
+        assert!(c.validate().is_ok());
+        assert_eq!("always".parse::<CropCheckMode>().ok(), Some(CropCheckMode::Always));
+        assert!("sometimes".parse::<CropCheckMode>().is_err());
+    }
+
+    #[test]
     fn options_checked() {
         assert!(FactorSearch::new().weight(1.5).validate().is_err());
         assert!(FactorSearch::new().factor_shortlist(0).validate().is_err());
