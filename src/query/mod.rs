@@ -673,9 +673,13 @@ impl Searcher {
             (Some(_), BoxMode::Filter) => desc.region_coverage(),
             _ => None,
         };
-        let crop = timed(&mut timings.crop_ms, || {
-            self.cut_out(q, &desc, factors.as_mut(), region_coverage)
-        })?;
+        let crop = self.cut_out(
+            q,
+            &desc,
+            factors.as_mut(),
+            region_coverage,
+            &mut timings.crop_ms,
+        )?;
         let crop_view = crop.as_ref().map(|(vector, factors)| CropView {
             vector,
             factors,
@@ -817,13 +821,15 @@ impl Searcher {
     /// [`FactorSource::WithCrop`] (its factors are appended to `factors`, numbered from K) or
     /// the crop check ([`Query::crop_check`]: factor-level search runs and the check's mode
     /// and the region's `coverage` call for it). Returns the cut-out's descriptor and factors
-    /// for the crop check, `None` when it does not run.
+    /// for the crop check, `None` when it does not run; the time spent on the cut-out is
+    /// added to `ms` (nothing when it is not needed).
     fn cut_out(
         &self,
         q: &Query,
         desc: &Description,
         factors: Option<&mut Vec<QueryFactor>>,
         coverage: Option<f32>,
+        ms: &mut f64,
     ) -> Result<Option<(Vec<f32>, Vec<QueryFactor>)>> {
         let (Some(b), BoxMode::Filter, QueryImage::Path(path), Some(factors)) =
             (q.region, q.box_mode, &q.image, factors)
@@ -835,8 +841,10 @@ impl Searcher {
         if !with_crop && !check {
             return Ok(None);
         }
-        let crop = extract_crop(self.pipeline.backbone(), path, &b)?;
-        let cd = self.pipeline.describer().describe(&crop)?;
+        let cd = timed(ms, || {
+            let crop = extract_crop(self.pipeline.backbone(), path, &b)?;
+            self.pipeline.describer().describe(&crop)
+        })?;
         let Some(cf) = &cd.factors else {
             return Ok(None);
         };
