@@ -442,12 +442,17 @@ impl Description {
                 let total: f64 = (0..f.u.rows())
                     .map(|r| f64::from(f.u.get(r, k).max(0.0)))
                     .sum();
-                let len = f.v.row(k).iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+                let len =
+                    f.v.row(k)
+                        .iter()
+                        .map(|x| f64::from(*x).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
                 f64::from(self.mass_inside[k]) * total * len
             })
             .collect();
         let all: f64 = mass.iter().sum();
-        if !(all > 0.0) {
+        if all.is_nan() || all <= 0.0 {
             return None;
         }
         let kept: f64 = self.kept.iter().filter_map(|&k| mass.get(k)).sum();

@@ -575,8 +575,7 @@ impl Index {
             })
             .collect();
         let at = |slot: &Slot| all.binary_search(slot).ok().map(|i| &scored[i]);
-        let in_sample: Vec<&(Scored, Option<Scored>)> =
-            sample.iter().filter_map(|s| at(s)).collect();
+        let in_sample: Vec<&(Scored, Option<Scored>)> = sample.iter().filter_map(&at).collect();
         let stats = |f: &dyn Fn(&Scored) -> f32, crop_side: bool| -> (f32, f32) {
             let x: Vec<f32> = in_sample
                 .iter()
@@ -588,7 +587,8 @@ impl Index {
         let w = factor_search.weight;
         let (gm, fm) = (stats(&|x| x.global, false), stats(&|x| x.factor, false));
         let (cgm, cfm) = (stats(&|x| x.global, true), stats(&|x| x.factor, true));
-        let mixed = |x: &Scored, g: (f32, f32), f: (f32, f32)| mix_scores(x.global, x.factor, g, f, w);
+        let mixed =
+            |x: &Scored, g: (f32, f32), f: (f32, f32)| mix_scores(x.global, x.factor, g, f, w);
         let mm = stats(&|x| mixed(x, gm, fm), false);
         let cm = stats(&|x| mixed(x, cgm, cfm), true);
         let mut hits: Vec<RegionalHit> = Vec::with_capacity(candidates.len());
@@ -799,10 +799,18 @@ mod tests {
         assert!((out[3] - want).abs() < 1e-5, "{out:?}");
         // A cut-out that stands out lifts a region loser over the region's winner when β is
         // large enough (β·σ(m)·(z − τ) = 5·1.12·0.73 ≈ 4.1 > 3)…
-        let out = lift_standardized(&[3.0, 0.0, 1.0, 2.0], &[0.0, 8.0, 0.0, 0.0], &check.weight(5.0));
+        let out = lift_standardized(
+            &[3.0, 0.0, 1.0, 2.0],
+            &[0.0, 8.0, 0.0, 0.0],
+            &check.weight(5.0),
+        );
         assert!(out[1] > out[0], "{out:?}");
         // …and one that does not (τ above every z) changes nothing.
-        let out = lift_standardized(&[3.0, 0.0, 1.0, 2.0], &[0.0, 8.0, 0.0, 0.0], &check.outlier(2.0));
+        let out = lift_standardized(
+            &[3.0, 0.0, 1.0, 2.0],
+            &[0.0, 8.0, 0.0, 0.0],
+            &check.outlier(2.0),
+        );
         assert_eq!(out, vec![3.0, 0.0, 1.0, 2.0]);
         // β = 0 is the region's ranking.
         let out = lift_standardized(&[3.0, 0.0], &[0.0, 8.0], &check.weight(0.0));
@@ -821,7 +829,10 @@ mod tests {
         assert!(c.weight(-1.0).validate().is_err());
         assert!(c.outlier(f32::NAN).validate().is_err());
         assert!(c.validate().is_ok());
-        assert_eq!("always".parse::<CropCheckMode>().ok(), Some(CropCheckMode::Always));
+        assert_eq!(
+            "always".parse::<CropCheckMode>().ok(),
+            Some(CropCheckMode::Always)
+        );
         assert!("sometimes".parse::<CropCheckMode>().is_err());
     }
 

@@ -7,12 +7,12 @@
 //! from one run of each variant.
 
 use super::{BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, SearchHit, Searcher};
-use crate::index::CropCheck;
 use crate::eval::{
     evaluate_localization, evaluate_with, BoxPrediction, Evaluation, GroundTruth,
     LocalizationEvaluation, Protocol, Rankings,
 };
 use crate::heatmap::Binarize;
+use crate::index::CropCheck;
 use crate::index::{FactorMatch, FactorSearch};
 use crate::localize::{
     JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching,

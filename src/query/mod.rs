@@ -680,10 +680,9 @@ impl Searcher {
             region_coverage,
             &mut timings.crop_ms,
         )?;
-        let crop_view = crop.as_ref().map(|(vector, factors)| CropView {
-            vector,
-            factors,
-        });
+        let crop_view = crop
+            .as_ref()
+            .map(|(vector, factors)| CropView { vector, factors });
         let mut hits = timed(&mut timings.search_ms, || {
             self.retrieve(q, &desc.vector, factors.as_deref(), crop_view)
         })?;

@@ -219,7 +219,10 @@ fn crop_check_follows_the_region_coverage() {
         .top_k(10);
     let with = |c: CropCheck| searcher.search(&base.clone().crop_check(c)).unwrap();
     let off = with(CropCheck::new().mode(CropCheckMode::Off));
-    let cov = off.query.region_coverage.expect("a filter region has a coverage");
+    let cov = off
+        .query
+        .region_coverage
+        .expect("a filter region has a coverage");
     assert!((0.0..1.0).contains(&cov), "{cov}");
     assert!(off.query.crop_check.is_none() && off.timings.crop_ms == 0.0);
     assert!(off.hits.iter().all(|h| h.crop_score.is_none()));
@@ -228,7 +231,11 @@ fn crop_check_follows_the_region_coverage() {
     let below = with(CropCheck::new().coverage((cov + 0.01).min(1.0)));
     assert!(below.query.crop_check.is_some() && below.timings.crop_ms > 0.0);
     assert!(below.hits.iter().all(|h| h.crop_score.is_some()));
-    assert!(names(&below)[..2].contains(&"box.jpg".to_string()), "{:?}", names(&below));
+    assert!(
+        names(&below)[..2].contains(&"box.jpg".to_string()),
+        "{:?}",
+        names(&below)
+    );
     assert_eq!(below.query.region_coverage, Some(cov));
     // At the level: the region's search alone, the same hits and scores as with the check off.
     let at = with(CropCheck::new().coverage(cov));
@@ -238,10 +245,12 @@ fn crop_check_follows_the_region_coverage() {
         assert_eq!(a.score, b.score);
     }
     // `always` checks whatever the coverage.
-    assert!(with(CropCheck::new().mode(CropCheckMode::Always).coverage(0.0))
-        .query
-        .crop_check
-        .is_some());
+    assert!(
+        with(CropCheck::new().mode(CropCheckMode::Always).coverage(0.0))
+            .query
+            .crop_check
+            .is_some()
+    );
     // Activations cannot be cut.
     let acts = searcher
         .pipeline()
@@ -251,7 +260,12 @@ fn crop_check_follows_the_region_coverage() {
     let by_acts = Query::from_activations(acts)
         .region(BBox::parse(BOX_REGION).unwrap())
         .crop_check(CropCheck::new().coverage(1.0));
-    assert!(searcher.search(&by_acts).unwrap().query.crop_check.is_none());
+    assert!(searcher
+        .search(&by_acts)
+        .unwrap()
+        .query
+        .crop_check
+        .is_none());
     let err = searcher
         .search(&by_acts.crop_check(CropCheck::new().mode(CropCheckMode::Always)))
         .unwrap_err();

@@ -364,7 +364,9 @@ fn crop_check_lifts_the_cut_outs_view() {
     let fs = FactorSearch::new();
     let exact = SearchOptions::new().k(60).mode(SearchMode::Exact);
     let region = ix.search_factors(&r, &w.query, &qf, &exact, &fs).unwrap();
-    let cut = ix.search_factors(&r, &cut_vector, &cf, &exact, &fs).unwrap();
+    let cut = ix
+        .search_factors(&r, &cut_vector, &cf, &exact, &fs)
+        .unwrap();
     let check = CropCheck::new();
     let crop = CropView {
         vector: &cut_vector,
@@ -383,7 +385,11 @@ fn crop_check_lifts_the_cut_outs_view() {
     let (m, c) = (by_id(&region), by_id(&cut));
     let want = lift_standardized(&m, &c, &check);
     let ids = |hits: &[RegionalHit]| hits.iter().map(|h| h.id).collect::<Vec<_>>();
-    assert!(rank_of(&ids(&region), view).unwrap() > 3, "{:?}", ids(&region));
+    assert!(
+        rank_of(&ids(&region), view).unwrap() > 3,
+        "{:?}",
+        ids(&region)
+    );
     assert_eq!(lifted[0].id, view, "{:?}", ids(&lifted));
     let mut passed = 0;
     for h in &lifted {
@@ -399,7 +405,13 @@ fn crop_check_lifts_the_cut_outs_view() {
         if zc > check.get_outlier() {
             passed += 1;
         } else {
-            assert!((h.score - m[i]).abs() < 1e-5, "{}: {} vs {}", h.id, h.score, m[i]);
+            assert!(
+                (h.score - m[i]).abs() < 1e-5,
+                "{}: {} vs {}",
+                h.id,
+                h.score,
+                m[i]
+            );
         }
     }
     assert_eq!(passed, 1, "only the cut-out's view stands out");
@@ -419,7 +431,14 @@ fn crop_check_lifts_the_cut_outs_view() {
     assert_eq!(graph[0].id, view);
     // Bad settings and a cut-out of the wrong length are refused.
     assert!(ix
-        .search_regional(&r, &w.query, &qf, Some((crop, &check.weight(-1.0))), &exact, &fs)
+        .search_regional(
+            &r,
+            &w.query,
+            &qf,
+            Some((crop, &check.weight(-1.0))),
+            &exact,
+            &fs
+        )
         .is_err());
     let short = [QueryFactor {
         factor: 0,
