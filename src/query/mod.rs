@@ -797,23 +797,15 @@ impl Searcher {
                 _ => Ok((None, Some(note))),
             };
         }
-        let Some(f) = &desc.factors else {
-            return match q.factor_mode {
+        match kept_factors(desc) {
+            Some(out) => Ok((Some(out), None)),
+            None => match q.factor_mode {
                 FactorMode::On => Err(Error::invalid(
                     "factor-level search needs an NMF descriptor kind",
                 )),
                 _ => Ok((None, None)),
-            };
-        };
-        let out: Vec<QueryFactor> = desc
-            .kept
-            .iter()
-            .map(|&k| QueryFactor {
-                factor: k,
-                concept: f.v.row(k).to_vec(),
-            })
-            .collect();
-        Ok((Some(out), None))
+            },
+        }
     }
 
     /// Stage 2c: the region's cut-out, run through the network once when either needs it —
@@ -844,17 +836,9 @@ impl Searcher {
             let crop = extract_crop(self.pipeline.backbone(), path, &b)?;
             self.pipeline.describer().describe(&crop)
         })?;
-        let Some(cf) = &cd.factors else {
+        let (Some(cf), Some(cut)) = (&cd.factors, kept_factors(&cd)) else {
             return Ok(None);
         };
-        let cut: Vec<QueryFactor> = cd
-            .kept
-            .iter()
-            .map(|&k| QueryFactor {
-                factor: k,
-                concept: cf.v.row(k).to_vec(),
-            })
-            .collect();
         if with_crop {
             let k0 = desc.factors.as_ref().map_or(0, |f| f.v.rows());
             factors.extend((0..cf.v.rows()).map(|k| QueryFactor {
@@ -1219,6 +1203,20 @@ pub fn describe_matches(matches: &[FactorMatch]) -> String {
 }
 
 /// Runs `f`, adding its duration in milliseconds to `slot`.
+/// The kept factors of a description as query factors (`None` for the pooled kinds).
+fn kept_factors(desc: &Description) -> Option<Vec<QueryFactor>> {
+    let f = desc.factors.as_ref()?;
+    Some(
+        desc.kept
+            .iter()
+            .map(|&k| QueryFactor {
+                factor: k,
+                concept: f.v.row(k).to_vec(),
+            })
+            .collect(),
+    )
+}
+
 fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let t = Instant::now();
     let out = f();

@@ -65,6 +65,21 @@ fn build_index(dir: &Path, p: &Pipeline) {
     assert!(report.failures.is_empty());
 }
 
+/// A searcher over an index of the sample photos in `dir` (real weights, input 320), `None`
+/// when the weights are absent.
+fn photo_searcher(dir: &Path) -> Option<Searcher> {
+    let p = pipeline(common::lite0_weights()?, 320);
+    build_index(dir, &p);
+    Some(
+        Searcher::new(
+            deepfactor::index::Index::open(dir).unwrap(),
+            p,
+            Localizer::builder().build().unwrap(),
+        )
+        .unwrap(),
+    )
+}
+
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -89,18 +104,10 @@ fn query_expansion_moves_a_relevant_item_up() {
 
 #[test]
 fn region_search_localizes_and_reports() {
-    let Some(weights) = common::lite0_weights() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(searcher) = photo_searcher(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(weights, 320);
-    build_index(dir.path(), &p);
-    let searcher = Searcher::new(
-        deepfactor::index::Index::open(dir.path()).unwrap(),
-        p,
-        Localizer::builder().build().unwrap(),
-    )
-    .unwrap();
     let query_file = photos().join("box_in_scene.jpg");
     let region = BBox::parse(BOX_REGION).unwrap();
 
@@ -201,18 +208,10 @@ fn region_search_localizes_and_reports() {
 /// cut: `auto` goes without, `always` is refused.
 #[test]
 fn crop_check_follows_the_region_coverage() {
-    let Some(weights) = common::lite0_weights() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(searcher) = photo_searcher(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(weights, 320);
-    build_index(dir.path(), &p);
-    let searcher = Searcher::new(
-        deepfactor::index::Index::open(dir.path()).unwrap(),
-        p,
-        Localizer::builder().build().unwrap(),
-    )
-    .unwrap();
     let query_file = photos().join("box_in_scene.jpg");
     let base = Query::new(&query_file)
         .region(BBox::parse(BOX_REGION).unwrap())
