@@ -19,8 +19,9 @@
 #![allow(unsafe_code)]
 
 use deepfactor::index::{
-    build_hnsw, FlatGraph, ImageMeta, Index, IndexOptions, IndexWriter, NewImage, SearchMode,
-    SearchOptions, VectorEncoding, DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_M,
+    build_hnsw, set_f16_reference_scoring, FlatGraph, ImageMeta, Index, IndexOptions, IndexWriter,
+    NewImage, SearchMode, SearchOptions, VectorEncoding, DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_EF_SEARCH, DEFAULT_M,
 };
 use deepfactor::Recipe;
 use rand::{Rng, SeedableRng};
@@ -578,13 +579,42 @@ pub fn run(args: &[String]) -> Result<(), String> {
             // SAFETY: as above.
             let ix = unsafe { Index::open_mmap(&dir) }.map_err(|e| e.to_string())?;
             let exact_opts = SearchOptions::new().mode(SearchMode::Exact);
-            let (p50, p99, truth) = two.install(|| {
-                timed(&queries, a.exact_reps.unwrap_or(a.reps), |q| {
-                    ix.search(&r, q, &exact_opts)
-                        .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
-                        .unwrap_or_default()
+            let ids = |h: deepfactor::Result<Vec<deepfactor::index::Hit>>| {
+                h.map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
+                    .unwrap_or_default()
+            };
+            // f16: the fused kernel against the former convert-then-dot path, query by
+            // query in the same run (`set_f16_reference_scoring`).
+            let fused = |on: bool| set_f16_reference_scoring(!on);
+            let (p50, p99, truth) = if a.f16 {
+                let ((p50, p99, truth), (b50, b99, _)) = two.install(|| {
+                    timed_pair(
+                        &queries,
+                        a.exact_reps.unwrap_or(a.reps),
+                        |q| {
+                            fused(true);
+                            ids(ix.search(&r, q, &exact_opts))
+                        },
+                        |q| {
+                            fused(false);
+                            let h = ids(ix.search(&r, q, &exact_opts));
+                            fused(true);
+                            h
+                        },
+                    )
+                });
+                println!(
+                    "n={n}: exact, 2 threads, former f16 scoring (convert, then dot): p50 {b50:.2} ms, p99 {b99:.2} ms; fused / former p50 ×{:.2}",
+                    b50 / p50
+                );
+                (p50, p99, truth)
+            } else {
+                two.install(|| {
+                    timed(&queries, a.exact_reps.unwrap_or(a.reps), |q| {
+                        ids(ix.search(&r, q, &exact_opts))
+                    })
                 })
-            });
+            };
             println!("n={n}: exact, 2 threads: p50 {p50:.2} ms, p99 {p99:.2} ms");
             let has_graph = ix.segments().iter().all(|s| s.graph_levels > 0);
             if !has_graph {
@@ -592,16 +622,40 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             for &ef in a.efs.iter().filter(|_| has_graph) {
                 let o = SearchOptions::new().mode(SearchMode::Hnsw).ef_search(ef);
-                let (p50, p99, got) = timed(&queries, a.reps, |q| {
-                    ix.search(&r, q, &o)
-                        .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
-                        .unwrap_or_default()
-                });
-                println!(
-                    "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{}",
-                    recall(&truth, &got),
-                    if ef == DEFAULT_EF_SEARCH { " (default ef)" } else { "" }
-                );
+                let note = if ef == DEFAULT_EF_SEARCH {
+                    " (default ef)"
+                } else {
+                    ""
+                };
+                if a.f16 {
+                    let ((p50, p99, got), (b50, b99, bgot)) = timed_pair(
+                        &queries,
+                        a.reps,
+                        |q| {
+                            fused(true);
+                            ids(ix.search(&r, q, &o))
+                        },
+                        |q| {
+                            fused(false);
+                            let h = ids(ix.search(&r, q, &o));
+                            fused(true);
+                            h
+                        },
+                    );
+                    println!(
+                        "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{note} | former f16 scoring: p50 {b50:.3} ms, p99 {b99:.3} ms, recall@10 {:.4}; fused / former p50 ×{:.2}, p99 ×{:.2}",
+                        recall(&truth, &got),
+                        recall(&truth, &bgot),
+                        b50 / p50,
+                        b99 / p99,
+                    );
+                } else {
+                    let (p50, p99, got) = timed(&queries, a.reps, |q| ids(ix.search(&r, q, &o)));
+                    println!(
+                        "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{note}",
+                        recall(&truth, &got),
+                    );
+                }
             }
             drop(ix);
             if !a.keep {

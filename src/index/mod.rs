@@ -75,6 +75,7 @@ mod options;
 mod reader;
 mod regional;
 mod segment;
+mod simd;
 mod storage;
 mod update;
 mod writer;
@@ -97,6 +98,8 @@ pub use regional::{
     DEFAULT_STANDARDIZE_SAMPLE,
 };
 pub use segment::{ImageMeta, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS};
+#[doc(hidden)]
+pub use simd::set_f16_reference_scoring;
 pub use update::{
     add_files, content_hash, update_from_folder, Extracted, Extractor, Failure, FileStamp,
     UpdateOptions, UpdateProgress, UpdateReport, DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_EVERY,

@@ -20,7 +20,7 @@
 //! shortlist and the owners of each query factor's nearest factor vectors, all rescored
 //! exactly.
 
-use super::exact::{self, dot, Scorer};
+use super::exact::{self, Scorer};
 use super::options::SearchMode;
 use super::reader::{Index, LiveSegment};
 use super::SearchOptions;
@@ -469,16 +469,15 @@ fn score_slot(
     let mut matches = Vec::new();
     let mut best = Vec::with_capacity(qf.len());
     if !range.is_empty() {
-        let rows: Vec<(usize, Vec<f32>)> = range
-            .filter_map(|v| {
-                let factor = refs.get(v)?.factor as usize;
-                vectors.row(v).map(|x| (factor, x))
-            })
-            .collect();
+        // Region vectors are stored in f16: scored in place by the fused kernel.
+        let scorer = Scorer::new(vectors, &[]);
         for (qi, q) in qf {
-            let m = rows
-                .iter()
-                .map(|(f, x)| (*f, dot(x, q)))
+            let m = range
+                .clone()
+                .filter_map(|v| {
+                    let factor = refs.get(v)?.factor as usize;
+                    Some((factor, scorer.score_with(v, q)?))
+                })
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
             if let Some((image_factor, score)) = m {
                 matches.push(FactorMatch {
