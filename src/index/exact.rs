@@ -73,6 +73,23 @@ impl<'a> Scorer<'a> {
         }
     }
 
+    /// Starts loading row `r` into cache (see [`F16Dot::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, r: usize) {
+        match self.vectors {
+            Vectors::F32(v, d) => {
+                if let Some(x) = v.get(r * d..(r + 1) * d) {
+                    self.kernel.prefetch(x);
+                }
+            }
+            Vectors::F16(v, d) => {
+                if let Some(x) = v.get(r * d..(r + 1) * d) {
+                    self.kernel.prefetch(x);
+                }
+            }
+        }
+    }
+
     /// Score of row `r` (0 for a row that does not exist).
     #[inline]
     pub fn score(&mut self, r: usize) -> f32 {

@@ -22,8 +22,12 @@ pub use build::PARALLEL_MIN_ROWS;
 pub const DEFAULT_M: usize = 16;
 /// Default beam width while building (`ef_construction`).
 pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
-/// Default beam width while searching (`ef_search`).
-pub const DEFAULT_EF_SEARCH: usize = 128;
+/// Default beam width while searching (`ef_search`): 160, the smallest width measured to
+/// give recall@10 ≥ 0.98 on a 1M × 512 graph (clustered synthetic vectors, `m` 16,
+/// `ef_construction` 100: 0.977 at 128, 0.99 at 160, f32 and f16 alike) with p99 under 2 ms
+/// on one thread; smaller graphs reach ≥ 0.998 from 64 on (real descriptors and concept
+/// vectors ≥ 0.999), so one width serves every segment size.
+pub const DEFAULT_EF_SEARCH: usize = 160;
 /// Most layers a stored graph may have.
 pub const MAX_LEVELS: usize = 16;
 /// Largest `m` accepted (hnsw_rs allows at most 256 links in layer 0, i.e. `2·m ≤ 256`).
@@ -416,6 +420,7 @@ impl<'a> GraphRef<'a> {
             visited.reset(n);
             let mut cands: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef * 4);
             let mut top: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef + 1);
+            let mut fresh: Vec<u32> = Vec::with_capacity(self.m0);
             visited.insert(cur as usize);
             let c0 = Cand {
                 score: cur_s,
@@ -433,10 +438,22 @@ impl<'a> GraphRef<'a> {
                         }
                     }
                 }
-                for &nb in self.links0(c.row as usize) {
+                // The unvisited links first, so that the next one's row is prefetched
+                // while this one's is scored.
+                fresh.clear();
+                fresh.extend(
+                    self.links0(c.row as usize)
+                        .iter()
+                        .copied()
+                        .filter(|&nb| (nb as usize) < n && visited.insert(nb as usize)),
+                );
+                if let Some(&first) = fresh.first() {
+                    scorer.prefetch(first as usize);
+                }
+                for (i, &nb) in fresh.iter().enumerate() {
                     let nbu = nb as usize;
-                    if nbu >= n || !visited.insert(nbu) {
-                        continue;
+                    if let Some(&next) = fresh.get(i + 1) {
+                        scorer.prefetch(next as usize);
                     }
                     let s = scorer.score(nbu);
                     if s.is_nan() {

@@ -74,18 +74,22 @@ pub(crate) struct F16Dot {
     arch: Arch,
     #[cfg(target_arch = "x86_64")]
     v4: Option<pulp::x86::V4>,
+    #[cfg(target_arch = "x86_64")]
+    sse: Option<pulp::core_arch::x86::Sse>,
     /// The former path (convert the row into a buffer with the plain loop, then the f32
-    /// dot), kept as the bench's baseline: see [`set_f16_reference_scoring`].
+    /// dot; no prefetching), kept as the bench's baseline: see
+    /// [`set_f16_reference_scoring`].
     reference: bool,
 }
 
 /// Whether [`F16Dot`]s made from now on use the former convert-then-dot path.
 static REFERENCE: AtomicBool = AtomicBool::new(false);
 
-/// Makes every f16 scan started after this call use the former scoring path (convert each
-/// row into a buffer with a plain loop, then the f32 SIMD dot) when `on`, or the fused
-/// kernel (the default) when not. Results agree to float rounding; only speed differs. For
-/// the bench's same-run baseline; not part of the stable API.
+/// Makes every scan started after this call use the former scoring path when `on` (f16
+/// rows converted into a buffer with a plain loop, then the f32 SIMD dot; the graph search
+/// prefetches no rows), or the current one (the default) when not. Results agree to float
+/// rounding; only speed differs. For the bench's same-run baseline; not part of the stable
+/// API.
 #[doc(hidden)]
 pub fn set_f16_reference_scoring(on: bool) {
     REFERENCE.store(on, Ordering::Relaxed);
@@ -98,7 +102,27 @@ impl F16Dot {
             arch: Arch::new(),
             #[cfg(target_arch = "x86_64")]
             v4: pulp::x86::V4::try_new(),
+            #[cfg(target_arch = "x86_64")]
+            sse: pulp::core_arch::x86::Sse::try_new(),
             reference: REFERENCE.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks the CPU to start loading `bytes` into cache (every 64-byte line of them), so
+    /// that a row about to be scored is on its way while another one is: the graph search
+    /// reads rows at random, and at 1M rows each read otherwise waits on memory. A hint
+    /// only: nothing is read.
+    #[inline]
+    pub fn prefetch<T>(&self, row: &[T]) {
+        if self.reference {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(sse) = self.sse {
+            let p = row.as_ptr().cast::<i8>();
+            for at in (0..std::mem::size_of_val(row)).step_by(64) {
+                sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(at));
+            }
         }
     }
 
