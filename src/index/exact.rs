@@ -38,7 +38,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Dot product of f16 stored values with an f32 query (the fused kernel of
-/// [`super::simd`]: no conversion pass, no allocation).
+/// `simd` module: no conversion pass, no allocation).
 #[inline]
 pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
     F16Dot::new().dot(a, b)

@@ -61,7 +61,8 @@
 //!
 //! Modules: `format` (the container every file uses), `storage` (heap or memory-mapped
 //! bytes; the crate's only `unsafe`), `segment`, `manifest`, `hnsw` (parallel graph building
-//! into flat arrays, our beam search), `exact`, `reader` ([`Index`]), `writer`
+//! into flat arrays, our beam search), `simd` (f32 and fused f16 dot products, chosen at run
+//! time through `pulp`, no `unsafe`), `exact`, `reader` ([`Index`]), `writer`
 //! ([`IndexWriter`]) and `update` (the [`Extractor`] seam and folder updates).
 #![warn(missing_docs)]
 
