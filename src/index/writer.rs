@@ -395,6 +395,23 @@ impl IndexWriter {
         Ok(())
     }
 
+    /// Appends a pending image whose factors are a stored blob (`None`: no factors).
+    fn push_pending_stored(
+        &mut self,
+        id: u64,
+        meta: &[u8],
+        dims: FactorDims,
+        blob: Option<&[u8]>,
+    ) -> Result<()> {
+        self.push_pending(id, meta, |out| match blob {
+            Some(b) => {
+                out.extend_from_slice(b);
+                dims
+            }
+            None => (0, 0, 0),
+        })
+    }
+
     /// The encoded metadata record of a pending image.
     fn pending_meta(&self, p: &Pending) -> &[u8] {
         let at = p.meta_at as usize;
@@ -440,13 +457,7 @@ impl IndexWriter {
             id
         };
         let meta = encode_meta(&record)?;
-        self.push_pending(id, &meta, |out| match &blob {
-            Some(b) => {
-                out.extend_from_slice(b);
-                dims
-            }
-            None => (0, 0, 0),
-        })?;
+        self.push_pending_stored(id, &meta, dims, blob.as_deref())?;
         // Checked above that the row exists.
         self.pending_vectors.push_stored(vectors, row);
         Ok(id)
@@ -545,13 +556,7 @@ impl IndexWriter {
                 let meta = seg.meta_bytes(r)?.to_vec();
                 let dims = seg.factor_dims(r)?;
                 let blob = seg.factor_blob(r)?;
-                self.push_pending(id, &meta, |out| match &blob {
-                    Some(b) => {
-                        out.extend_from_slice(b);
-                        dims
-                    }
-                    None => (0, 0, 0),
-                })?;
+                self.push_pending_stored(id, &meta, dims, blob.as_deref())?;
                 Ok(rows.push_stored(v, r))
             })();
             if !matches!(restored, Ok(true)) {
