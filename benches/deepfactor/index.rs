@@ -3,7 +3,9 @@
 //! For each size: build an index through `IndexWriter` (graph included, features excluded)
 //! with its peak RSS; open time (memory-mapped and read); query latency p50/p99 of exact
 //! search (2 threads) and of HNSW over the stored graph (1 thread) with recall@10 against
-//! exact; and, on a graph built the same way and kept in memory, our beam search over the
+//! exact, each HNSW search (and the f16 exact one) also through the former scoring path in
+//! the same run, query by query (f16 rows converted into a buffer, then dotted; no prefetch)
+//! with the speed-up; and, on a graph built the same way and kept in memory, our beam search over the
 //! flat arrays against hnsw_rs's own search on the same graph (the baseline).
 //!
 //! Latencies are per-query minima over `--reps` passes (default 3), which filters out the
@@ -19,8 +21,9 @@
 #![allow(unsafe_code)]
 
 use deepfactor::index::{
-    build_hnsw, FlatGraph, ImageMeta, Index, IndexOptions, IndexWriter, NewImage, SearchMode,
-    SearchOptions, VectorEncoding, DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_M,
+    build_hnsw, set_f16_reference_scoring, FlatGraph, ImageMeta, Index, IndexOptions, IndexWriter,
+    NewImage, SearchMode, SearchOptions, VectorEncoding, DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_EF_SEARCH, DEFAULT_M,
 };
 use deepfactor::Recipe;
 use rand::{Rng, SeedableRng};
@@ -578,13 +581,43 @@ pub fn run(args: &[String]) -> Result<(), String> {
             // SAFETY: as above.
             let ix = unsafe { Index::open_mmap(&dir) }.map_err(|e| e.to_string())?;
             let exact_opts = SearchOptions::new().mode(SearchMode::Exact);
-            let (p50, p99, truth) = two.install(|| {
-                timed(&queries, a.exact_reps.unwrap_or(a.reps), |q| {
-                    ix.search(&r, q, &exact_opts)
-                        .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
-                        .unwrap_or_default()
+            let ids = |h: deepfactor::Result<Vec<deepfactor::index::Hit>>| {
+                h.map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
+                    .unwrap_or_default()
+            };
+            // The current scoring against the former path, query by query in the same run
+            // (`set_f16_reference_scoring`): f16 rows converted into a buffer, then dotted,
+            // and (graph search) no prefetching of the next row.
+            let fused = |on: bool| set_f16_reference_scoring(!on);
+            let (p50, p99, truth) = if a.f16 {
+                let ((p50, p99, truth), (b50, b99, _)) = two.install(|| {
+                    timed_pair(
+                        &queries,
+                        a.exact_reps.unwrap_or(a.reps),
+                        |q| {
+                            fused(true);
+                            ids(ix.search(&r, q, &exact_opts))
+                        },
+                        |q| {
+                            fused(false);
+                            let h = ids(ix.search(&r, q, &exact_opts));
+                            fused(true);
+                            h
+                        },
+                    )
+                });
+                println!(
+                    "n={n}: exact, 2 threads, former f16 scoring (convert, then dot): p50 {b50:.2} ms, p99 {b99:.2} ms; fused / former p50 ×{:.2}",
+                    b50 / p50
+                );
+                (p50, p99, truth)
+            } else {
+                two.install(|| {
+                    timed(&queries, a.exact_reps.unwrap_or(a.reps), |q| {
+                        ids(ix.search(&r, q, &exact_opts))
+                    })
                 })
-            });
+            };
             println!("n={n}: exact, 2 threads: p50 {p50:.2} ms, p99 {p99:.2} ms");
             let has_graph = ix.segments().iter().all(|s| s.graph_levels > 0);
             if !has_graph {
@@ -592,16 +625,35 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             for &ef in a.efs.iter().filter(|_| has_graph) {
                 let o = SearchOptions::new().mode(SearchMode::Hnsw).ef_search(ef);
-                let (p50, p99, got) = timed(&queries, a.reps, |q| {
-                    ix.search(&r, q, &o)
-                        .map(|h| h.into_iter().map(|h| h.id).collect::<Vec<u64>>())
-                        .unwrap_or_default()
-                });
-                println!(
-                    "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{}",
-                    recall(&truth, &got),
-                    if ef == DEFAULT_EF_SEARCH { " (default ef)" } else { "" }
-                );
+                let note = if ef == DEFAULT_EF_SEARCH {
+                    " (default ef)"
+                } else {
+                    ""
+                };
+                {
+                    let ((p50, p99, got), (b50, b99, bgot)) = timed_pair(
+                        &queries,
+                        a.reps,
+                        |q| {
+                            fused(true);
+                            ids(ix.search(&r, q, &o))
+                        },
+                        |q| {
+                            fused(false);
+                            let h = ids(ix.search(&r, q, &o));
+                            fused(true);
+                            h
+                        },
+                    );
+                    println!(
+                        "n={n}: hnsw ef={ef:<4} 1 thread: p50 {p50:.3} ms, p99 {p99:.3} ms, recall@10 {:.4}{note} | former path ({}no prefetch): p50 {b50:.3} ms, p99 {b99:.3} ms, recall@10 {:.4}; speed-up p50 ×{:.2}, p99 ×{:.2}",
+                        recall(&truth, &got),
+                        if a.f16 { "f16 converted, then dot; " } else { "" },
+                        recall(&truth, &bgot),
+                        b50 / p50,
+                        b99 / p99,
+                    );
+                }
             }
             drop(ix);
             if !a.keep {

@@ -1,14 +1,16 @@
 //! Factor-level search latency: a synthetic index of N images, each with a global descriptor
 //! and K factors of C channels (the dev sets' shape: K = 8, C = 1280, dim 1280), searched by
 //! queries of Q factors — global exact search (the baseline, same process), factor-level
-//! search exact and through the graphs, and the graph's agreement with exact (top 10).
+//! search exact and through the graphs, and the graph's agreement with exact (top 10); then
+//! both factor searches again with the former f16 scoring of the factor vectors (each one
+//! converted into a buffer, then dotted), the baseline of the fused f16 kernel.
 //!
 //! `cargo bench --bench deepfactor -- regional [--images 480,5000] [--k 8] [--channels 1280]
 //! [--dim 1280] [--query-factors 3] [--queries 30]`
 
 use deepfactor::index::{
-    FactorSearch, ImageMeta, Index, IndexOptions, IndexWriter, NewImage, QueryFactor, SearchMode,
-    SearchOptions, StoredFactors,
+    set_f16_reference_scoring, FactorSearch, ImageMeta, Index, IndexOptions, IndexWriter, NewImage,
+    QueryFactor, SearchMode, SearchOptions, StoredFactors,
 };
 use deepfactor::linalg::Matrix;
 use deepfactor::Recipe;
@@ -182,6 +184,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
             );
         }
         let fgraph = ms_per_query(t, queries.len());
+        // The same searches with the former f16 scoring of the factor vectors (convert each
+        // into a buffer, then dot): the fused kernel's baseline, same process.
+        set_f16_reference_scoring(true);
+        let t = Instant::now();
+        for (g, f) in &queries {
+            ix.search_factors(&r, g, f, &opts(SearchMode::Exact), &fs)
+                .map_err(e)?;
+        }
+        let rexact = ms_per_query(t, queries.len());
+        let t = Instant::now();
+        for (g, f) in &queries {
+            ix.search_factors(&r, g, f, &opts(SearchMode::Hnsw), &fs)
+                .map_err(e)?;
+        }
+        let rgraph = ms_per_query(t, queries.len());
+        set_f16_reference_scoring(false);
         let same = exact
             .iter()
             .zip(&graph)
@@ -191,11 +209,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
             })
             .count();
         println!(
-            "{n:>6}  {:>14}  {global:>15.2}  {fexact:>12.2} ({:>5.0}×)  {fgraph:>11.2} ({:>5.0}×)  {same}/{}",
+            "{n:>6}  {:>14}  {global:>15.2}  {fexact:>12.2} ({:>5.0}×)  {fgraph:>11.2} ({:>5.0}×)  {same}/{}  |  former f16 scoring: exact {rexact:.2} ms, hnsw {rgraph:.2} ms; fused speed-up ×{:.2} exact, ×{:.2} hnsw",
             ix.factor_vectors(),
             fexact / global.max(1e-9),
             fgraph / global.max(1e-9),
-            queries.len()
+            queries.len(),
+            rexact / fexact.max(1e-9),
+            rgraph / fgraph.max(1e-9),
         );
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! Exact search: every stored descriptor against the query, in parallel chunks, keeping the
 //! best `k` of each chunk and merging them.
 
-use super::hnsw::simd_dot;
+use super::segment::VectorEncoding;
+use super::simd::{dot_f32 as simd_dot, F16Dot};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -35,77 +37,63 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]))
 }
 
-/// Converts binary16 bits to f32 without branches, so that loops over it vectorize:
-/// shifting the exponent and mantissa into place and scaling by 2¹¹² is exact for normal and
-/// subnormal values and zero; infinities and NaNs get the all-ones exponent back.
-#[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    let h = u32::from(h);
-    let em = h & 0x7fff;
-    let scaled = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000);
-    let bits = if em >= 0x7c00 {
-        scaled.to_bits() | 0x7f80_0000
-    } else {
-        scaled.to_bits()
-    };
-    f32::from_bits(bits | (h & 0x8000) << 16)
-}
-
-/// Dot product of f16 stored values with an f32 query.
+/// Dot product of f16 stored values with an f32 query (the fused kernel of
+/// `simd` module: no conversion pass, no allocation).
 #[inline]
 pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
-    let mut buf = vec![0f32; a.len().min(b.len())];
-    f16_into(&a[..buf.len()], &mut buf);
-    dot(&buf, b)
+    F16Dot::new().dot(a, b)
 }
 
-/// Converts `src` into `dst` (same length) with a plain map, which the compiler vectorizes.
-#[inline]
-fn f16_into(src: &[f16], dst: &mut [f32]) {
-    for (o, h) in dst.iter_mut().zip(src) {
-        *o = f16_to_f32(h.to_bits());
-    }
-}
-
-/// Scores rows of one segment against one query, with a scratch row for converting f16
-/// descriptors (allocated once per scorer, not per row).
+/// Scores rows of one segment against one query (f16 rows with the fused f16 dot: no
+/// conversion pass, no buffer).
 pub(crate) struct Scorer<'a> {
     vectors: Vectors<'a>,
     query: &'a [f32],
-    scratch: Vec<f32>,
-    arch: pulp::Arch,
+    kernel: F16Dot,
 }
 
 impl<'a> Scorer<'a> {
     /// A scorer of `vectors` against `query`.
     pub fn new(vectors: Vectors<'a>, query: &'a [f32]) -> Scorer<'a> {
-        let scratch = match vectors {
-            Vectors::F16(_, d) => vec![0f32; d],
-            Vectors::F32(..) => Vec::new(),
-        };
         Scorer {
             vectors,
             query,
-            scratch,
-            arch: pulp::Arch::new(),
+            kernel: F16Dot::new(),
+        }
+    }
+
+    /// Score of row `r` against another query `q` (`None` for a row that does not exist).
+    #[inline]
+    pub fn score_with(&self, r: usize, q: &[f32]) -> Option<f32> {
+        match self.vectors {
+            Vectors::F32(v, d) => v
+                .get(r * d..(r + 1) * d)
+                .map(|x| simd_dot(self.kernel.arch(), x, q)),
+            Vectors::F16(v, d) => v.get(r * d..(r + 1) * d).map(|x| self.kernel.dot(x, q)),
+        }
+    }
+
+    /// Starts loading row `r` into cache (see [`F16Dot::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, r: usize) {
+        match self.vectors {
+            Vectors::F32(v, d) => {
+                if let Some(x) = v.get(r * d..(r + 1) * d) {
+                    self.kernel.prefetch(x);
+                }
+            }
+            Vectors::F16(v, d) => {
+                if let Some(x) = v.get(r * d..(r + 1) * d) {
+                    self.kernel.prefetch(x);
+                }
+            }
         }
     }
 
     /// Score of row `r` (0 for a row that does not exist).
     #[inline]
     pub fn score(&mut self, r: usize) -> f32 {
-        match self.vectors {
-            Vectors::F32(v, d) => v
-                .get(r * d..(r + 1) * d)
-                .map_or(0.0, |x| simd_dot(self.arch, x, self.query)),
-            Vectors::F16(v, d) => match v.get(r * d..(r + 1) * d) {
-                Some(x) => {
-                    f16_into(x, &mut self.scratch);
-                    simd_dot(self.arch, &self.scratch, self.query)
-                }
-                None => 0.0,
-            },
-        }
+        self.score_with(r, self.query).unwrap_or(0.0)
     }
 }
 
@@ -131,9 +119,94 @@ impl<'a> Vectors<'a> {
     pub fn row(&self, r: usize) -> Option<Vec<f32>> {
         match *self {
             Vectors::F32(v, d) => v.get(r * d..(r + 1) * d).map(<[f32]>::to_vec),
-            Vectors::F16(v, d) => v
+            Vectors::F16(v, d) => v.get(r * d..(r + 1) * d).map(|x| {
+                let mut out = vec![0f32; d];
+                x.convert_to_f32_slice(&mut out);
+                out
+            }),
+        }
+    }
+}
+
+impl Vectors<'_> {
+    /// Number of values (`rows × dim`).
+    pub fn values(&self) -> usize {
+        match *self {
+            Vectors::F32(v, _) => v.len(),
+            Vectors::F16(v, _) => v.len(),
+        }
+    }
+}
+
+/// Descriptors held in memory in the encoding they are stored in (the writer's pending rows
+/// and a merge's rows): an f16 index keeps half the bytes, and its graph is built on
+/// exactly the values the file stores.
+#[derive(Debug, Clone)]
+pub(crate) enum Rows {
+    /// f32 values.
+    F32(Vec<f32>),
+    /// f16 values.
+    F16(Vec<f16>),
+}
+
+impl Rows {
+    /// No rows, to be stored in `encoding`.
+    pub fn new(encoding: VectorEncoding) -> Rows {
+        match encoding {
+            VectorEncoding::F32 => Rows::F32(Vec::new()),
+            VectorEncoding::F16 => Rows::F16(Vec::new()),
+        }
+    }
+
+    /// Room for `values` more values.
+    pub fn reserve(&mut self, values: usize) {
+        match self {
+            Rows::F32(v) => v.reserve(values),
+            Rows::F16(v) => v.reserve(values),
+        }
+    }
+
+    /// Appends a row (rounded to f16 for an f16 index).
+    pub fn push(&mut self, row: &[f32]) {
+        match self {
+            Rows::F32(v) => v.extend_from_slice(row),
+            Rows::F16(v) => {
+                let at = v.len();
+                v.resize(at + row.len(), f16::ZERO);
+                v[at..].convert_from_f32_slice(row);
+            }
+        }
+    }
+
+    /// Appends row `r` of `from` (copied as is when the encodings agree); false if there is
+    /// no such row.
+    pub fn push_stored(&mut self, from: Vectors<'_>, r: usize) -> bool {
+        match (self, from) {
+            (Rows::F32(v), Vectors::F32(f, d)) => f
                 .get(r * d..(r + 1) * d)
-                .map(|x| x.iter().map(|h| h.to_f32()).collect()),
+                .map(|x| v.extend_from_slice(x))
+                .is_some(),
+            (Rows::F16(v), Vectors::F16(f, d)) => f
+                .get(r * d..(r + 1) * d)
+                .map(|x| v.extend_from_slice(x))
+                .is_some(),
+            (this, from) => from.row(r).map(|x| this.push(&x)).is_some(),
+        }
+    }
+
+    /// Removes row `i` of `dim` values.
+    pub fn remove(&mut self, i: usize, dim: usize) {
+        match self {
+            Rows::F32(v) => drop(v.drain(i * dim..(i + 1) * dim)),
+            Rows::F16(v) => drop(v.drain(i * dim..(i + 1) * dim)),
+        }
+    }
+
+    /// The rows, `dim` values each.
+    pub fn view(&self, dim: usize) -> Vectors<'_> {
+        match self {
+            Rows::F32(v) => Vectors::F32(v, dim),
+            Rows::F16(v) => Vectors::F16(v, dim),
         }
     }
 }
@@ -261,7 +334,7 @@ mod tests {
     fn f16_conversion_is_exact_for_every_value() {
         for bits in 0..=u16::MAX {
             let want = f16::from_bits(bits).to_f32();
-            let got = f16_to_f32(bits);
+            let got = super::super::simd::f16_bits_to_f32(bits);
             assert!(
                 got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
                 "{bits:#06x}: {got} != {want}"
@@ -277,5 +350,38 @@ mod tests {
         assert_eq!(r.iter().map(|c| c.row).collect::<Vec<_>>(), vec![0, 2, 3]);
         let r = search(vecs, &[0b1], &[1.0, 0.0], 2);
         assert_eq!(r.iter().map(|c| c.row).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn rows_keep_the_stored_encoding() {
+        let dim = 3;
+        let a = [0.6f32, 0.8, 0.0];
+        let b = [0.0f32, 0.6, 0.8];
+        for enc in [VectorEncoding::F32, VectorEncoding::F16] {
+            let mut r = Rows::new(enc);
+            assert_eq!(r.view(dim).rows(), 0);
+            r.push(&a);
+            r.push(&b);
+            r.push(&a);
+            r.remove(0, dim);
+            assert_eq!(r.view(dim).rows(), 2);
+            let want: Vec<f32> = b
+                .iter()
+                .map(|&x| match enc {
+                    VectorEncoding::F32 => x,
+                    VectorEncoding::F16 => f16::from_f32(x).to_f32(),
+                })
+                .collect();
+            assert_eq!(r.view(dim).row(0).unwrap(), want);
+            // Copies between encodings round as storing does.
+            for other in [VectorEncoding::F32, VectorEncoding::F16] {
+                let mut c = Rows::new(other);
+                assert!(c.push_stored(r.view(dim), 1));
+                assert!(!c.push_stored(r.view(dim), 2));
+                let mut direct = Rows::new(other);
+                direct.push(&r.view(dim).row(1).unwrap());
+                assert_eq!(c.view(dim).row(0), direct.view(dim).row(0));
+            }
+        }
     }
 }

@@ -16,15 +16,18 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 mod build;
-pub(crate) use build::simd_dot;
 pub use build::PARALLEL_MIN_ROWS;
 
 /// Default links per node in the upper layers (`m`); layer 0 keeps `2·m`.
 pub const DEFAULT_M: usize = 16;
 /// Default beam width while building (`ef_construction`).
 pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
-/// Default beam width while searching (`ef_search`).
-pub const DEFAULT_EF_SEARCH: usize = 128;
+/// Default beam width while searching (`ef_search`): 160, the smallest width measured to
+/// give recall@10 ≥ 0.98 on a 1M × 512 graph (clustered synthetic vectors, `m` 16,
+/// `ef_construction` 100: 0.977 at 128, 0.99 at 160, f32 and f16 alike) with p99 under 2 ms
+/// on one thread; smaller graphs reach ≥ 0.998 from 64 on (real descriptors and concept
+/// vectors ≥ 0.999), so one width serves every segment size.
+pub const DEFAULT_EF_SEARCH: usize = 160;
 /// Most layers a stored graph may have.
 pub const MAX_LEVELS: usize = 16;
 /// Largest `m` accepted (hnsw_rs allows at most 256 links in layer 0, i.e. `2·m ≤ 256`).
@@ -113,14 +116,37 @@ impl FlatGraph {
         m: usize,
         ef_construction: usize,
     ) -> Result<FlatGraph> {
+        FlatGraph::build_rows(Vectors::F32(vectors, dim), m, ef_construction)
+    }
+
+    /// As [`FlatGraph::build`] for f16 rows (an f16 index's stored descriptors): the graph
+    /// is built on exactly these values, scored by the fused f16 kernel, without an f32 copy.
+    pub fn build_f16(
+        vectors: &[half::f16],
+        dim: usize,
+        m: usize,
+        ef_construction: usize,
+    ) -> Result<FlatGraph> {
+        FlatGraph::build_rows(Vectors::F16(vectors, dim), m, ef_construction)
+    }
+
+    /// As [`FlatGraph::build`] for rows in either encoding.
+    pub(crate) fn build_rows(
+        vectors: Vectors<'_>,
+        m: usize,
+        ef_construction: usize,
+    ) -> Result<FlatGraph> {
         check_params(m, ef_construction)?;
-        if dim == 0 || !vectors.len().is_multiple_of(dim) {
+        let dim = match vectors {
+            Vectors::F32(_, d) | Vectors::F16(_, d) => d,
+        };
+        if dim == 0 || !vectors.values().is_multiple_of(dim) {
             return Err(Error::invalid(format!(
                 "hnsw: {} values are not rows of {dim}",
-                vectors.len()
+                vectors.values()
             )));
         }
-        if vectors.len() / dim > NO_LINK as usize {
+        if vectors.rows() > NO_LINK as usize {
             return Err(Error::invalid("hnsw: too many rows for 32-bit links"));
         }
         Ok(build::build(vectors, dim, m, ef_construction))
@@ -394,6 +420,7 @@ impl<'a> GraphRef<'a> {
             visited.reset(n);
             let mut cands: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef * 4);
             let mut top: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef + 1);
+            let mut fresh: Vec<u32> = Vec::with_capacity(self.m0);
             visited.insert(cur as usize);
             let c0 = Cand {
                 score: cur_s,
@@ -411,10 +438,22 @@ impl<'a> GraphRef<'a> {
                         }
                     }
                 }
-                for &nb in self.links0(c.row as usize) {
+                // The unvisited links first, so that the next one's row is prefetched
+                // while this one's is scored.
+                fresh.clear();
+                fresh.extend(
+                    self.links0(c.row as usize)
+                        .iter()
+                        .copied()
+                        .filter(|&nb| (nb as usize) < n && visited.insert(nb as usize)),
+                );
+                if let Some(&first) = fresh.first() {
+                    scorer.prefetch(first as usize);
+                }
+                for (i, &nb) in fresh.iter().enumerate() {
                     let nbu = nb as usize;
-                    if nbu >= n || !visited.insert(nbu) {
-                        continue;
+                    if let Some(&next) = fresh.get(i + 1) {
+                        scorer.prefetch(next as usize);
                     }
                     let s = scorer.score(nbu);
                     if s.is_nan() {
@@ -584,5 +623,45 @@ mod tests {
         assert!(g.levels() >= 2);
         let hits = self_hits(&g, &v, dim, 64, (0..n).step_by(41));
         assert!(hits >= 0.98, "{hits}");
+    }
+
+    #[test]
+    fn f16_graph_finds_itself_and_equals_the_graph_of_the_rounded_rows() {
+        let (dim, n) = (24, 400);
+        let v = rows(n, dim);
+        let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let rounded: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let g = one
+            .install(|| FlatGraph::build_f16(&h, dim, 8, 64))
+            .unwrap();
+        check_links(&g);
+        // Searched over the f16 rows themselves, each row finds itself.
+        let (mut hits, view) = (0, g.view());
+        for r in 0..n {
+            let q = &rounded[r * dim..(r + 1) * dim];
+            let found = view.search(Vectors::F16(&h, dim), &[], q, 1, 32);
+            hits += usize::from(found.first().map(|c| c.row) == Some(r as u32));
+        }
+        assert!(hits as f64 / n as f64 >= 0.98, "{hits} of {n}");
+        // Built on one thread, the graph over the f16 rows is the graph over their f32
+        // values but for float rounding in the dot products: nearly every link agrees.
+        let f = one
+            .install(|| FlatGraph::build(&rounded, dim, 8, 64))
+            .unwrap();
+        let same = g
+            .layer0
+            .iter()
+            .zip(&f.layer0)
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(
+            same as f64 >= 0.95 * g.layer0.len() as f64,
+            "{same} of {}",
+            g.layer0.len()
+        );
     }
 }

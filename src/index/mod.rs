@@ -61,7 +61,8 @@
 //!
 //! Modules: `format` (the container every file uses), `storage` (heap or memory-mapped
 //! bytes; the crate's only `unsafe`), `segment`, `manifest`, `hnsw` (parallel graph building
-//! into flat arrays, our beam search), `exact`, `reader` ([`Index`]), `writer`
+//! into flat arrays, our beam search), `simd` (f32 and fused f16 dot products, chosen at run
+//! time through `pulp`, no `unsafe`), `exact`, `reader` ([`Index`]), `writer`
 //! ([`IndexWriter`]) and `update` (the [`Extractor`] seam and folder updates).
 #![warn(missing_docs)]
 
@@ -75,6 +76,7 @@ mod options;
 mod reader;
 mod regional;
 mod segment;
+mod simd;
 mod storage;
 mod update;
 mod writer;
@@ -98,6 +100,8 @@ pub use regional::{
     DEFAULT_GLOBAL_SHORTLIST, DEFAULT_STANDARDIZE_SAMPLE,
 };
 pub use segment::{ImageMeta, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS};
+#[doc(hidden)]
+pub use simd::set_f16_reference_scoring;
 pub use update::{
     add_files, content_hash, update_from_folder, Extracted, Extractor, Failure, FileStamp,
     UpdateOptions, UpdateProgress, UpdateReport, DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_EVERY,

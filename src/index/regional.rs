@@ -31,7 +31,7 @@
 //! every other image keeps the region's ranking. When the query path brings the cut-out is
 //! the query's business ([`crate::query`]: the region's factor coverage).
 
-use super::exact::{self, dot, Scorer};
+use super::exact::{self, Scorer};
 use super::options::SearchMode;
 use super::reader::{Index, LiveSegment};
 use super::SearchOptions;
@@ -722,16 +722,15 @@ fn score_slot(
     let mut matches = Vec::new();
     let mut best = Vec::with_capacity(qf.len());
     if !range.is_empty() {
-        let rows: Vec<(usize, Vec<f32>)> = range
-            .filter_map(|v| {
-                let factor = refs.get(v)?.factor as usize;
-                vectors.row(v).map(|x| (factor, x))
-            })
-            .collect();
+        // Region vectors are stored in f16: scored in place by the fused kernel.
+        let scorer = Scorer::new(vectors, &[]);
         for (qi, q) in qf {
-            let m = rows
-                .iter()
-                .map(|(f, x)| (*f, dot(x, q)))
+            let m = range
+                .clone()
+                .filter_map(|v| {
+                    let factor = refs.get(v)?.factor as usize;
+                    Some((factor, scorer.score_with(v, q)?))
+                })
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
             if let Some((image_factor, score)) = m {
                 matches.push(FactorMatch {

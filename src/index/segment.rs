@@ -300,6 +300,16 @@ pub(crate) fn encode_meta(r: &MetaRecord) -> Result<Vec<u8>> {
     Ok(b.to_vec())
 }
 
+/// The path in an encoded [`MetaRecord`] (`None` if the bytes are not one).
+pub(crate) fn meta_path(bytes: &[u8]) -> Option<String> {
+    // Copied so that the archive is aligned as rkyv requires.
+    let mut a = rkyv::util::AlignedVec::<8>::with_capacity(bytes.len());
+    a.extend_from_slice(bytes);
+    rkyv::access::<ArchivedMetaRecord, rancor::Error>(&a)
+        .ok()
+        .map(|m| m.path.as_str().to_owned())
+}
+
 /// A segment's stored factor layout for one row: `(k, rows, cols)`, k = 0 for none.
 pub(crate) type FactorDims = (u16, u16, u16);
 
@@ -324,14 +334,14 @@ pub(crate) struct RegionContent<'a> {
 }
 
 /// Everything needed to write a segment. Rows must be in increasing id order.
-pub(crate) struct SegmentContent<'a> {
+pub(crate) struct SegmentContent<'a, 'm> {
     pub ids: &'a [u64],
-    /// `ids.len() × dim` values.
-    pub vectors: &'a [f32],
+    /// `ids.len() × dim` values (converted if their encoding is not `encoding`).
+    pub vectors: Vectors<'a>,
     pub dim: usize,
     pub encoding: VectorEncoding,
-    /// One encoded [`MetaRecord`] per row.
-    pub meta: &'a [Cow<'a, [u8]>],
+    /// The encoded [`MetaRecord`] of a row.
+    pub meta: &'m (dyn Fn(usize) -> Result<&'m [u8]> + 'm),
     pub graph: Option<&'a FlatGraph>,
     /// Channels and per-row factor layout, when any row has factors.
     pub factors: Option<(usize, &'a [FactorDims])>,
@@ -344,12 +354,12 @@ pub(crate) struct SegmentContent<'a> {
 /// rows with factors).
 pub(crate) fn write_segment(
     path: &Path,
-    content: &SegmentContent<'_>,
+    content: &SegmentContent<'_, '_>,
     blob: &mut dyn FnMut(usize, &mut Vec<u8>) -> Result<()>,
 ) -> Result<(u64, [u8; 32])> {
     let n = content.ids.len();
     let io = |e: std::io::Error| Error::io(path, e);
-    if n > MAX_SEGMENT_DOCS || content.vectors.len() != n * content.dim || content.meta.len() != n {
+    if n > MAX_SEGMENT_DOCS || content.vectors.values() != n * content.dim {
         return Err(Error::invalid(format!(
             "{}: inconsistent segment content",
             path.display()
@@ -397,19 +407,35 @@ pub(crate) fn write_segment(
     )
     .map_err(io)?;
     w.section(kind::INFO, &info.encode()).map_err(io)?;
-    match content.encoding {
-        VectorEncoding::F32 => {
+    const CHUNK: usize = 1 << 16;
+    match (content.encoding, content.vectors) {
+        (VectorEncoding::F32, Vectors::F32(v, _)) => {
             w.begin(kind::VF32);
-            for chunk in content.vectors.chunks(1 << 16) {
+            for chunk in v.chunks(CHUNK) {
                 w.write(bytemuck::cast_slice(chunk)).map_err(io)?;
             }
         }
-        VectorEncoding::F16 => {
+        (VectorEncoding::F16, Vectors::F16(v, _)) => {
             w.begin(kind::VF16);
-            let mut buf: Vec<f16> = Vec::with_capacity(1 << 16);
-            for chunk in content.vectors.chunks(1 << 16) {
+            for chunk in v.chunks(CHUNK) {
+                w.write(bytemuck::cast_slice(chunk)).map_err(io)?;
+            }
+        }
+        (VectorEncoding::F16, Vectors::F32(v, _)) => {
+            w.begin(kind::VF16);
+            let mut buf: Vec<f16> = Vec::with_capacity(CHUNK);
+            for chunk in v.chunks(CHUNK) {
                 buf.clear();
                 buf.extend(chunk.iter().map(|&x| f16::from_f32(x)));
+                w.write(bytemuck::cast_slice(&buf)).map_err(io)?;
+            }
+        }
+        (VectorEncoding::F32, Vectors::F16(v, _)) => {
+            w.begin(kind::VF32);
+            let mut buf: Vec<f32> = Vec::with_capacity(CHUNK);
+            for chunk in v.chunks(CHUNK) {
+                buf.clear();
+                buf.extend(chunk.iter().map(|x| x.to_f32()));
                 w.write(bytemuck::cast_slice(&buf)).map_err(io)?;
             }
         }
@@ -420,15 +446,15 @@ pub(crate) fn write_segment(
     let mut offsets = Vec::with_capacity(n + 1);
     let mut at = 0u64;
     offsets.push(0u64);
-    for m in content.meta {
-        at += m.len() as u64;
+    for row in 0..n {
+        at += (content.meta)(row)?.len() as u64;
         offsets.push(at);
     }
     w.section(kind::MOFF, bytemuck::cast_slice(&offsets))
         .map_err(io)?;
     w.begin(kind::MDAT);
-    for m in content.meta {
-        w.write(m).map_err(io)?;
+    for row in 0..n {
+        w.write((content.meta)(row)?).map_err(io)?;
     }
     w.end().map_err(io)?;
     if let Some(g) = content.graph {

@@ -1,18 +1,18 @@
 //! [`IndexWriter`]: the one writer of an index. Adds and deletes are buffered and become
 //! visible atomically at [`IndexWriter::commit`]; a crash before that loses only them.
 
+use super::exact::{Rows, Vectors};
 use super::factors::StoredFactors;
 use super::hnsw::FlatGraph;
 use super::manifest::{self, ManifestRecord, SegmentRecord, SettingsRecord};
 use super::options::IndexOptions;
 use super::reader::{Index, LiveSegment, OpenMode};
 use super::segment::{
-    encode_meta, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent, RegionRef,
-    Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
+    encode_meta, meta_path, region_vectors_of, write_segment, FactorDims, ImageMeta, RegionContent,
+    RegionRef, Segment, SegmentContent, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS,
 };
 use crate::{Error, Recipe, Result};
 use half::f16;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -53,12 +53,17 @@ pub struct CommitReport {
     pub live: usize,
 }
 
-/// An added image waiting for the commit.
+/// An added image waiting for the commit. Its encoded metadata record and factor blob
+/// live in [`IndexWriter`]'s `pending_bytes` (one buffer, not two allocations per image:
+/// ~130 bytes per image, where the descriptor of a 512-d f16 index is 1 KiB).
 struct Pending {
     id: u64,
-    path: String,
-    meta: Vec<u8>,
-    factors: Option<(FactorDims, Vec<u8>)>,
+    meta_at: u64,
+    factors_at: u64,
+    meta_len: u32,
+    factors_len: u32,
+    /// Factor layout, `(0, 0, 0)` for none.
+    dims: FactorDims,
 }
 
 /// A segment being assembled into the next manifest.
@@ -79,9 +84,15 @@ pub struct IndexWriter {
     _lock: File,
     snapshot: Index,
     pending: Vec<Pending>,
-    /// Descriptors of `pending`, one row each, contiguous: the segment writer and the graph
+    /// Metadata records and factor blobs of `pending` (those of images deleted before the
+    /// commit stay until it).
+    pending_bytes: Vec<u8>,
+    /// Descriptors of `pending`, one row each, contiguous, in the encoding the index stores
+    /// (f16 rows for an f16 index: half the memory): the segment writer and the graph
     /// builder use them in place.
-    pending_vectors: Vec<f32>,
+    pending_vectors: Rows,
+    /// How the index stores descriptors (fixed when it is created).
+    encoding: VectorEncoding,
     deletes: BTreeMap<u64, BTreeSet<u32>>,
     next_id: u64,
     factor_channels: Option<usize>,
@@ -250,13 +261,21 @@ impl IndexWriter {
             .iter()
             .map(|s| s.seg.info.factor_channels)
             .find(|&c| c > 0);
+        let encoding = snapshot
+            .manifest()
+            .record
+            .settings
+            .to_options()
+            .get_vector_encoding();
         let w = IndexWriter {
             dir: dir.to_path_buf(),
             _lock: lock,
             next_id: snapshot.next_id(),
             snapshot,
             pending: Vec::new(),
-            pending_vectors: Vec::new(),
+            pending_bytes: Vec::new(),
+            pending_vectors: Rows::new(encoding),
+            encoding,
             deletes: BTreeMap::new(),
             factor_channels,
         };
@@ -330,25 +349,79 @@ impl IndexWriter {
         self.recipe().check_compatible(recipe)?;
         let record = image.meta.to_record()?;
         self.check_descriptor(&image.descriptor, &record.path)?;
-        let factors = match &image.factors {
-            Some(f) => {
-                self.check_factor_channels(f.channels(), &record.path)?;
-                let mut blob = Vec::new();
-                f.encode(&mut blob);
-                Some(((f.k() as u16, f.rows() as u16, f.cols() as u16), blob))
-            }
-            None => None,
-        };
+        if let Some(f) = &image.factors {
+            self.check_factor_channels(f.channels(), &record.path)?;
+        }
+        let meta = encode_meta(&record)?;
         let id = self.next_id;
-        self.pending.push(Pending {
-            id,
-            meta: encode_meta(&record)?,
-            path: record.path,
-            factors,
-        });
-        self.pending_vectors.extend_from_slice(&image.descriptor);
+        self.push_pending(id, &meta, |out| {
+            image.factors.as_ref().map_or((0, 0, 0), |f| {
+                f.encode(out);
+                (f.k() as u16, f.rows() as u16, f.cols() as u16)
+            })
+        })?;
+        self.pending_vectors.push(&image.descriptor);
         self.next_id += 1;
         Ok(id)
+    }
+
+    /// Appends a pending image: its metadata record `meta`, and the factor blob `factors`
+    /// writes (returning its layout).
+    fn push_pending(
+        &mut self,
+        id: u64,
+        meta: &[u8],
+        factors: impl FnOnce(&mut Vec<u8>) -> FactorDims,
+    ) -> Result<()> {
+        let too_big = || Error::invalid(format!("image {id}: metadata or factors over 4 GiB"));
+        let meta_at = self.pending_bytes.len() as u64;
+        let meta_len = u32::try_from(meta.len()).map_err(|_| too_big())?;
+        self.pending_bytes.extend_from_slice(meta);
+        let factors_at = self.pending_bytes.len();
+        let dims = factors(&mut self.pending_bytes);
+        let factors_len = self.pending_bytes.len() - factors_at;
+        let Ok(factors_len) = u32::try_from(factors_len) else {
+            self.pending_bytes.truncate(meta_at as usize);
+            return Err(too_big());
+        };
+        self.pending.push(Pending {
+            id,
+            meta_at,
+            factors_at: factors_at as u64,
+            meta_len,
+            factors_len,
+            dims,
+        });
+        Ok(())
+    }
+
+    /// Appends a pending image whose factors are a stored blob (`None`: no factors).
+    fn push_pending_stored(
+        &mut self,
+        id: u64,
+        meta: &[u8],
+        dims: FactorDims,
+        blob: Option<&[u8]>,
+    ) -> Result<()> {
+        self.push_pending(id, meta, |out| match blob {
+            Some(b) => {
+                out.extend_from_slice(b);
+                dims
+            }
+            None => (0, 0, 0),
+        })
+    }
+
+    /// The encoded metadata record of a pending image.
+    fn pending_meta(&self, p: &Pending) -> &[u8] {
+        let at = p.meta_at as usize;
+        &self.pending_bytes[at..at + p.meta_len as usize]
+    }
+
+    /// The factor blob of a pending image (empty for none).
+    fn pending_factors(&self, p: &Pending) -> &[u8] {
+        let at = p.factors_at as usize;
+        &self.pending_bytes[at..at + p.factors_len as usize]
     }
 
     /// Buffers a copy of the live image `from` (descriptor and factors) with new metadata:
@@ -360,15 +433,16 @@ impl IndexWriter {
             .locate(from)
             .ok_or_else(|| Error::invalid(format!("image {from} is not in the index")))?;
         let s = &self.snapshot.live_segments()[si];
+        let (seg, number) = (s.seg.clone(), s.record.number);
         let record = meta.to_record()?;
-        let vector = s
-            .seg
-            .vectors()
-            .row(row)
-            .ok_or_else(|| Error::invalid(format!("image {from}: descriptor unreadable")))?;
-        let dims = s.seg.factor_dims(row)?;
-        let factors = s.seg.factor_blob(row)?.map(|b| (dims, b.into_owned()));
-        let number = s.record.number;
+        let vectors = seg.vectors();
+        if vectors.row(row).is_none() {
+            return Err(Error::invalid(format!(
+                "image {from}: descriptor unreadable"
+            )));
+        }
+        let dims = seg.factor_dims(row)?;
+        let blob = seg.factor_blob(row)?;
         if keep_id && self.pending.iter().any(|p| p.id == from) {
             return Err(Error::invalid(format!(
                 "image {from} is already being re-added in this commit"
@@ -382,13 +456,10 @@ impl IndexWriter {
             self.next_id += 1;
             id
         };
-        self.pending.push(Pending {
-            id,
-            meta: encode_meta(&record)?,
-            path: record.path,
-            factors,
-        });
-        self.pending_vectors.extend_from_slice(&vector);
+        let meta = encode_meta(&record)?;
+        self.push_pending_stored(id, &meta, dims, blob.as_deref())?;
+        // Checked above that the row exists.
+        self.pending_vectors.push_stored(vectors, row);
         Ok(id)
     }
 
@@ -398,7 +469,7 @@ impl IndexWriter {
         let mut removed = false;
         while let Some(i) = self.pending.iter().position(|p| p.id == id) {
             self.pending.remove(i);
-            self.pending_vectors.drain(i * dim..(i + 1) * dim);
+            self.pending_vectors.remove(i, dim);
             removed = true;
         }
         if let Some((i, row)) = self.snapshot.locate(id) {
@@ -416,7 +487,7 @@ impl IndexWriter {
         let pending: Vec<u64> = self
             .pending
             .iter()
-            .filter(|p| Some(p.path.as_str()) == want)
+            .filter(|p| want.is_some() && meta_path(self.pending_meta(p)).as_deref() == want)
             .map(|p| p.id)
             .collect();
         for id in pending.into_iter().chain(self.snapshot.find_path(path)?) {
@@ -429,8 +500,7 @@ impl IndexWriter {
 
     /// Drops the adds and deletes made since the last commit.
     pub fn rollback(&mut self) {
-        self.pending.clear();
-        self.pending_vectors = Vec::new();
+        self.clear_pending();
         self.deletes.clear();
         self.next_id = self.snapshot.next_id();
     }
@@ -455,30 +525,48 @@ impl IndexWriter {
         let result = self.commit_steps(merge_all, &mut fresh);
         if result.is_err() {
             if let Some(seg) = fresh {
-                // The new segment was written and read back, which freed the pending
-                // descriptors (see `build_and_write`); the commit failed later, so they are
-                // pending again: take them back from it (they are the values it stores).
-                self.restore_pending_vectors(&seg);
+                // The new segment was written and read back, which freed the pending adds
+                // (see `write_pending`); the commit failed later, so they are pending
+                // again: take them back from it (the values it stores).
+                self.restore_pending(&seg);
             }
         }
         result
     }
 
-    /// Refills the pending descriptors from `seg`, the segment written from them.
-    fn restore_pending_vectors(&mut self, seg: &Segment) {
-        if !self.pending_vectors.is_empty() {
+    /// Drops every pending add and frees its memory.
+    fn clear_pending(&mut self) {
+        self.pending = Vec::new();
+        self.pending_bytes = Vec::new();
+        self.pending_vectors = Rows::new(self.encoding);
+    }
+
+    /// Makes the rows of `seg`, the segment just written from the pending adds (which were
+    /// freed then), pending again: ids, metadata, factors and descriptors as it stores them.
+    fn restore_pending(&mut self, seg: &Segment) {
+        if !self.pending.is_empty() {
             return;
         }
         let v = seg.vectors();
-        let rows: Option<Vec<Vec<f32>>> = (0..seg.docs()).map(|r| v.row(r)).collect();
-        match rows {
-            Some(rows) if rows.len() == self.pending.len() => {
-                self.pending_vectors = rows.concat();
+        let mut rows = Rows::new(self.encoding);
+        rows.reserve(v.values());
+        let ids = seg.ids().to_vec();
+        for (r, &id) in ids.iter().enumerate() {
+            let restored = (|| -> Result<bool> {
+                let meta = seg.meta_bytes(r)?.to_vec();
+                let dims = seg.factor_dims(r)?;
+                let blob = seg.factor_blob(r)?;
+                self.push_pending_stored(id, &meta, dims, blob.as_deref())?;
+                Ok(rows.push_stored(v, r))
+            })();
+            if !matches!(restored, Ok(true)) {
+                // Cannot happen for a segment that passed its checks; keep the writer
+                // consistent all the same (like a crash, this loses only uncommitted adds).
+                self.clear_pending();
+                return;
             }
-            // Cannot happen for a segment that passed its checks; keep the writer
-            // consistent all the same (like a crash, this loses only uncommitted adds).
-            _ => self.pending.clear(),
         }
+        self.pending_vectors = rows;
     }
 
     fn commit_steps(
@@ -575,8 +663,7 @@ impl IndexWriter {
             .collect();
         let recipe = self.recipe().clone();
         self.snapshot = Index::from_parts(&self.dir, record, recipe, segments);
-        self.pending.clear();
-        self.pending_vectors = Vec::new();
+        self.clear_pending();
         self.deletes.clear();
         self.collect_garbage();
         Ok(CommitReport {
@@ -605,52 +692,44 @@ impl IndexWriter {
             // Moved files keep their older ids: put the rows in id order.
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by_key(|&i| self.pending[i].id);
-            let mut vectors = Vec::with_capacity(n * dim);
+            let mut vectors = Rows::new(self.encoding);
+            vectors.reserve(n * dim);
+            let view = self.pending_vectors.view(dim);
             for &i in &order {
-                vectors.extend_from_slice(&self.pending_vectors[i * dim..(i + 1) * dim]);
+                vectors.push_stored(view, i);
             }
             let mut old: Vec<Option<Pending>> = self.pending.drain(..).map(Some).collect();
             self.pending = order.iter().filter_map(|&i| old[i].take()).collect();
             self.pending_vectors = vectors;
         }
-        let ids: Vec<u64> = self.pending.iter().map(|p| p.id).collect();
-        let meta: Vec<Cow<'_, [u8]>> = self
-            .pending
-            .iter()
-            .map(|p| Cow::Borrowed(p.meta.as_slice()))
-            .collect();
-        let dims: Vec<FactorDims> = self
-            .pending
-            .iter()
-            .map(|p| p.factors.as_ref().map_or((0, 0, 0), |f| f.0))
-            .collect();
-        let pending = &self.pending;
-        let mut blob = |row: usize, out: &mut Vec<u8>| -> Result<()> {
-            if let Some((_, b)) = &pending[row].factors {
-                out.extend_from_slice(b);
-            }
-            Ok(())
-        };
         let path = self.dir.join(manifest::segment_name(number));
-        let result = build_and_write(
-            &path,
-            number,
-            &ids,
-            &mut self.pending_vectors,
-            dim,
-            &meta,
-            self.factor_channels
-                .filter(|_| dims.iter().any(|d| d.0 > 0)),
-            &dims,
-            &mut blob,
-            options,
-        );
-        if result.is_err() && self.pending_vectors.is_empty() {
-            // The segment was written but could not be read back, after the descriptors
-            // were freed: the uncommitted adds are gone, as after a crash.
-            self.pending.clear();
-        }
-        result
+        let written = {
+            let ids: Vec<u64> = self.pending.iter().map(|p| p.id).collect();
+            let dims: Vec<FactorDims> = self.pending.iter().map(|p| p.dims).collect();
+            let this = &*self;
+            let meta = |row: usize| -> Result<&[u8]> { Ok(this.pending_meta(&this.pending[row])) };
+            let mut blob = |row: usize, out: &mut Vec<u8>| -> Result<()> {
+                out.extend_from_slice(this.pending_factors(&this.pending[row]));
+                Ok(())
+            };
+            write_new_segment(
+                &path,
+                &ids,
+                this.pending_vectors.view(dim),
+                dim,
+                &meta,
+                this.factor_channels
+                    .filter(|_| dims.iter().any(|d| d.0 > 0)),
+                &dims,
+                &mut blob,
+                options,
+            )?
+        };
+        // The file holds the adds now: free them before reading it back, so that they are
+        // never held twice. If the commit fails later, `commit_inner` takes them back from
+        // the segment; if it cannot be read back, they are gone, as after a crash.
+        self.clear_pending();
+        read_back(&path, number, n, written)
     }
 
     /// Merges the live rows of `sources` into segment `number`; `None` if none is live.
@@ -684,13 +763,14 @@ impl IndexWriter {
             ));
         }
         let dim = self.recipe().dim;
-        let mut vectors = Vec::with_capacity(rows.len() * dim);
-        let mut meta = Vec::with_capacity(rows.len());
+        let mut vectors = Rows::new(options.get_vector_encoding());
+        vectors.reserve(rows.len() * dim);
         let mut dims = Vec::with_capacity(rows.len());
         let mut channels = None;
         for &(_, si, r) in &rows {
             let seg = &sources[si].seg;
-            let v = seg.vectors().row(r).ok_or_else(|| {
+            let found = vectors.push_stored(seg.vectors(), r);
+            found.then_some(()).ok_or_else(|| {
                 let k = match seg.info.encoding {
                     VectorEncoding::F32 => super::format::kind::VF32,
                     VectorEncoding::F16 => super::format::kind::VF16,
@@ -701,8 +781,6 @@ impl IndexWriter {
                     format!("row {r} unreadable"),
                 )
             })?;
-            vectors.extend_from_slice(&v);
-            meta.push(Cow::Borrowed(seg.meta_bytes(r)?));
             let d = seg.factor_dims(r)?;
             if d.0 > 0 {
                 let c = seg.info.factor_channels;
@@ -725,19 +803,24 @@ impl IndexWriter {
             }
             Ok(())
         };
-        build_and_write(
-            &self.segment_path(number),
-            number,
+        let meta = |row: usize| -> Result<&[u8]> {
+            let (_, si, r) = rows[row];
+            sources[si].seg.meta_bytes(r)
+        };
+        let path = self.segment_path(number);
+        let written = write_new_segment(
+            &path,
             &ids,
-            &mut vectors,
+            vectors.view(dim),
             dim,
             &meta,
             channels,
             &dims,
             &mut blob,
             options,
-        )
-        .map(Some)
+        )?;
+        drop(vectors);
+        read_back(&path, number, ids.len(), written).map(Some)
     }
 
     /// Removes files that the current manifest does not reference: manifests of other
@@ -777,33 +860,42 @@ impl IndexWriter {
     }
 }
 
-/// Builds the graph (if the segment is large enough), writes segment `number` at `path`,
-/// and opens it again. `vectors` is emptied (and its memory freed) once the file is written,
-/// before it is read back, so that the descriptors are never held twice.
+/// Builds the graphs (if the segment is large enough) and writes a segment at `path`;
+/// returns its length and header checksum. `vectors` should be in the stored encoding (the
+/// graph is built on the stored values; other rows are converted first). The callers free
+/// their rows once the file is written, before [`read_back`], so that nothing is held twice.
 #[allow(clippy::too_many_arguments)]
-fn build_and_write(
+fn write_new_segment<'m>(
     path: &Path,
-    number: u64,
     ids: &[u64],
-    vectors: &mut Vec<f32>,
+    vectors: Vectors<'_>,
     dim: usize,
-    meta: &[Cow<'_, [u8]>],
+    meta: &'m (dyn Fn(usize) -> Result<&'m [u8]> + 'm),
     factor_channels: Option<usize>,
     dims: &[FactorDims],
     blob: &mut dyn FnMut(usize, &mut Vec<u8>) -> Result<()>,
     options: &IndexOptions,
-) -> Result<Working> {
+) -> Result<(u64, [u8; 32])> {
     let n = ids.len();
-    if options.get_vector_encoding() == VectorEncoding::F16 {
-        // Build the graph on the values that will be stored.
-        for x in vectors.iter_mut() {
-            *x = f16::from_f32(*x).to_f32();
+    let encoding = options.get_vector_encoding();
+    let converted;
+    let vectors = match (vectors, encoding) {
+        (v @ Vectors::F32(..), VectorEncoding::F32)
+        | (v @ Vectors::F16(..), VectorEncoding::F16) => v,
+        (v, e) => {
+            // Not reached (the writer keeps its rows in the index's encoding); convert anyway.
+            let mut rows = Rows::new(e);
+            rows.reserve(v.values());
+            for r in 0..v.rows() {
+                rows.push_stored(v, r);
+            }
+            converted = rows;
+            converted.view(dim)
         }
-    }
+    };
     let graph = if n >= options.get_graph_min_docs() {
-        Some(FlatGraph::build(
+        Some(FlatGraph::build_rows(
             vectors,
-            dim,
             options.get_m(),
             options.get_ef_construction(),
         )?)
@@ -859,11 +951,13 @@ fn build_and_write(
             graph: region_graph.as_ref(),
         }),
     };
-    let (file_len, header_hash) = write_segment(path, &content, blob)?;
-    drop(graph);
-    drop(region_graph);
-    drop(region_vectors);
-    *vectors = Vec::new();
+    write_segment(path, &content, blob)
+}
+
+/// Opens segment `number`, just written at `path` (`n` rows, `written` = its length and
+/// header checksum), and checks that it reads back as written.
+fn read_back(path: &Path, number: u64, n: usize, written: (u64, [u8; 32])) -> Result<Working> {
+    let (file_len, header_hash) = written;
     let seg = Segment::open(path, OpenMode::Read)?;
     if seg.container.header_hash != header_hash {
         return Err(super::format::bad(

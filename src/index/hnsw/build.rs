@@ -27,8 +27,10 @@
 //! tests check.
 
 use super::{FlatGraph, Visited, MAX_LEVELS, NO_LINK};
-use crate::index::exact::Cand;
-use pulp::{Arch, Simd, WithSimd};
+use crate::index::exact::{Cand, Vectors};
+use crate::index::simd::{dot_f32 as simd_dot, F16Dot};
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -39,69 +41,22 @@ use std::sync::Mutex;
 /// tests) get the same graph on every run.
 pub const PARALLEL_MIN_ROWS: usize = 20_000;
 
-/// Dot product of two equal-length rows in the widest SIMD the CPU has.
-struct DotOp<'a> {
-    a: &'a [f32],
-    b: &'a [f32],
-}
-
-impl WithSimd for DotOp<'_> {
-    type Output = f32;
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> f32 {
-        let n = self.a.len().min(self.b.len());
-        let (ah, at) = S::as_simd_f32s(&self.a[..n]);
-        let (bh, bt) = S::as_simd_f32s(&self.b[..n]);
-        let zero = simd.splat_f32s(0.0);
-        let mut acc = [zero; 4];
-        let (a4, ar) = ah.split_at(ah.len() / 4 * 4);
-        let (b4, br) = bh.split_at(a4.len());
-        for (x, y) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
-            for j in 0..4 {
-                acc[j] = simd.mul_add_f32s(x[j], y[j], acc[j]);
-            }
-        }
-        for (x, y) in ar.iter().zip(br) {
-            acc[0] = simd.mul_add_f32s(*x, *y, acc[0]);
-        }
-        let s = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
-        let mut t = simd.reduce_sum_f32s(s);
-        for (x, y) in at.iter().zip(bt) {
-            t += x * y;
-        }
-        t
-    }
-}
-
-/// Dot product of `a` and `b` (over the shorter length) with the instruction set `arch`
-/// selected.
-#[inline]
-pub(crate) fn simd_dot(arch: Arch, a: &[f32], b: &[f32]) -> f32 {
-    arch.dispatch(DotOp { a, b })
-}
-
 /// A graph under construction over `rows × dim` vectors.
 struct Builder<'a> {
-    vectors: &'a [f32],
+    vectors: Vectors<'a>,
     dim: usize,
     rows: usize,
     m: usize,
     m0: usize,
     ef: usize,
-    arch: Arch,
+    kernel: F16Dot,
     levels: Vec<u8>,
     /// Layer 0: `m0` slots per row, used slots first, then [`NO_LINK`].
     layer0: Vec<AtomicU32>,
-    /// The similarity of each layer-0 link to its row (f32 bits), so that a full list can
-    /// be updated without recomputing any.
-    sims0: Vec<AtomicU32>,
     /// For a row above layer 0, where its upper slots start in `upper` (`m` per layer,
     /// layer 1 first); [`NO_LINK`] otherwise.
     upper_at: Vec<u32>,
     upper: Vec<AtomicU32>,
-    /// As `sims0`, for `upper`.
-    sims_up: Vec<AtomicU32>,
     locks: Vec<Mutex<()>>,
     /// Entry row and its level.
     entry: Mutex<(u32, usize)>,
@@ -110,6 +65,8 @@ struct Builder<'a> {
 }
 
 thread_local! {
+    /// A row converted to f32 (f16 rows), for [`Builder::link_back`].
+    static ROW_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUILD_VISITED: RefCell<Visited> =
         const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
 }
@@ -134,8 +91,8 @@ fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(vectors: &'a [f32], dim: usize, m: usize, ef: usize) -> Builder<'a> {
-        let rows = vectors.len() / dim;
+    fn new(vectors: Vectors<'a>, dim: usize, m: usize, ef: usize) -> Builder<'a> {
+        let rows = vectors.rows();
         let m0 = 2 * m;
         let levels: Vec<u8> = (0..rows).map(|r| draw_level(r, m) as u8).collect();
         let mut upper_at = vec![NO_LINK; rows];
@@ -153,13 +110,11 @@ impl<'a> Builder<'a> {
             m,
             m0,
             ef,
-            arch: Arch::new(),
+            kernel: F16Dot::new(),
             levels,
             layer0: (0..rows * m0).map(|_| AtomicU32::new(NO_LINK)).collect(),
-            sims0: (0..rows * m0).map(|_| AtomicU32::new(0)).collect(),
             upper_at,
             upper: (0..at).map(|_| AtomicU32::new(NO_LINK)).collect(),
-            sims_up: (0..at).map(|_| AtomicU32::new(0)).collect(),
             locks: (0..rows).map(|_| Mutex::new(())).collect(),
             entry: Mutex::new((0, 0)),
             grow: Mutex::new(()),
@@ -167,32 +122,24 @@ impl<'a> Builder<'a> {
     }
 
     #[inline]
-    fn row(&self, r: u32) -> &'a [f32] {
-        let r = r as usize;
-        &self.vectors[r * self.dim..(r + 1) * self.dim]
+    fn row<'b>(&'b self, r: u32, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        row_f32(self.vectors, self.dim, r as usize, buf)
     }
 
     #[inline]
     fn sim(&self, q: &[f32], r: u32) -> f32 {
-        simd_dot(self.arch, q, self.row(r))
+        sim_to(self.vectors, self.dim, self.kernel, q, r as usize)
     }
 
     /// The slots of `row` in `layer`.
     #[inline]
     fn slots(&self, row: u32, layer: usize) -> &[AtomicU32] {
-        self.slots_and_sims(row, layer).0
-    }
-
-    /// The slots of `row` in `layer` and the similarities of their links.
-    #[inline]
-    fn slots_and_sims(&self, row: u32, layer: usize) -> (&[AtomicU32], &[AtomicU32]) {
         let r = row as usize;
         if layer == 0 {
-            let at = r * self.m0..(r + 1) * self.m0;
-            (&self.layer0[at.clone()], &self.sims0[at])
+            &self.layer0[r * self.m0..(r + 1) * self.m0]
         } else {
             let a = self.upper_at[r] as usize + (layer - 1) * self.m;
-            (&self.upper[a..a + self.m], &self.sims_up[a..a + self.m])
+            &self.upper[a..a + self.m]
         }
     }
 
@@ -270,11 +217,16 @@ impl<'a> Builder<'a> {
     /// up to `max` rows, each closer to the base than to any row kept before it.
     fn select(&self, cands: &[Cand], max: usize) -> Vec<Cand> {
         let mut kept: Vec<Cand> = Vec::with_capacity(max);
+        let mut buf = Vec::new();
         for &c in cands {
             if kept.len() >= max {
                 break;
             }
-            let v = self.row(c.row);
+            if kept.is_empty() {
+                kept.push(c);
+                continue;
+            }
+            let v = self.row(c.row, &mut buf);
             if kept.iter().all(|k| self.sim(v, k.row) < c.score) {
                 kept.push(c);
             }
@@ -284,27 +236,37 @@ impl<'a> Builder<'a> {
 
     /// Adds `new`, of similarity `sim` to `row`, to the links of `row` in `layer`; a full
     /// list keeps its `max` most similar links (hnsw_rs's rule: measured here to give better
-    /// recall per visited node than re-running the heuristic, and it costs no dot product).
+    /// recall per visited node than re-running the heuristic). The similarities of a full
+    /// list are recomputed (one dot product per link, the same values the searches had
+    /// computed): keeping them beside the links cost 4 bytes per slot, an eighth of a
+    /// 512-d f16 row's graph-build memory budget.
     fn link_back(&self, row: u32, new: u32, sim: f32, layer: usize) {
         let _g = lock(&self.locks[row as usize]);
-        let (slots, sims) = self.slots_and_sims(row, layer);
-        let mut worst = (f32::INFINITY, slots.len());
-        for (i, (l, s)) in slots.iter().zip(sims).enumerate() {
-            let l = l.load(Relaxed);
+        let slots = self.slots(row, layer);
+        for slot in slots {
+            let l = slot.load(Relaxed);
             if l == new {
                 return;
             }
             if l == NO_LINK {
-                l_store(&slots[i], &sims[i], new, sim);
+                slot.store(new, Relaxed);
                 return;
             }
-            let s = f32::from_bits(s.load(Relaxed));
-            if s < worst.0 {
-                worst = (s, i);
-            }
         }
+        let worst = ROW_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let v = self.row(row, &mut buf);
+            let mut worst = (f32::INFINITY, slots.len());
+            for (i, slot) in slots.iter().enumerate() {
+                let s = self.sim(v, slot.load(Relaxed));
+                if s < worst.0 {
+                    worst = (s, i);
+                }
+            }
+            worst
+        });
         if sim > worst.0 {
-            l_store(&slots[worst.1], &sims[worst.1], new, sim);
+            slots[worst.1].store(new, Relaxed);
         }
     }
 
@@ -318,7 +280,8 @@ impl<'a> Builder<'a> {
         } else {
             None
         };
-        let q = self.row(row);
+        let mut qbuf = Vec::new();
+        let q = self.row(row, &mut qbuf);
         let mut cur = Cand {
             score: self.sim(q, ep),
             row: ep,
@@ -336,12 +299,9 @@ impl<'a> Builder<'a> {
             let kept = self.select(&found, max);
             {
                 let _g = lock(&self.locks[row as usize]);
-                let (slots, sims) = self.slots_and_sims(row, l);
-                for (i, (l, s)) in slots.iter().zip(sims).enumerate() {
-                    match kept.get(i) {
-                        Some(c) => l_store(l, s, c.row, c.score),
-                        None => l.store(NO_LINK, Relaxed),
-                    }
+                let slots = self.slots(row, l);
+                for (i, l) in slots.iter().enumerate() {
+                    l.store(kept.get(i).map_or(NO_LINK, |c| c.row), Relaxed);
                 }
             }
             for c in &kept {
@@ -359,16 +319,22 @@ impl<'a> Builder<'a> {
         // with the best links of a row first and pushes fewer of the others.
         let m0 = self.m0;
         let mut layer0: Vec<u32> = self.layer0.into_iter().map(AtomicU32::into_inner).collect();
-        let sims0: Vec<u32> = self.sims0.into_iter().map(AtomicU32::into_inner).collect();
-        sort_lists(&mut layer0, &sims0, m0);
-        drop(sims0);
+        let (vectors, dim, kernel) = (self.vectors, self.dim, self.kernel);
+        let sort = |r: usize, list: &mut [u32], buf: &mut Vec<f32>| {
+            sort_list(vectors, dim, kernel, r, list, buf)
+        };
+        layer0
+            .par_chunks_mut(m0.max(1))
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (r, list)| sort(r, list, buf));
         let mut upper: Vec<u32> = self.upper.into_iter().map(AtomicU32::into_inner).collect();
-        let sims_up: Vec<u32> = self
-            .sims_up
-            .into_iter()
-            .map(AtomicU32::into_inner)
-            .collect();
-        sort_lists(&mut upper, &sims_up, self.m);
+        let mut buf = Vec::new();
+        for (r, &lv) in self.levels.iter().enumerate() {
+            for l in 1..=lv as usize {
+                let at = self.upper_at[r] as usize + (l - 1) * self.m;
+                sort(r, &mut upper[at..at + self.m], &mut buf);
+            }
+        }
         let mut layer_sizes = Vec::with_capacity(top);
         let mut upper_nodes = Vec::new();
         let mut upper_links = Vec::new();
@@ -397,32 +363,52 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Sorts each list of `stride` links (used slots first) by decreasing similarity.
-fn sort_lists(links: &mut [u32], sims: &[u32], stride: usize) {
-    let mut pairs: Vec<(f32, u32)> = Vec::with_capacity(stride);
-    for (l, s) in links
-        .chunks_exact_mut(stride)
-        .zip(sims.chunks_exact(stride))
-    {
-        pairs.clear();
-        pairs.extend(
-            l.iter()
-                .zip(s)
-                .take_while(|(&l, _)| l != NO_LINK)
-                .map(|(&l, &s)| (f32::from_bits(s), l)),
-        );
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (slot, p) in l.iter_mut().zip(&pairs) {
-            *slot = p.1;
+/// Row `r` as f32: in place for f32 rows, converted into `buf` for f16 ones.
+#[inline]
+fn row_f32<'b>(vectors: Vectors<'b>, dim: usize, r: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    let at = r * dim..(r + 1) * dim;
+    match vectors {
+        Vectors::F32(v, _) => &v[at],
+        Vectors::F16(v, _) => {
+            buf.resize(dim, 0.0);
+            v[at].convert_to_f32_slice(buf);
+            buf
         }
     }
 }
 
-/// Stores link `row` of similarity `sim` in a slot.
+/// Similarity of the f32 vector `q` to row `r` (f16 rows scored by the fused kernel).
 #[inline]
-fn l_store(slot: &AtomicU32, sim_slot: &AtomicU32, row: u32, sim: f32) {
-    sim_slot.store(sim.to_bits(), Relaxed);
-    slot.store(row, Relaxed);
+fn sim_to(vectors: Vectors<'_>, dim: usize, kernel: F16Dot, q: &[f32], r: usize) -> f32 {
+    let at = r * dim..(r + 1) * dim;
+    match vectors {
+        Vectors::F32(v, _) => simd_dot(kernel.arch(), q, &v[at]),
+        Vectors::F16(v, _) => kernel.dot(&v[at], q),
+    }
+}
+
+/// Sorts the links of row `r` (used slots first) by decreasing similarity to it.
+fn sort_list(
+    vectors: Vectors<'_>,
+    dim: usize,
+    kernel: F16Dot,
+    r: usize,
+    list: &mut [u32],
+    buf: &mut Vec<f32>,
+) {
+    let used = list
+        .iter()
+        .position(|&l| l == NO_LINK)
+        .unwrap_or(list.len());
+    let q = row_f32(vectors, dim, r, buf);
+    let mut pairs: Vec<(f32, u32)> = list[..used]
+        .iter()
+        .map(|&l| (sim_to(vectors, dim, kernel, q, l as usize), l))
+        .collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (slot, p) in list.iter_mut().zip(&pairs) {
+        *slot = p.1;
+    }
 }
 
 fn lock_entry(m: &Mutex<(u32, usize)>) -> std::sync::MutexGuard<'_, (u32, usize)> {
@@ -431,7 +417,12 @@ fn lock_entry(m: &Mutex<(u32, usize)>) -> std::sync::MutexGuard<'_, (u32, usize)
 
 /// Builds the graph of `vectors` (`rows × dim`, row-major, unit length); see the module
 /// documentation. Parameters must have passed [`super::check_params`].
-pub(super) fn build(vectors: &[f32], dim: usize, m: usize, ef_construction: usize) -> FlatGraph {
+pub(super) fn build(
+    vectors: Vectors<'_>,
+    dim: usize,
+    m: usize,
+    ef_construction: usize,
+) -> FlatGraph {
     let b = Builder::new(vectors, dim, m, ef_construction);
     let rows = b.rows;
     if rows == 0 {
@@ -470,7 +461,7 @@ mod tests {
 
     #[test]
     fn simd_dot_matches_plain_sum() {
-        let arch = Arch::new();
+        let arch = pulp::Arch::new();
         for n in [0usize, 1, 7, 8, 31, 64, 100, 512, 515] {
             let a: Vec<f32> = (0..n).map(|i| ((i * 7) as f32).sin()).collect();
             let b: Vec<f32> = (0..n).map(|i| ((i * 3) as f32).cos()).collect();

@@ -347,3 +347,62 @@ fn whitening_companion_file() {
     IndexWriter::create(&plain, recipe(dim), IndexOptions::new()).unwrap();
     assert!(Index::open(&plain).unwrap().whitening().unwrap().is_none());
 }
+
+/// A commit that fails after its new segment was written and read back (here: the manifest
+/// cannot be created) leaves every add pending — ids, metadata, factors, descriptors as
+/// stored — although the writer freed them before reading the segment back; the next
+/// commit stores them.
+#[test]
+fn a_commit_failing_after_its_segment_keeps_the_adds_pending() {
+    let dim = 40;
+    for enc in [VectorEncoding::F32, VectorEncoding::F16] {
+        let tmp = super::tempdir();
+        let dir = tmp.path().join("ix");
+        let r = recipe(dim);
+        // Graphs from 32 images on: the failed commit also built one.
+        let mut w =
+            IndexWriter::create(&dir, r.clone(), small_options().vector_encoding(enc)).unwrap();
+        for id in 0..5 {
+            w.add(&r, image_for(id, dim, id % 2 == 0)).unwrap();
+        }
+        w.commit().unwrap();
+        for id in 5..45 {
+            w.add(&r, image_for(id, dim, id % 3 != 0)).unwrap();
+        }
+        // Block the next manifest: a directory where its file must go.
+        let next = w.index().generation() + 1;
+        let blocker = dir.join(format!("manifest-{next:016x}.dfm"));
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(w.commit().is_err(), "{enc:?}: the commit should fail");
+        assert_eq!(w.pending_adds(), 40, "{enc:?}");
+        assert_eq!(w.index().len(), 5);
+        std::fs::remove_dir(&blocker).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        for ix in open_both(&dir) {
+            assert_eq!(ix.len(), 45);
+            ix.verify().unwrap();
+            for id in 5..45u64 {
+                assert_eq!(ix.document(id).unwrap().unwrap().meta, meta_for(id));
+                let want: Vec<f32> = vector_for(id, dim)
+                    .into_iter()
+                    .map(|x| match enc {
+                        VectorEncoding::F32 => x,
+                        VectorEncoding::F16 => half::f16::from_f32(x).to_f32(),
+                    })
+                    .collect();
+                assert_eq!(ix.descriptor(id).unwrap().unwrap(), want, "{enc:?} {id}");
+                assert_eq!(
+                    ix.factors(id).unwrap(),
+                    (id % 3 != 0).then(|| factors_for(id))
+                );
+            }
+            // The graph segment answers like exact search for its own rows.
+            let q = vector_for(20, dim);
+            let hits = ix
+                .search(&r, &q, &SearchOptions::new().k(1).mode(SearchMode::Hnsw))
+                .unwrap();
+            assert_eq!(hits[0].id, 20);
+        }
+    }
+}
