@@ -31,8 +31,10 @@
 //! least [`DEFAULT_WHOLE_VIEW`] of its reconstruction ([`region_fill`]), the object fills the
 //! frame and the box is the whole image, whichever variant made the heatmap.
 
+pub mod sharpen;
 pub mod stored;
 
+pub use sharpen::{sharpen, sharpened_box, Sharpen, SHARPEN_CELL_PIXELS};
 pub use stored::{
     reconstruction, region_fill, Baseline, ConceptSample, HitFactors, Matching, QueryConcept,
     DEFAULT_BASELINE_SAMPLE, DEFAULT_WHOLE_VIEW, SIGNIFICANT_Z,
@@ -108,6 +110,9 @@ pub struct LocalizationSettings {
     pub baseline_sample: usize,
     /// Rank of the joint factorization.
     pub k: usize,
+    /// Image-guided sharpening of each hit's heatmap (results made before it: none).
+    #[serde(default = "Sharpen::off")]
+    pub sharpen: Sharpen,
 }
 
 /// Settings of localization; `build()` validates them.
@@ -121,6 +126,7 @@ pub struct LocalizerBuilder {
     selection: JointSelection,
     whole_view: Option<f32>,
     baseline_sample: usize,
+    sharpen: Sharpen,
 }
 
 impl Default for LocalizerBuilder {
@@ -134,6 +140,7 @@ impl Default for LocalizerBuilder {
             selection: JointSelection::default(),
             whole_view: Some(DEFAULT_WHOLE_VIEW),
             baseline_sample: DEFAULT_BASELINE_SAMPLE,
+            sharpen: Sharpen::default(),
         }
     }
 }
@@ -198,6 +205,18 @@ impl LocalizerBuilder {
         self
     }
 
+    /// Image-guided sharpening of each hit's heatmap before its box is taken (default
+    /// [`Sharpen::None`]; see [`sharpen`]).
+    pub fn sharpen(mut self, s: Sharpen) -> Self {
+        self.sharpen = s;
+        self
+    }
+
+    /// The sharpening set.
+    pub fn sharpen_rule(&self) -> Sharpen {
+        self.sharpen
+    }
+
     /// The stored-factor matching set.
     pub fn matching_rule(&self) -> Matching {
         self.matching
@@ -227,6 +246,7 @@ impl LocalizerBuilder {
             whole_view: self.whole_view,
             baseline_sample: self.baseline_sample,
             k: self.k,
+            sharpen: self.sharpen,
         }
     }
 
@@ -296,6 +316,13 @@ pub struct Located {
     /// Whether the whole-view rule made the box the whole image.
     #[serde(default)]
     pub whole_view: bool,
+    /// Whether the box was read off the heatmap sharpened by the image ([`sharpen`]).
+    #[serde(default)]
+    pub sharpened: bool,
+    /// Why the box is not what the settings asked for, when it is not (an image that could
+    /// not be read for sharpening: the unsharpened box stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Located {
@@ -315,6 +342,25 @@ impl Located {
                 });
                 self.whole_view = true;
             }
+        }
+    }
+}
+
+impl Located {
+    /// Reads the box off the heatmap sharpened by the image at `path` ([`sharpened_box`],
+    /// binarized by `rule`), unless `how` is none, the whole-view rule made the box the whole
+    /// image, or there is no box; where the image cannot be read the box stays and
+    /// [`Located::note`] says why.
+    pub fn sharpen_box(&mut self, path: &std::path::Path, how: Sharpen, rule: Binarize) {
+        if how == Sharpen::None || self.whole_view || self.bbox.is_none() {
+            return;
+        }
+        match sharpened_box(&self.heatmap, path, rule, how) {
+            Ok(b) => {
+                self.bbox = Some(b);
+                self.sharpened = true;
+            }
+            Err(e) => self.note = Some(format!("box not sharpened: {e}")),
         }
     }
 }
@@ -469,6 +515,8 @@ impl Localizer {
                 strength,
                 fill: None,
                 whole_view: false,
+                sharpened: false,
+                note: None,
             })
         };
         let query_located = locate(uq, query.grid)?;
@@ -545,6 +593,8 @@ impl Localizer {
             strength: None,
             fill: None,
             whole_view: false,
+            sharpened: false,
+            note: None,
         };
         located.apply_whole_view(region_fill(concepts, hit), self.cfg.whole_view);
         Ok(located)
@@ -615,6 +665,8 @@ impl Localizer {
                 strength,
                 fill: None,
                 whole_view: false,
+                sharpened: false,
+                note: None,
             })
         };
         let query_located = locate(uq, query.grid)?;

@@ -31,7 +31,7 @@ use crate::index::{
     FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode, SearchOptions,
 };
 use crate::localize::{
-    kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection,
+    kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection, Sharpen,
     LocalizationSettings, Localizer, Located, QueryConcept,
 };
 use crate::pipeline::Pipeline;
@@ -990,6 +990,8 @@ impl Searcher {
         };
         // The whole-view rule, from the stored factors, for the joint variants (the stored
         // variant applied it already).
+        let mass_selection =
+            concepts.is_empty() || localizer.settings().selection_rule() == JointSelection::Mass;
         if !matches!(how, Localize::Stored(_)) {
             let threshold = localizer.settings().whole_view_rule();
             for (hit, sf) in hits.iter_mut().zip(&stored) {
@@ -1001,6 +1003,18 @@ impl Searcher {
                     loc.apply_whole_view(crate::localize::region_fill(&concepts, h), threshold);
                 }
             }
+        }
+        // Image-guided sharpening, where the box was read off the heatmap with `rule` (not
+        // the thesis' joint selection, which cuts the joint sum at its own level); the hits'
+        // images are read in parallel.
+        let sharpen = localizer.settings().sharpen_rule();
+        if sharpen != Sharpen::None && (matches!(how, Localize::Stored(_)) || !mass_selection) {
+            use rayon::prelude::*;
+            hits.par_iter_mut().for_each(|hit| {
+                if let Some(loc) = hit.location.as_mut() {
+                    loc.sharpen_box(&hit.path, sharpen, rule);
+                }
+            });
         }
         Ok(joint)
     }
