@@ -34,7 +34,7 @@
 pub mod sharpen;
 pub mod stored;
 
-pub use sharpen::{sharpen, sharpened_box, Sharpen, SHARPEN_CELL_PIXELS};
+pub use sharpen::{calibrate_sharpened, sharpen, sharpened_box, Sharpen, SHARPEN_CELL_PIXELS};
 pub use stored::{
     reconstruction, region_fill, Baseline, ConceptSample, HitFactors, Matching, QueryConcept,
     DEFAULT_BASELINE_SAMPLE, DEFAULT_WHOLE_VIEW, SIGNIFICANT_Z,
@@ -54,7 +54,7 @@ pub const DEFAULT_TOP_FRACTION: f32 = 0.3;
 pub const DEFAULT_MAX_ITER: usize = 200;
 
 /// Fractions of the maximum tried by [`Binarize::Calibrated`].
-const CALIBRATION_STEPS: usize = 19;
+pub(crate) const CALIBRATION_STEPS: usize = 19;
 
 /// How joint localization picks the joint factors that stand for the query's region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -347,15 +347,21 @@ impl Located {
 }
 
 impl Located {
-    /// Reads the box off the heatmap sharpened by the image at `path` ([`sharpened_box`],
-    /// binarized by `rule`), unless `how` is none, the whole-view rule made the box the whole
-    /// image, or there is no box; where the image cannot be read the box stays and
-    /// [`Located::note`] says why.
-    pub fn sharpen_box(&mut self, path: &std::path::Path, how: Sharpen, rule: Binarize) {
+    /// Reads the box off the heatmap sharpened by the image at `path` ([`sharpened_box`]: the
+    /// coarse region cut by `rule`, the sharpened map by `cut`), unless `how` is none, the
+    /// whole-view rule made the box the whole image, or there is no box; where the image
+    /// cannot be read the box stays and [`Located::note`] says why.
+    pub fn sharpen_box(
+        &mut self,
+        path: &std::path::Path,
+        how: Sharpen,
+        rule: Binarize,
+        cut: Binarize,
+    ) {
         if how == Sharpen::None || self.whole_view || self.bbox.is_none() {
             return;
         }
-        match sharpened_box(&self.heatmap, path, rule, how) {
+        match sharpened_box(&self.heatmap, path, rule, cut, how) {
             Ok(b) => {
                 self.bbox = Some(b);
                 self.sharpened = true;

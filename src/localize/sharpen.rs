@@ -47,8 +47,8 @@ pub enum Sharpen {
     /// The colour model of the coarse region, then the guided filter (co-segmentation's
     /// refinement).
     Colour,
-    /// Lab: guided filter, final cut by Otsu.
-    GuidedOtsu,
+    /// Lab: colour model and guided filter, final cut at the coarse rule's fraction.
+    ColourLinear,
     /// Lab: colour model and guided filter, final cut by Otsu.
     ColourOtsu,
 }
@@ -57,9 +57,15 @@ impl Sharpen {
     /// The rule that cuts the sharpened map, given the one that cut the coarse region.
     pub fn final_rule(self, rule: Binarize) -> Binarize {
         match self {
-            Sharpen::GuidedOtsu | Sharpen::ColourOtsu => Binarize::Otsu,
+            Sharpen::ColourOtsu => Binarize::Otsu,
             _ => rule,
         }
+    }
+
+    /// Whether a calibrated cut of the sharpened map is made on the query's own sharpened
+    /// heatmap (lab variants: no).
+    pub fn calibrates_on_query(self) -> bool {
+        matches!(self, Sharpen::Guided | Sharpen::Colour)
     }
 }
 
@@ -76,7 +82,7 @@ impl std::fmt::Display for Sharpen {
             Sharpen::None => "none",
             Sharpen::Guided => "guided",
             Sharpen::Colour => "colour",
-            Sharpen::GuidedOtsu => "guided-otsu",
+            Sharpen::ColourLinear => "colour-linear",
             Sharpen::ColourOtsu => "colour-otsu",
         })
     }
@@ -91,7 +97,7 @@ impl std::str::FromStr for Sharpen {
             "none" | "off" => Ok(Sharpen::None),
             "guided" => Ok(Sharpen::Guided),
             "colour" | "color" => Ok(Sharpen::Colour),
-            "guided-otsu" => Ok(Sharpen::GuidedOtsu),
+            "colour-linear" => Ok(Sharpen::ColourLinear),
             "colour-otsu" => Ok(Sharpen::ColourOtsu),
             other => Err(Error::invalid(format!(
                 "sharpening {other:?}: expected none, guided or colour"
@@ -141,7 +147,7 @@ pub fn sharpen(map: &Heatmap, image: &RgbImage, rule: Binarize, how: Sharpen) ->
             };
             let coarse: Vec<bool> = up.iter().map(|&v| v > 0.0 && v >= level).collect();
             let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
-            let colour = matches!(how, Sharpen::Colour | Sharpen::ColourOtsu);
+            let colour = !matches!(how, Sharpen::Guided);
             crate::coseg::guided_refine(img, &up, &coarse, cell, colour)
         }
     };
@@ -156,14 +162,48 @@ pub fn sharpen(map: &Heatmap, image: &RgbImage, rule: Binarize, how: Sharpen) ->
     )
 }
 
-/// The box of `map` sharpened by the image at `path` ([`sharpen`]), cut by `rule`: the
-/// largest connected group of its pixels at or above the rule's level. Errors: the image
-/// cannot be read (naming the file), or [`sharpen`]'s.
-pub fn sharpened_box(map: &Heatmap, path: &Path, rule: Binarize, how: Sharpen) -> Result<BBox> {
+/// The box of `map` sharpened by the image at `path` ([`sharpen`], the coarse region cut by
+/// `rule`), cut by `cut`: the largest connected group of its pixels at or above that rule's
+/// level. Errors: the image cannot be read (naming the file), or [`sharpen`]'s.
+pub fn sharpened_box(
+    map: &Heatmap,
+    path: &Path,
+    rule: Binarize,
+    cut: Binarize,
+    how: Sharpen,
+) -> Result<BBox> {
     let image = crate::images::load_rgb(path)?;
     let fine = sharpen(map, &image, rule, how).map_err(|e| Error::image(path, e.to_string()))?;
-    fine.component_box(how.final_rule(rule))
+    fine.component_box(cut)
         .ok_or_else(|| Error::image(path, "the sharpened heatmap keeps no pixel"))
+}
+
+/// The cut of sharpened maps calibrated on the query, as [`super::calibrate`] calibrates the
+/// coarse one: the fraction of the maximum (5%, 10%, …, 95%) at which the query's own
+/// heatmap `map`, sharpened by the query's image at `path` (coarse region cut by `rule`),
+/// gives back the query's `bbox` best; ties go to the smaller fraction. `None` where no
+/// fraction gives a box. Errors: the image cannot be read, or [`sharpen`]'s.
+pub fn calibrate_sharpened(
+    map: &Heatmap,
+    path: &Path,
+    rule: Binarize,
+    how: Sharpen,
+    bbox: &BBox,
+) -> Result<Option<f32>> {
+    let image = crate::images::load_rgb(path)?;
+    let fine = sharpen(map, &image, rule, how).map_err(|e| Error::image(path, e.to_string()))?;
+    let mut best: Option<(f32, f32)> = None;
+    for i in 1..=super::CALIBRATION_STEPS {
+        let f = i as f32 / (super::CALIBRATION_STEPS + 1) as f32;
+        let Some(b) = fine.component_box(Binarize::RelativeToMax(f)) else {
+            continue;
+        };
+        let iou = b.iou(bbox);
+        if best.is_none_or(|(_, s)| iou > s) {
+            best = Some((f, iou));
+        }
+    }
+    Ok(best.map(|(f, _)| f))
 }
 
 #[cfg(test)]
@@ -280,7 +320,7 @@ mod tests {
             .unwrap();
         for path in [dir.path().join("missing.jpg"), corrupt, other] {
             let mut l = located();
-            l.sharpen_box(&path, Sharpen::Colour, rule);
+            l.sharpen_box(&path, Sharpen::Colour, rule, rule);
             assert_eq!(l.bbox, before);
             assert!(!l.sharpened);
             let note = l.note.unwrap_or_default();
@@ -293,10 +333,10 @@ mod tests {
         let good = dir.path().join("good.png");
         image.save(&good).unwrap();
         let mut l = located();
-        l.sharpen_box(&good, Sharpen::Colour, rule);
+        l.sharpen_box(&good, Sharpen::Colour, rule, rule);
         assert!(l.sharpened && l.note.is_none() && l.bbox != before);
         let mut l = located();
-        l.sharpen_box(&good, Sharpen::None, rule);
+        l.sharpen_box(&good, Sharpen::None, rule, rule);
         assert_eq!(l, located());
         // Bad names and an all-zero map are errors, not panics.
         assert!("sharp".parse::<Sharpen>().is_err());

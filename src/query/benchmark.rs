@@ -88,7 +88,7 @@ impl LocalizationVariant {
                 (
                     Localize::Stored(1),
                     b.matching(Matching::Standardized)
-                        .sharpen(Sharpen::GuidedOtsu),
+                        .sharpen(Sharpen::ColourLinear),
                 ),
                 (
                     Localize::Stored(1),
@@ -505,6 +505,7 @@ fn localize_query(
                 &region,
                 &mut hits,
                 is_joint.then_some(&net[..]),
+                Some(path),
             )?;
             run.ms += t.elapsed().as_secs_f64() * 1000.0 + if is_joint { net_ms } else { 0.0 };
             for ((name, _), h) in chunk.iter().zip(hits) {

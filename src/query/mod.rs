@@ -650,6 +650,10 @@ impl Searcher {
                 &region,
                 &mut hits[..n],
                 None,
+                match &q.image {
+                    QueryImage::Path(p) => Some(p.as_path()),
+                    QueryImage::Activations(_) => None,
+                },
             )
         })?;
         timings.total_ms = ms(start);
@@ -868,7 +872,9 @@ impl Searcher {
     /// one ran. `hit_acts`, when given, holds the hits' activations already extracted (one per
     /// hit, `None` for one that could not be read) for [`Localize::Joint`]; otherwise they are
     /// extracted here. A hit whose file is unreadable (joint) or that has no stored factors
-    /// (stored, joint-stored) is left unlocalized.
+    /// (stored, joint-stored) is left unlocalized. `query_image`, the query's image file when
+    /// there is one, calibrates the cut of sharpened heatmaps (see [`Sharpen`]); without it
+    /// they are cut at the coarse rule's level.
     #[allow(clippy::too_many_arguments)]
     pub fn localize_hits(
         &self,
@@ -879,11 +885,12 @@ impl Searcher {
         region: &BBox,
         hits: &mut [SearchHit],
         hit_acts: Option<&[Option<Activations>]>,
+        query_image: Option<&Path>,
     ) -> Result<Option<JointLocalization>> {
         if how == Localize::None || hits.is_empty() {
             return Ok(None);
         }
-        let (concepts, rule) = self.query_concepts(localizer, acts, desc, region)?;
+        let (concepts, rule, query_map) = self.query_concepts(localizer, acts, desc, region)?;
         // The hits' stored factors, for the stored variants and the whole-view rule.
         let mut stored = Vec::with_capacity(hits.len());
         for hit in hits.iter() {
@@ -1010,32 +1017,63 @@ impl Searcher {
         let sharpen = localizer.settings().sharpen_rule();
         if sharpen != Sharpen::None && (matches!(how, Localize::Stored(_)) || !mass_selection) {
             use rayon::prelude::*;
+            let cut = self.sharpened_cut(localizer, sharpen, rule, &query_map, region, query_image);
             hits.par_iter_mut().for_each(|hit| {
                 if let Some(loc) = hit.location.as_mut() {
-                    loc.sharpen_box(&hit.path, sharpen, rule);
+                    loc.sharpen_box(&hit.path, sharpen, rule, cut);
                 }
             });
         }
         Ok(joint)
     }
 
-    /// The query's kept concepts with their baselines over the index, and the binarization
-    /// rule for the hits (a calibrated rule resolved on the query's own heatmap).
+    /// The rule that cuts the hits' sharpened heatmaps: with a calibrated binarization and
+    /// the query's image at hand, the fraction at which the query's own heatmap, sharpened by
+    /// its image, gives back its region ([`crate::localize::calibrate_sharpened`]); otherwise
+    /// (another rule, a crop's heatmap, no or an unreadable query image) what
+    /// [`Sharpen::final_rule`] makes of the coarse `rule`.
+    fn sharpened_cut(
+        &self,
+        localizer: &Localizer,
+        how: Sharpen,
+        rule: crate::heatmap::Binarize,
+        query_map: &Heatmap,
+        region: &BBox,
+        query_image: Option<&Path>,
+    ) -> crate::heatmap::Binarize {
+        use crate::heatmap::Binarize;
+        let fallback = how.final_rule(rule);
+        if localizer.settings().binarize_rule() != Binarize::Calibrated
+            || query_map.is_zero()
+            || !how.calibrates_on_query()
+        {
+            return fallback;
+        }
+        query_image
+            .and_then(|p| {
+                crate::localize::calibrate_sharpened(query_map, p, rule, how, region)
+                    .ok()
+                    .flatten()
+            })
+            .map_or(fallback, Binarize::RelativeToMax)
+    }
+
+    /// The query's kept concepts with their baselines over the index, the binarization rule
+    /// for the hits (a calibrated rule resolved on the query's own heatmap), and that heatmap
+    /// (all zero for a crop's factors, which lie on the crop).
     fn query_concepts(
         &self,
         localizer: &Localizer,
         acts: &Activations,
         desc: &Description,
         region: &BBox,
-    ) -> Result<(Vec<QueryConcept>, crate::heatmap::Binarize)> {
+    ) -> Result<(Vec<QueryConcept>, crate::heatmap::Binarize, Heatmap)> {
         let f = match &desc.factors {
             Some(f) => f.clone(),
             // A pooled descriptor has no concepts: only the thesis' joint selection applies.
             None if !self.pipeline.describer().kind().is_nmf() => {
-                return Ok((
-                    Vec::new(),
-                    localizer.resolve(&Heatmap::zeros(acts.grid)?, region),
-                ))
+                let zeros = Heatmap::zeros(acts.grid)?;
+                return Ok((Vec::new(), localizer.resolve(&zeros, region), zeros));
             }
             None => self.pipeline.describer().factorize(acts)?,
         };
@@ -1068,7 +1106,7 @@ impl Searcher {
                 baseline,
             })
             .collect();
-        Ok((concepts, rule))
+        Ok((concepts, rule, query_map))
     }
 
     /// The concepts of up to `n` indexed images, evenly spaced over the index, made once per
