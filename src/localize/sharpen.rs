@@ -51,6 +51,10 @@ pub enum Sharpen {
     ColourLinear,
     /// Lab: colour model and guided filter, final cut by Otsu.
     ColourOtsu,
+    /// Lab: colour, final cut at the lower of Otsu's and the calibrated level.
+    ColourMin,
+    /// Lab: colour, final cut at the higher of Otsu's and the calibrated level.
+    ColourMax,
 }
 
 impl Sharpen {
@@ -65,7 +69,10 @@ impl Sharpen {
     /// Whether a calibrated cut of the sharpened map is made on the query's own sharpened
     /// heatmap (lab variants: no).
     pub fn calibrates_on_query(self) -> bool {
-        matches!(self, Sharpen::Guided | Sharpen::Colour)
+        matches!(
+            self,
+            Sharpen::Guided | Sharpen::Colour | Sharpen::ColourMin | Sharpen::ColourMax
+        )
     }
 }
 
@@ -84,6 +91,8 @@ impl std::fmt::Display for Sharpen {
             Sharpen::Colour => "colour",
             Sharpen::ColourLinear => "colour-linear",
             Sharpen::ColourOtsu => "colour-otsu",
+            Sharpen::ColourMin => "colour-min",
+            Sharpen::ColourMax => "colour-max",
         })
     }
 }
@@ -99,6 +108,8 @@ impl std::str::FromStr for Sharpen {
             "colour" | "color" => Ok(Sharpen::Colour),
             "colour-linear" => Ok(Sharpen::ColourLinear),
             "colour-otsu" => Ok(Sharpen::ColourOtsu),
+            "colour-min" => Ok(Sharpen::ColourMin),
+            "colour-max" => Ok(Sharpen::ColourMax),
             other => Err(Error::invalid(format!(
                 "sharpening {other:?}: expected none, guided or colour"
             ))),
@@ -174,6 +185,11 @@ pub fn sharpened_box(
 ) -> Result<BBox> {
     let image = crate::images::load_rgb(path)?;
     let fine = sharpen(map, &image, rule, how).map_err(|e| Error::image(path, e.to_string()))?;
+    let cut = match (how, fine.level(Binarize::Otsu), fine.level(cut)) {
+        (Sharpen::ColourMin, Some(a), Some(b)) => Binarize::RelativeToMax(a.min(b) / fine.max()),
+        (Sharpen::ColourMax, Some(a), Some(b)) => Binarize::RelativeToMax(a.max(b) / fine.max()),
+        _ => cut,
+    };
     fine.component_box(cut)
         .ok_or_else(|| Error::image(path, "the sharpened heatmap keeps no pixel"))
 }

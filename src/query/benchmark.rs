@@ -95,6 +95,14 @@ impl LocalizationVariant {
                     b.matching(Matching::Standardized)
                         .sharpen(Sharpen::ColourOtsu),
                 ),
+                (
+                    Localize::Stored(1),
+                    b.matching(Matching::Standardized).sharpen(Sharpen::ColourMin),
+                ),
+                (
+                    Localize::Stored(1),
+                    b.matching(Matching::Standardized).sharpen(Sharpen::ColourMax),
+                ),
             ] {
                 out.push(LocalizationVariant::new(how, b));
             }
