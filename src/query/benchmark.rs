@@ -85,24 +85,6 @@ impl LocalizationVariant {
                     Localize::Stored(1),
                     b.matching(Matching::Standardized).sharpen(Sharpen::Colour),
                 ),
-                (
-                    Localize::Stored(1),
-                    b.matching(Matching::Standardized)
-                        .sharpen(Sharpen::ColourLinear),
-                ),
-                (
-                    Localize::Stored(1),
-                    b.matching(Matching::Standardized)
-                        .sharpen(Sharpen::ColourOtsu),
-                ),
-                (
-                    Localize::Stored(1),
-                    b.matching(Matching::Standardized).sharpen(Sharpen::ColourMin),
-                ),
-                (
-                    Localize::Stored(1),
-                    b.matching(Matching::Standardized).sharpen(Sharpen::ColourMax),
-                ),
             ] {
                 out.push(LocalizationVariant::new(how, b));
             }

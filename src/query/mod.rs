@@ -26,7 +26,7 @@ pub use benchmark::{
 
 use crate::backbone::WeightSource;
 use crate::descriptor::{extract_crop, Description};
-use crate::heatmap::Heatmap;
+use crate::heatmap::{Binarize, Heatmap};
 use crate::index::{
     FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode, SearchOptions,
 };
@@ -1018,9 +1018,10 @@ impl Searcher {
         if sharpen != Sharpen::None && (matches!(how, Localize::Stored(_)) || !mass_selection) {
             use rayon::prelude::*;
             let cut = self.sharpened_cut(localizer, sharpen, rule, &query_map, region, query_image);
+            let adaptive = localizer.settings().binarize_rule() == Binarize::Calibrated;
             hits.par_iter_mut().for_each(|hit| {
                 if let Some(loc) = hit.location.as_mut() {
-                    loc.sharpen_box(&hit.path, sharpen, rule, cut);
+                    loc.sharpen_box(&hit.path, sharpen, rule, cut, adaptive);
                 }
             });
         }
@@ -1030,24 +1031,18 @@ impl Searcher {
     /// The rule that cuts the hits' sharpened heatmaps: with a calibrated binarization and
     /// the query's image at hand, the fraction at which the query's own heatmap, sharpened by
     /// its image, gives back its region ([`crate::localize::calibrate_sharpened`]); otherwise
-    /// (another rule, a crop's heatmap, no or an unreadable query image) what
-    /// [`Sharpen::final_rule`] makes of the coarse `rule`.
+    /// (another rule, a crop's heatmap, no or an unreadable query image) the coarse `rule`.
     fn sharpened_cut(
         &self,
         localizer: &Localizer,
         how: Sharpen,
-        rule: crate::heatmap::Binarize,
+        rule: Binarize,
         query_map: &Heatmap,
         region: &BBox,
         query_image: Option<&Path>,
-    ) -> crate::heatmap::Binarize {
-        use crate::heatmap::Binarize;
-        let fallback = how.final_rule(rule);
-        if localizer.settings().binarize_rule() != Binarize::Calibrated
-            || query_map.is_zero()
-            || !how.calibrates_on_query()
-        {
-            return fallback;
+    ) -> Binarize {
+        if localizer.settings().binarize_rule() != Binarize::Calibrated || query_map.is_zero() {
+            return rule;
         }
         query_image
             .and_then(|p| {
@@ -1055,7 +1050,7 @@ impl Searcher {
                     .ok()
                     .flatten()
             })
-            .map_or(fallback, Binarize::RelativeToMax)
+            .map_or(rule, Binarize::RelativeToMax)
     }
 
     /// The query's kept concepts with their baselines over the index, the binarization rule
@@ -1067,7 +1062,7 @@ impl Searcher {
         acts: &Activations,
         desc: &Description,
         region: &BBox,
-    ) -> Result<(Vec<QueryConcept>, crate::heatmap::Binarize, Heatmap)> {
+    ) -> Result<(Vec<QueryConcept>, Binarize, Heatmap)> {
         let f = match &desc.factors {
             Some(f) => f.clone(),
             // A pooled descriptor has no concepts: only the thesis' joint selection applies.

@@ -152,9 +152,10 @@ pub struct LocalizeArgs {
     /// explain at least this share of it (default 0.4); `off` turns the rule off.
     #[arg(long, default_value = "0.4", value_name = "FILL|off")]
     pub whole_view: String,
-    /// Sharpen each hit's heatmap with its image before the box is read off it: none
-    /// (default), guided (guided filter) or colour (colour model and guided filter).
-    #[arg(long, default_value = "none", value_name = "HOW")]
+    /// Sharpen each hit's heatmap with its image before the box is read off it: colour
+    /// (default: colour model and guided filter, co-segmentation's refinement), guided (guided
+    /// filter alone) or none (no image is read).
+    #[arg(long, default_value = "colour", value_name = "HOW")]
     pub sharpen: String,
 }
 
