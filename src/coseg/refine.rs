@@ -19,6 +19,9 @@
 //!
 //! Masks are computed at the image's resolution up to [`MAX_MASK_SIDE`] pixels on the longer
 //! side; larger images are processed scaled down and the mask scaled back (nearest pixel).
+//!
+//! The refinement itself (colour model and guided filter, [`guided_refine`]) also sharpens
+//! localization heatmaps before their box is read ([`crate::localize::sharpen`]).
 
 use super::{Refine, Threshold};
 use crate::eval::Mask;
@@ -96,7 +99,10 @@ pub(crate) fn guided_refine(
     let scaled = |m: f32| if peak > 0.0 { (m / peak).max(0.0) } else { 0.0 };
     let score: Vec<f32> = if colour {
         let q = colour_posterior(img, coarse);
-        q.iter().zip(up).map(|(&q, &m)| (q * scaled(m)).sqrt()).collect()
+        q.iter()
+            .zip(up)
+            .map(|(&q, &m)| (q * scaled(m)).sqrt())
+            .collect()
     } else {
         up.iter().map(|&m| scaled(m)).collect()
     };

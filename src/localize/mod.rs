@@ -31,7 +31,7 @@
 //! least [`DEFAULT_WHOLE_VIEW`] of its reconstruction ([`region_fill`]), the object fills the
 //! frame and the box is the whole image, whichever variant made the heatmap.
 //!
-//! **Sharpening** ([`sharpen`], [`Sharpen::Colour`] by default): a stride-32 heatmap is too
+//! **Sharpening** ([`mod@sharpen`], [`Sharpen::Colour`] by default): a stride-32 heatmap is too
 //! coarse for the box of a small object (10% of the view is about 5 × 7 cells, and the best
 //! single stored factor, chosen knowing the truth, reaches only 49.5 IoU on such objects). So
 //! the hit's image refines the heatmap before the box is read off it — co-segmentation's
@@ -217,7 +217,7 @@ impl LocalizerBuilder {
     }
 
     /// Image-guided sharpening of each hit's heatmap before its box is taken (default
-    /// [`Sharpen::Colour`]; see [`sharpen`]).
+    /// [`Sharpen::Colour`]; see [`sharpen()`]).
     pub fn sharpen(mut self, s: Sharpen) -> Self {
         self.sharpen = s;
         self
@@ -327,7 +327,7 @@ pub struct Located {
     /// Whether the whole-view rule made the box the whole image.
     #[serde(default)]
     pub whole_view: bool,
-    /// Whether the box was read off the heatmap sharpened by the image ([`sharpen`]).
+    /// Whether the box was read off the heatmap sharpened by the image ([`sharpen()`]).
     #[serde(default)]
     pub sharpened: bool,
     /// Why the box is not what the settings asked for, when it is not (an image that could

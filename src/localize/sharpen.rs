@@ -246,7 +246,11 @@ mod tests {
                 s
             })
             .collect();
-        (image, Heatmap::new(grid, blurred).unwrap().unit_max(), truth)
+        (
+            image,
+            Heatmap::new(grid, blurred).unwrap().unit_max(),
+            truth,
+        )
     }
 
     #[test]

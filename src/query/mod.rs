@@ -31,8 +31,8 @@ use crate::index::{
     FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode, SearchOptions,
 };
 use crate::localize::{
-    kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection, Sharpen,
-    LocalizationSettings, Localizer, Located, QueryConcept,
+    kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection,
+    LocalizationSettings, Localizer, Located, QueryConcept, Sharpen,
 };
 use crate::pipeline::Pipeline;
 use crate::Activations;
