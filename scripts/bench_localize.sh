@@ -6,7 +6,8 @@
 # e.g. scripts/bench_localize.sh target/loc/instance-loc-dev.dfi ../shared/data/instance-loc-dev ld000 10 3
 # Needs a release build (cargo build --release). Prints one row per variant: the median
 # localize time over the repeats (the search's own `localize_ms`), per hit, and its ratio to
-# the thesis' joint path.
+# the thesis' joint path. The sharpened row includes reading the hits' images (and the
+# query's, for the calibration); it against the row above it is the cost of sharpening.
 set -euo pipefail
 index=${1:?index directory}
 gt=${2:?ground-truth folder (gt/ and jpg/)}
@@ -38,5 +39,6 @@ joint, thesis selection (old default)|joint|--selection mass --whole-view off
 stored, best match (old stored)|stored|--matching best --whole-view off
 joint, matched concepts|joint|
 joint on stored reconstructions, matched|joint-stored|
-stored, standardized + whole view (default)|stored|
+stored, standardized + whole view|stored|--sharpen none
+stored, standardized + whole view + sharpen colour (default)|stored|--sharpen colour
 VARIANTS

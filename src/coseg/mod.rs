@@ -71,6 +71,7 @@ pub use oneshot::{
     OneShotChoice, OneShotMode, OneShotRule, OneShotRun, APPEARANCE_WEIGHT, DEFAULT_ONE_SHOT_KS,
     DEFAULT_TAU_MERGE,
 };
+pub(crate) use refine::guided_refine;
 pub use refine::{COLOUR_LEVELS, GUIDED_EPS, MAX_MASK_SIDE};
 pub use select::FactorStats;
 pub use stack::{FeatureStack, Skipped, EXTRACT_CHUNK};

@@ -19,6 +19,9 @@
 //!
 //! Masks are computed at the image's resolution up to [`MAX_MASK_SIDE`] pixels on the longer
 //! side; larger images are processed scaled down and the mask scaled back (nearest pixel).
+//!
+//! The refinement itself (colour model and guided filter, [`guided_refine`]) also sharpens
+//! localization heatmaps before their box is read ([`crate::localize::sharpen`]).
 
 use super::{Refine, Threshold};
 use crate::eval::Mask;
@@ -63,22 +66,8 @@ pub(crate) fn mask(
                 resized = image::imageops::resize(image, ww, wh, FilterType::Triangle);
                 &resized
             };
-            let peak = up.iter().copied().fold(0f32, f32::max);
-            let q = colour_posterior(img, &coarse);
-            let score: Vec<f32> = q
-                .iter()
-                .zip(&up)
-                .map(|(&q, &m)| {
-                    if peak > 0.0 {
-                        (q * (m / peak).max(0.0)).sqrt()
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
             let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
-            let radius = cell.round().max(1.0) as usize;
-            let smooth = guided_filter(img, &score, radius, GUIDED_EPS);
+            let smooth = guided_refine(img, &up, &coarse, cell, true);
             let level = cut_level(&smooth, ww, wh, Threshold::Otsu);
             smooth.iter().map(|&v| v > 0.0 && v >= level).collect()
         }
@@ -89,6 +78,36 @@ pub(crate) fn mask(
     } else {
         scale_mask(&m, w as usize, h as usize)
     })
+}
+
+/// The image-guided refinement of an object map, shared by co-segmentation's masks and
+/// localization's sharpened boxes: `up` is the map upsampled to `img`'s pixels (values ≥ 0),
+/// `coarse` its cut, `cell` the size of one feature-map cell in those pixels. With `colour`,
+/// the colour model's evidence `q` (colour histograms inside and outside `coarse`) joins the
+/// map as `√(q · m)` (`m` scaled to a maximum of 1), so that a pixel needs both; the result
+/// (or the scaled map alone) is smoothed by the guided filter with the image as guide, window
+/// radius one cell, `ε =` [`GUIDED_EPS`], which pulls the map's outline onto the image's
+/// edges. Values are on the scaled map's scale (maximum about 1).
+pub(crate) fn guided_refine(
+    img: &RgbImage,
+    up: &[f32],
+    coarse: &[bool],
+    cell: f32,
+    colour: bool,
+) -> Vec<f32> {
+    let peak = up.iter().copied().fold(0f32, f32::max);
+    let scaled = |m: f32| if peak > 0.0 { (m / peak).max(0.0) } else { 0.0 };
+    let score: Vec<f32> = if colour {
+        let q = colour_posterior(img, coarse);
+        q.iter()
+            .zip(up)
+            .map(|(&q, &m)| (q * scaled(m)).sqrt())
+            .collect()
+    } else {
+        up.iter().map(|&m| scaled(m)).collect()
+    };
+    let radius = cell.round().max(1.0) as usize;
+    guided_filter(img, &score, radius, GUIDED_EPS)
 }
 
 /// The size masks are computed at: the image's, scaled down to [`MAX_MASK_SIDE`].

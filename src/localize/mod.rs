@@ -30,9 +30,22 @@
 //! **Whole view**: where the hit's factors that match the region significantly explain at
 //! least [`DEFAULT_WHOLE_VIEW`] of its reconstruction ([`region_fill`]), the object fills the
 //! frame and the box is the whole image, whichever variant made the heatmap.
+//!
+//! **Sharpening** ([`mod@sharpen`], [`Sharpen::Colour`] by default): a stride-32 heatmap is too
+//! coarse for the box of a small object (10% of the view is about 5 × 7 cells, and the best
+//! single stored factor, chosen knowing the truth, reaches only 49.5 IoU on such objects). So
+//! the hit's image refines the heatmap before the box is read off it — co-segmentation's
+//! colour model and guided filter, one shared function — and the sharpened map is cut at the
+//! lower of two levels: the one at which the query's own heatmap, sharpened by the query's
+//! image, gives back the query's box (the calibration above, redone on the sharpened map),
+//! and Otsu's level of the hit's sharpened map (the query's level transfers imperfectly to
+//! another scene; Otsu's alone splits objects that fill much of the view). A hit whose image
+//! cannot be read keeps its unsharpened box, with a note ([`Located::note`]).
 
+pub mod sharpen;
 pub mod stored;
 
+pub use sharpen::{calibrate_sharpened, sharpen, sharpened_box, Sharpen, SHARPEN_CELL_PIXELS};
 pub use stored::{
     reconstruction, region_fill, Baseline, ConceptSample, HitFactors, Matching, QueryConcept,
     DEFAULT_BASELINE_SAMPLE, DEFAULT_WHOLE_VIEW, SIGNIFICANT_Z,
@@ -52,7 +65,7 @@ pub const DEFAULT_TOP_FRACTION: f32 = 0.3;
 pub const DEFAULT_MAX_ITER: usize = 200;
 
 /// Fractions of the maximum tried by [`Binarize::Calibrated`].
-const CALIBRATION_STEPS: usize = 19;
+pub(crate) const CALIBRATION_STEPS: usize = 19;
 
 /// How joint localization picks the joint factors that stand for the query's region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -108,6 +121,9 @@ pub struct LocalizationSettings {
     pub baseline_sample: usize,
     /// Rank of the joint factorization.
     pub k: usize,
+    /// Image-guided sharpening of each hit's heatmap (results made before it: none).
+    #[serde(default = "Sharpen::off")]
+    pub sharpen: Sharpen,
 }
 
 /// Settings of localization; `build()` validates them.
@@ -121,6 +137,7 @@ pub struct LocalizerBuilder {
     selection: JointSelection,
     whole_view: Option<f32>,
     baseline_sample: usize,
+    sharpen: Sharpen,
 }
 
 impl Default for LocalizerBuilder {
@@ -134,6 +151,7 @@ impl Default for LocalizerBuilder {
             selection: JointSelection::default(),
             whole_view: Some(DEFAULT_WHOLE_VIEW),
             baseline_sample: DEFAULT_BASELINE_SAMPLE,
+            sharpen: Sharpen::default(),
         }
     }
 }
@@ -198,6 +216,18 @@ impl LocalizerBuilder {
         self
     }
 
+    /// Image-guided sharpening of each hit's heatmap before its box is taken (default
+    /// [`Sharpen::Colour`]; see [`sharpen()`]).
+    pub fn sharpen(mut self, s: Sharpen) -> Self {
+        self.sharpen = s;
+        self
+    }
+
+    /// The sharpening set.
+    pub fn sharpen_rule(&self) -> Sharpen {
+        self.sharpen
+    }
+
     /// The stored-factor matching set.
     pub fn matching_rule(&self) -> Matching {
         self.matching
@@ -227,6 +257,7 @@ impl LocalizerBuilder {
             whole_view: self.whole_view,
             baseline_sample: self.baseline_sample,
             k: self.k,
+            sharpen: self.sharpen,
         }
     }
 
@@ -296,6 +327,13 @@ pub struct Located {
     /// Whether the whole-view rule made the box the whole image.
     #[serde(default)]
     pub whole_view: bool,
+    /// Whether the box was read off the heatmap sharpened by the image ([`sharpen()`]).
+    #[serde(default)]
+    pub sharpened: bool,
+    /// Why the box is not what the settings asked for, when it is not (an image that could
+    /// not be read for sharpening: the unsharpened box stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Located {
@@ -315,6 +353,33 @@ impl Located {
                 });
                 self.whole_view = true;
             }
+        }
+    }
+}
+
+impl Located {
+    /// Reads the box off the heatmap sharpened by the image at `path` ([`sharpened_box`]: the
+    /// coarse region cut by `rule`, the sharpened map by `cut`, with `adaptive` at the lower
+    /// of its level and Otsu's), unless `how` is none, the whole-view rule made the box the
+    /// whole image, or there is no box; where the image cannot be read the box stays and
+    /// [`Located::note`] says why.
+    pub fn sharpen_box(
+        &mut self,
+        path: &std::path::Path,
+        how: Sharpen,
+        rule: Binarize,
+        cut: Binarize,
+        adaptive: bool,
+    ) {
+        if how == Sharpen::None || self.whole_view || self.bbox.is_none() {
+            return;
+        }
+        match sharpened_box(&self.heatmap, path, rule, cut, adaptive, how) {
+            Ok(b) => {
+                self.bbox = Some(b);
+                self.sharpened = true;
+            }
+            Err(e) => self.note = Some(format!("box not sharpened: {e}")),
         }
     }
 }
@@ -469,6 +534,8 @@ impl Localizer {
                 strength,
                 fill: None,
                 whole_view: false,
+                sharpened: false,
+                note: None,
             })
         };
         let query_located = locate(uq, query.grid)?;
@@ -545,6 +612,8 @@ impl Localizer {
             strength: None,
             fill: None,
             whole_view: false,
+            sharpened: false,
+            note: None,
         };
         located.apply_whole_view(region_fill(concepts, hit), self.cfg.whole_view);
         Ok(located)
@@ -615,6 +684,8 @@ impl Localizer {
                 strength,
                 fill: None,
                 whole_view: false,
+                sharpened: false,
+                note: None,
             })
         };
         let query_located = locate(uq, query.grid)?;

@@ -15,7 +15,7 @@ use crate::heatmap::Binarize;
 use crate::index::CropCheck;
 use crate::index::{FactorMatch, FactorSearch};
 use crate::localize::{
-    JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching,
+    JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching, Sharpen,
 };
 use crate::{BBox, Error, Result};
 use std::collections::HashMap;
@@ -38,6 +38,11 @@ impl LocalizationVariant {
     /// A variant named after `how` and the settings that matter for it.
     pub fn new(how: Localize, localizer: LocalizerBuilder) -> Self {
         let detail = match how {
+            Localize::Stored(_) if localizer.sharpen_rule() != Sharpen::None => format!(
+                "{}, sharpen {}",
+                localizer.matching_rule(),
+                localizer.sharpen_rule()
+            ),
             Localize::Stored(_) => localizer.matching_rule().to_string(),
             Localize::Joint(_) | Localize::JointStored(_) => localizer.selection_rule().to_string(),
             Localize::None => String::new(),
@@ -52,11 +57,12 @@ impl LocalizationVariant {
     /// The before/after set of issue 12, with each of `rules`: joint with the thesis'
     /// selection (mass in the box), joint with matched concepts on the network's and on the
     /// stored factors' activations, stored with the best match (the first stored variant),
-    /// and stored with standardized matching.
+    /// stored with standardized matching, and that with its box sharpened by the hit's image
+    /// (guided filter; colour model and guided filter).
     pub fn comparison(base: LocalizerBuilder, rules: &[Binarize]) -> Vec<Self> {
         let mut out = Vec::new();
         for &rule in rules {
-            let b = base.binarize(rule);
+            let b = base.binarize(rule).sharpen(Sharpen::None);
             for (how, b) in [
                 (
                     Localize::Joint(1),
@@ -72,6 +78,14 @@ impl LocalizationVariant {
                     b.matching(Matching::Best).whole_view(None),
                 ),
                 (Localize::Stored(1), b.matching(Matching::Standardized)),
+                (
+                    Localize::Stored(1),
+                    b.matching(Matching::Standardized).sharpen(Sharpen::Guided),
+                ),
+                (
+                    Localize::Stored(1),
+                    b.matching(Matching::Standardized).sharpen(Sharpen::Colour),
+                ),
             ] {
                 out.push(LocalizationVariant::new(how, b));
             }
@@ -97,6 +111,9 @@ pub struct LocalizationRow {
     pub whole_view: usize,
     /// Mean time per image localized, milliseconds (joint: the hits' network pass included).
     pub ms_per_hit: f64,
+    /// Images whose box could not be sharpened as the settings asked (their image could not
+    /// be read: the unsharpened box stands).
+    pub unsharpened: usize,
 }
 
 /// How each query is run.
@@ -369,6 +386,7 @@ pub fn run_benchmark(
             localized: hits,
             whole_view: 0,
             ms_per_hit,
+            unsharpened: run.unsharpened,
         });
         if let Some(t) = threshold {
             let mut whole = 0;
@@ -392,6 +410,7 @@ pub fn run_benchmark(
                 localized: hits,
                 whole_view: whole,
                 ms_per_hit,
+                unsharpened: run.unsharpened,
             });
         }
     }
@@ -421,6 +440,7 @@ pub fn run_benchmark(
 struct VariantRun {
     preds: Vec<(BoxPrediction, Option<f32>, BBox)>,
     ms: f64,
+    unsharpened: usize,
 }
 
 /// Localizes query `q`'s region in its relevant images with boxes, by every variant.
@@ -500,9 +520,13 @@ fn localize_query(
                 &region,
                 &mut hits,
                 is_joint.then_some(&net[..]),
+                Some(path),
             )?;
             run.ms += t.elapsed().as_secs_f64() * 1000.0 + if is_joint { net_ms } else { 0.0 };
             for ((name, _), h) in chunk.iter().zip(hits) {
+                if h.location.as_ref().is_some_and(|l| l.note.is_some()) {
+                    run.unsharpened += 1;
+                }
                 let (bbox, fill, full) = match &h.location {
                     Some(l) => {
                         let g = l.heatmap.grid();

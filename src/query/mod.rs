@@ -26,14 +26,14 @@ pub use benchmark::{
 
 use crate::backbone::WeightSource;
 use crate::descriptor::{extract_crop, Description};
-use crate::heatmap::Heatmap;
+use crate::heatmap::{Binarize, Heatmap};
 use crate::index::{
     CropCheck, CropView, FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode,
     SearchOptions,
 };
 use crate::localize::{
     kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection,
-    LocalizationSettings, Localizer, Located, QueryConcept,
+    LocalizationSettings, Localizer, Located, QueryConcept, Sharpen,
 };
 use crate::pipeline::Pipeline;
 use crate::Activations;
@@ -702,6 +702,10 @@ impl Searcher {
                 &region,
                 &mut hits[..n],
                 None,
+                match &q.image {
+                    QueryImage::Path(p) => Some(p.as_path()),
+                    QueryImage::Activations(_) => None,
+                },
             )
         })?;
         timings.total_ms = ms(start);
@@ -953,7 +957,9 @@ impl Searcher {
     /// one ran. `hit_acts`, when given, holds the hits' activations already extracted (one per
     /// hit, `None` for one that could not be read) for [`Localize::Joint`]; otherwise they are
     /// extracted here. A hit whose file is unreadable (joint) or that has no stored factors
-    /// (stored, joint-stored) is left unlocalized.
+    /// (stored, joint-stored) is left unlocalized. `query_image`, the query's image file when
+    /// there is one, calibrates the cut of sharpened heatmaps (see [`Sharpen`]); without it
+    /// they are cut at the coarse rule's level.
     #[allow(clippy::too_many_arguments)]
     pub fn localize_hits(
         &self,
@@ -964,11 +970,12 @@ impl Searcher {
         region: &BBox,
         hits: &mut [SearchHit],
         hit_acts: Option<&[Option<Activations>]>,
+        query_image: Option<&Path>,
     ) -> Result<Option<JointLocalization>> {
         if how == Localize::None || hits.is_empty() {
             return Ok(None);
         }
-        let (concepts, rule) = self.query_concepts(localizer, acts, desc, region)?;
+        let (concepts, rule, query_map) = self.query_concepts(localizer, acts, desc, region)?;
         // The hits' stored factors, for the stored variants and the whole-view rule.
         let mut stored = Vec::with_capacity(hits.len());
         for hit in hits.iter() {
@@ -1075,6 +1082,8 @@ impl Searcher {
         };
         // The whole-view rule, from the stored factors, for the joint variants (the stored
         // variant applied it already).
+        let mass_selection =
+            concepts.is_empty() || localizer.settings().selection_rule() == JointSelection::Mass;
         if !matches!(how, Localize::Stored(_)) {
             let threshold = localizer.settings().whole_view_rule();
             for (hit, sf) in hits.iter_mut().zip(&stored) {
@@ -1087,26 +1096,64 @@ impl Searcher {
                 }
             }
         }
+        // Image-guided sharpening, where the box was read off the heatmap with `rule` (not
+        // the thesis' joint selection, which cuts the joint sum at its own level); the hits'
+        // images are read in parallel.
+        let sharpen = localizer.settings().sharpen_rule();
+        if sharpen != Sharpen::None && (matches!(how, Localize::Stored(_)) || !mass_selection) {
+            use rayon::prelude::*;
+            let cut = self.sharpened_cut(localizer, sharpen, rule, &query_map, region, query_image);
+            let adaptive = localizer.settings().binarize_rule() == Binarize::Calibrated;
+            hits.par_iter_mut().for_each(|hit| {
+                if let Some(loc) = hit.location.as_mut() {
+                    loc.sharpen_box(&hit.path, sharpen, rule, cut, adaptive);
+                }
+            });
+        }
         Ok(joint)
     }
 
-    /// The query's kept concepts with their baselines over the index, and the binarization
-    /// rule for the hits (a calibrated rule resolved on the query's own heatmap).
+    /// The rule that cuts the hits' sharpened heatmaps: with a calibrated binarization and
+    /// the query's image at hand, the fraction at which the query's own heatmap, sharpened by
+    /// its image, gives back its region ([`crate::localize::calibrate_sharpened`]); otherwise
+    /// (another rule, a crop's heatmap, no or an unreadable query image) the coarse `rule`.
+    fn sharpened_cut(
+        &self,
+        localizer: &Localizer,
+        how: Sharpen,
+        rule: Binarize,
+        query_map: &Heatmap,
+        region: &BBox,
+        query_image: Option<&Path>,
+    ) -> Binarize {
+        if localizer.settings().binarize_rule() != Binarize::Calibrated || query_map.is_zero() {
+            return rule;
+        }
+        query_image
+            .and_then(|p| {
+                crate::localize::calibrate_sharpened(query_map, p, rule, how, region)
+                    .ok()
+                    .flatten()
+            })
+            .map_or(rule, Binarize::RelativeToMax)
+    }
+
+    /// The query's kept concepts with their baselines over the index, the binarization rule
+    /// for the hits (a calibrated rule resolved on the query's own heatmap), and that heatmap
+    /// (all zero for a crop's factors, which lie on the crop).
     fn query_concepts(
         &self,
         localizer: &Localizer,
         acts: &Activations,
         desc: &Description,
         region: &BBox,
-    ) -> Result<(Vec<QueryConcept>, crate::heatmap::Binarize)> {
+    ) -> Result<(Vec<QueryConcept>, Binarize, Heatmap)> {
         let f = match &desc.factors {
             Some(f) => f.clone(),
             // A pooled descriptor has no concepts: only the thesis' joint selection applies.
             None if !self.pipeline.describer().kind().is_nmf() => {
-                return Ok((
-                    Vec::new(),
-                    localizer.resolve(&Heatmap::zeros(acts.grid)?, region),
-                ))
+                let zeros = Heatmap::zeros(acts.grid)?;
+                return Ok((Vec::new(), localizer.resolve(&zeros, region), zeros));
             }
             None => self.pipeline.describer().factorize(acts)?,
         };
@@ -1139,7 +1186,7 @@ impl Searcher {
                 baseline,
             })
             .collect();
-        Ok((concepts, rule))
+        Ok((concepts, rule, query_map))
     }
 
     /// The concepts of up to `n` indexed images, evenly spaced over the index, made once per

@@ -442,9 +442,12 @@ fn command_line_builds_searches_and_evaluates() {
         .collect();
     assert_eq!(rows.len(), 4, "{names:?}");
     assert!(
-        names[0] == "joint (mass)" && names[2] == "stored (standardized)",
+        names[0] == "joint (mass)" && names[2] == "stored (standardized, sharpen colour)",
         "{names:?}"
     );
+    // Stored boxes are sharpened by the hits' images by default, and every image was read.
+    assert_eq!(rows[2]["settings"]["sharpen"], "colour");
+    assert_eq!(rows[2]["unsharpened"], 0, "{}", rows[2]);
     for r in rows {
         for key in ["mean_iou", "corloc"] {
             let v = r[key].as_f64().unwrap_or_else(|| panic!("no {key} in {r}"));

@@ -269,6 +269,7 @@ fn run_index(
                             "localized": r.localized,
                             "whole_view": r.whole_view,
                             "ms_per_hit": r.ms_per_hit,
+                            "unsharpened": r.unsharpened,
                             "per_box_iou": per_box,
                         })
                     })

@@ -152,6 +152,11 @@ pub struct LocalizeArgs {
     /// explain at least this share of it (default 0.4); `off` turns the rule off.
     #[arg(long, default_value = "0.4", value_name = "FILL|off")]
     pub whole_view: String,
+    /// Sharpen each hit's heatmap with its image before the box is read off it: colour
+    /// (default: colour model and guided filter, co-segmentation's refinement), guided (guided
+    /// filter alone) or none (no image is read).
+    #[arg(long, default_value = "colour", value_name = "HOW")]
+    pub sharpen: String,
 }
 
 impl LocalizeArgs {
@@ -169,7 +174,8 @@ impl LocalizeArgs {
             .binarize(binarize_rule(&self.binarize)?)
             .matching(self.matching.parse()?)
             .selection(self.selection.parse()?)
-            .whole_view(whole_view);
+            .whole_view(whole_view)
+            .sharpen(self.sharpen.parse()?);
         // Validate now, so that a bad value is reported before any work.
         b.build()?;
         Ok(b)

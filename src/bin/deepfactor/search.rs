@@ -174,14 +174,15 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
                 "localization".to_string(),
                 match &results.query.localization {
                     Some((how, s)) => format!(
-                        "{} on {} hits: binarize {:?}, matching {}, selection {}, whole view {}",
+                        "{} on {} hits: binarize {:?}, matching {}, selection {}, whole view {}, sharpen {}",
                         how.name(),
                         how.hits(),
                         s.binarize,
                         s.matching,
                         s.selection,
                         s.whole_view
-                            .map_or_else(|| "off".to_string(), |t| format!("at fill ≥ {t}"))
+                            .map_or_else(|| "off".to_string(), |t| format!("at fill ≥ {t}")),
+                        s.sharpen
                     ),
                     None => "none".to_string(),
                 },
@@ -268,6 +269,11 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             fill,
             h.path.display()
         );
+    }
+    for h in &results.hits {
+        if let Some(note) = h.location.as_ref().and_then(|l| l.note.as_ref()) {
+            eprintln!("note: hit {}: {note}", h.rank);
+        }
     }
     if results
         .hits
