@@ -71,6 +71,14 @@ pub(super) struct PyHit {
     /// ``None``.
     #[pyo3(get)]
     crop_score: Option<f32>,
+    /// Whether the box was read off the heatmap sharpened by this image (the default stored
+    /// localization); ``False`` without localization.
+    #[pyo3(get)]
+    sharpened: bool,
+    /// Why the box is not what the settings asked for, when it is not (e.g. this image could
+    /// not be read for sharpening: the unsharpened box stands); else ``None``.
+    #[pyo3(get)]
+    note: Option<String>,
 }
 
 #[pymethods]
@@ -415,6 +423,10 @@ impl PyIndex {
             .hits
             .into_iter()
             .map(|h| {
+                let (sharpened, note) = h
+                    .location
+                    .as_ref()
+                    .map_or((false, None), |l| (l.sharpened, l.note.clone()));
                 let (bbox, heatmap, grid, strength) = match h.location {
                     Some(loc) => {
                         let g = *loc.heatmap.grid();
@@ -451,6 +463,8 @@ impl PyIndex {
                         .map(|m| (m.query_factor, m.image_factor, m.score))
                         .collect(),
                     crop_score: h.crop_score,
+                    sharpened,
+                    note,
                 })
             })
             .collect()

@@ -86,11 +86,16 @@ def test_hits_and_scores_equal_the_cli(built):
             assert [(q, i, np.float32(s)) for q, i, s in h.factor_matches] == want, extra
         for h, c in zip(hits, out["hits"]):
             loc = c.get("location")
+            assert h.sharpened == bool(loc and loc.get("sharpened")), extra
+            assert h.note == (loc.get("note") if loc else None), extra
             if loc and loc.get("bbox"):
                 b = loc["bbox"]
                 # JSON carries the shortest decimal of each float32: equal as float32.
                 want = [np.float32(b[k]) for k in ("x1", "y1", "x2", "y2")]
                 assert [np.float32(x) for x in h.box] == want, extra
+        if kwargs.get("localize") == "stored":
+            # The default stored localization sharpens each hit's heatmap with its image.
+            assert any(h.sharpened for h in hits) and all(h.note is None for h in hits), extra
 
 
 def test_open_and_query_by_pixels(built, weights):

@@ -124,6 +124,12 @@ class Hit:
     @property
     def crop_score(self) -> Optional[float]:
         """Crop check: the cut-out's standardized score here, when the check ran."""
+    @property
+    def sharpened(self) -> bool:
+        """Whether the box was read off the heatmap sharpened by this image."""
+    @property
+    def note(self) -> Optional[str]:
+        """Why the box is not what the settings asked for (e.g. an unreadable image)."""
 
 class Index:
     """An index directory, opened for searching."""
