@@ -1422,6 +1422,7 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
     for name in configs {
         // "method:k:norm:thresh:refine", e.g. "auto:8:image:otsu:colour".
         let p: Vec<&str> = name.split(':').collect();
+        let appearance = parse_appearance(p[0])?;
         let b = CosegBuilder::default()
             .method(Method::from_name(if p[0].starts_with("oneshot") {
                 "auto"
@@ -1432,16 +1433,20 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             .one_shot_mode(match p[0] {
                 "oneshotthesis" => deepfactor::coseg::OneShotMode::Matched,
                 "oneshotvote" => deepfactor::coseg::OneShotMode::Vote,
-                a if a.starts_with("oneshotappearance") => {
+                a if a.starts_with("oneshotappearance")
+                    || a.starts_with("oneshotcontrast")
+                    || a.starts_with("oneshotridge") =>
+                {
                     deepfactor::coseg::OneShotMode::Appearance
                 }
                 _ => deepfactor::coseg::OneShotMode::Select,
             })
-            // "oneshotappearance0.2": the appearance weight γ = 0.2.
-            .appearance_weight(match p[0].strip_prefix("oneshotappearance") {
-                Some(g) if !g.is_empty() => g.parse()?,
-                _ => deepfactor::coseg::APPEARANCE_WEIGHT,
-            })
+            // "oneshotappearance0.2": the appearance weight γ = 0.2; "oneshotcontrast0.2" the
+            // contrast of object and background prototypes; "oneshotridge1g0.2" the ridge
+            // likeness with ρ = 1; a suffix "a0.3" weights the refined score by β = 0.3.
+            .appearance_weight(appearance.1)
+            .appearance_after_refine(appearance.2)
+            .appearance_model(appearance.0)
             .k(p[1].parse()?)
             .normalise(if p[2] == "set" {
                 Normalise::Set
@@ -1528,6 +1533,33 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The appearance model, γ and β of a one-shot method name: `oneshotappearance[γ]`,
+/// `oneshotcontrast[γ]` or `oneshotridgeρ[gγ]`, each optionally followed by `aβ`.
+fn parse_appearance(name: &str) -> Result<(deepfactor::coseg::AppearanceModel, f32, f32)> {
+    use deepfactor::coseg::{AppearanceModel, APPEARANCE_WEIGHT};
+    let (rest, after) = match name.rsplit_once('a') {
+        Some((r, b)) if !b.is_empty() && b.parse::<f32>().is_ok() => (r, b.parse()?),
+        _ => (name, 0.0),
+    };
+    let num = |s: &str| -> Result<f32> {
+        Ok(if s.is_empty() {
+            APPEARANCE_WEIGHT
+        } else {
+            s.parse()?
+        })
+    };
+    Ok(if let Some(g) = rest.strip_prefix("oneshotappearance") {
+        (AppearanceModel::Mean, num(g)?, after)
+    } else if let Some(g) = rest.strip_prefix("oneshotcontrast") {
+        (AppearanceModel::Contrast, num(g)?, after)
+    } else if let Some(r) = rest.strip_prefix("oneshotridge") {
+        let (rho, g) = r.split_once('g').unwrap_or((r, ""));
+        (AppearanceModel::Ridge(rho.parse()?), num(g)?, after)
+    } else {
+        (AppearanceModel::Mean, APPEARANCE_WEIGHT, 0.0)
+    })
 }
 
 /// The product's feature stacks of every class, from the activation cache.

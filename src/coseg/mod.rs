@@ -68,7 +68,7 @@ mod select;
 mod stack;
 
 pub use oneshot::{
-    OneShotChoice, OneShotMode, OneShotRule, OneShotRun, APPEARANCE_WEIGHT, DEFAULT_ONE_SHOT_KS,
+    AppearanceModel, OneShotChoice, OneShotMode, OneShotRule, OneShotRun, APPEARANCE_WEIGHT, DEFAULT_ONE_SHOT_KS,
     DEFAULT_TAU_MERGE,
 };
 pub use refine::{COLOUR_LEVELS, GUIDED_EPS, MAX_MASK_SIDE};
@@ -191,6 +191,8 @@ pub struct CosegBuilder {
     max_iter: usize,
     one_shot: OneShotMode,
     appearance_weight: f32,
+    appearance_model: AppearanceModel,
+    appearance_after: f32,
 }
 
 impl Default for CosegBuilder {
@@ -205,6 +207,8 @@ impl Default for CosegBuilder {
             max_iter: DEFAULT_MAX_ITER,
             one_shot: OneShotMode::default(),
             appearance_weight: APPEARANCE_WEIGHT,
+            appearance_model: AppearanceModel::default(),
+            appearance_after: 0.0,
         }
     }
 }
@@ -273,6 +277,21 @@ impl CosegBuilder {
         self
     }
 
+    /// [`OneShotMode::Appearance`]'s likeness of a cell to the annotated object (default
+    /// [`AppearanceModel::default`]).
+    pub fn appearance_model(mut self, m: AppearanceModel) -> Self {
+        self.appearance_model = m;
+        self
+    }
+
+    /// [`OneShotMode::Appearance`]'s weight β of the appearance term applied once more
+    /// after the refinement, to the refined score (`score · cos^β`, before its threshold), in
+    /// `[0, 1]` (default 0: none).
+    pub fn appearance_after_refine(mut self, beta: f32) -> Self {
+        self.appearance_after = beta;
+        self
+    }
+
     /// Iterations of the joint factorization (default [`DEFAULT_MAX_ITER`]).
     pub fn max_iter(mut self, n: usize) -> Self {
         self.max_iter = n;
@@ -296,11 +315,24 @@ impl CosegBuilder {
                 return Err(Error::invalid(format!("threshold {t} is not in (0, 1]")));
             }
         }
+        if !(0.0..=1.0).contains(&self.appearance_after) {
+            return Err(Error::invalid(format!(
+                "appearance weight after refinement {} is not in [0, 1]",
+                self.appearance_after
+            )));
+        }
         if !(0.0..=1.0).contains(&self.appearance_weight) {
             return Err(Error::invalid(format!(
                 "appearance weight {} is not in [0, 1]",
                 self.appearance_weight
             )));
+        }
+        if let AppearanceModel::Ridge(rho) = self.appearance_model {
+            if !(rho.is_finite() && rho > 0.0) {
+                return Err(Error::invalid(format!(
+                    "ridge shrinkage {rho} must be positive"
+                )));
+            }
         }
         if !(self.border_alpha.is_finite() && self.border_alpha > 0.0) {
             return Err(Error::invalid(format!(
@@ -620,11 +652,22 @@ impl CosegModel {
                 .map(|&v| if norm > 0.0 { v / norm } else { 0.0 })
                 .collect(),
         )?;
+        let prior = match &self.appearance {
+            Some(a) if a.after > 0.0 => Some((
+                Heatmap::new(
+                    self.factors.grids[i],
+                    a.likeness(self.factors.rows(i)).to_vec(),
+                )?,
+                a.after,
+            )),
+            _ => None,
+        };
         let mask = refine::mask(
             &scaled,
             image,
             self.settings.threshold,
             self.settings.refine,
+            prior.as_ref().map(|(h, b)| (h, *b)),
         )?;
         let bbox = mask.largest_component().bbox();
         Ok(Segment {

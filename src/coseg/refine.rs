@@ -40,6 +40,7 @@ pub(crate) fn mask(
     image: &RgbImage,
     threshold: Threshold,
     refine: Refine,
+    prior: Option<(&Heatmap, f32)>,
 ) -> Result<Mask> {
     let (w, h) = image.dimensions();
     let g = map.grid();
@@ -51,9 +52,30 @@ pub(crate) fn mask(
     }
     let (ww, wh) = work_size(w, h);
     let up = map.upsample(ww, wh);
+    // The prior's weight p^β on a picture of scores.
+    let weigh = |values: Vec<f32>| -> Vec<f32> {
+        match prior {
+            Some((p, beta)) => values
+                .into_iter()
+                .zip(p.upsample(ww, wh))
+                .map(|(v, p)| v * p.max(0.0).powf(beta))
+                .collect(),
+            None => values,
+        }
+    };
     let level = cut_level(&up, ww, wh, threshold);
     let coarse: Vec<bool> = up.iter().map(|&v| v > 0.0 && v >= level).collect();
     let bits = match refine {
+        Refine::None if prior.is_some() => {
+            let up = weigh(up);
+            let peak = up.iter().copied().fold(0f32, f32::max);
+            let up: Vec<f32> = up
+                .iter()
+                .map(|&v| if peak > 0.0 { v / peak } else { 0.0 })
+                .collect();
+            let level = cut_level(&up, ww, wh, threshold);
+            up.iter().map(|&v| v > 0.0 && v >= level).collect()
+        }
         Refine::None => coarse,
         Refine::Colour => {
             let resized;
@@ -78,7 +100,7 @@ pub(crate) fn mask(
                 .collect();
             let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
             let radius = cell.round().max(1.0) as usize;
-            let smooth = guided_filter(img, &score, radius, GUIDED_EPS);
+            let smooth = weigh(guided_filter(img, &score, radius, GUIDED_EPS));
             let level = cut_level(&smooth, ww, wh, Threshold::Otsu);
             smooth.iter().map(|&v| v > 0.0 && v >= level).collect()
         }
