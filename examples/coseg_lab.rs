@@ -1468,13 +1468,19 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
         let coseg: Coseg = b.build()?;
         let mut per = Vec::new();
         let t = Instant::now();
+        // COSEG_ANNOTATED=a: the a-th image of each class is the annotated one (default 0).
+        let annotated: usize = std::env::var("COSEG_ANNOTATED")
+            .ok()
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0);
         for ((cname, truths), st) in truth.iter().zip(&stacks) {
             let model = if one_shot {
                 coseg
                     .one_shot(
                         st,
-                        0,
-                        &truths[0].mask,
+                        annotated,
+                        &truths[annotated].mask,
                         &deepfactor::coseg::DEFAULT_ONE_SHOT_KS,
                         deepfactor::coseg::DEFAULT_TAU_MERGE,
                     )?
@@ -1486,7 +1492,9 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
                 .into_par_iter()
                 // One-shot leaves its annotated image out; COSEG_SKIP_FIRST=1 does the same for
                 // the unsupervised rows, so that both are scored on the same images.
-                .filter(|&i| !((one_shot || std::env::var("COSEG_SKIP_FIRST").is_ok()) && i == 0))
+                .filter(|&i| {
+                    !((one_shot || std::env::var("COSEG_SKIP_FIRST").is_ok()) && i == annotated)
+                })
                 .map(|i| {
                     let img = deepfactor::images::load_rgb(&truths[i].image)?;
                     let seg = model.segment(i, &img)?;
