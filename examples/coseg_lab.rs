@@ -1434,6 +1434,7 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
                 "oneshotthesis" => deepfactor::coseg::OneShotMode::Matched,
                 "oneshotvote" => deepfactor::coseg::OneShotMode::Vote,
                 a if a.starts_with("oneshotappearance")
+                    || a == "oneshotdefault"
                     || a.starts_with("oneshotcontrast")
                     || a.starts_with("oneshotridge") =>
                 {
@@ -1544,7 +1545,8 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
 }
 
 /// The appearance model, γ and β of a one-shot method name: `oneshotappearance[γ]`,
-/// `oneshotcontrast[γ]` or `oneshotridgeρ[gγ]`, each optionally followed by `aβ`.
+/// `oneshotcontrast[γ]` or `oneshotridgeρ[gγ]`, each optionally followed by `aβ`;
+/// `oneshotdefault` is the product's default.
 fn parse_appearance(name: &str) -> Result<(deepfactor::coseg::AppearanceModel, f32, f32)> {
     use deepfactor::coseg::{AppearanceModel, APPEARANCE_WEIGHT};
     let (rest, after) = match name.rsplit_once('a') {
@@ -1558,7 +1560,10 @@ fn parse_appearance(name: &str) -> Result<(deepfactor::coseg::AppearanceModel, f
             s.parse()?
         })
     };
-    Ok(if let Some(g) = rest.strip_prefix("oneshotappearance") {
+    Ok(if name == "oneshotdefault" {
+        use deepfactor::coseg::APPEARANCE_AFTER_WEIGHT;
+        (AppearanceModel::default(), APPEARANCE_WEIGHT, APPEARANCE_AFTER_WEIGHT)
+    } else if let Some(g) = rest.strip_prefix("oneshotappearance") {
         (AppearanceModel::Mean, num(g)?, after)
     } else if let Some(g) = rest.strip_prefix("oneshotcontrast") {
         (AppearanceModel::Contrast, num(g)?, after)

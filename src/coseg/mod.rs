@@ -68,7 +68,8 @@ mod select;
 mod stack;
 
 pub use oneshot::{
-    AppearanceModel, OneShotChoice, OneShotMode, OneShotRule, OneShotRun, APPEARANCE_WEIGHT, DEFAULT_ONE_SHOT_KS,
+    AppearanceModel, OneShotChoice, OneShotMode, OneShotRule, OneShotRun, APPEARANCE_AFTER_WEIGHT,
+    APPEARANCE_WEIGHT, DEFAULT_ONE_SHOT_KS, RIDGE_SHRINKAGE,
     DEFAULT_TAU_MERGE,
 };
 pub use refine::{COLOUR_LEVELS, GUIDED_EPS, MAX_MASK_SIDE};
@@ -208,7 +209,7 @@ impl Default for CosegBuilder {
             one_shot: OneShotMode::default(),
             appearance_weight: APPEARANCE_WEIGHT,
             appearance_model: AppearanceModel::default(),
-            appearance_after: 0.0,
+            appearance_after: APPEARANCE_AFTER_WEIGHT,
         }
     }
 }
@@ -286,7 +287,7 @@ impl CosegBuilder {
 
     /// [`OneShotMode::Appearance`]'s weight β of the appearance term applied once more
     /// after the refinement, to the refined score (`score · cos^β`, before its threshold), in
-    /// `[0, 1]` (default 0: none).
+    /// `[0, 1]` (default [`APPEARANCE_AFTER_WEIGHT`]; 0: none).
     pub fn appearance_after_refine(mut self, beta: f32) -> Self {
         self.appearance_after = beta;
         self

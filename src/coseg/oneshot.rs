@@ -74,20 +74,36 @@ pub enum OneShotMode {
 pub const APPEARANCE_WEIGHT: f32 = 0.15;
 
 /// How [`OneShotMode::Appearance`] measures each cell's likeness to the annotated object.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AppearanceModel {
     /// The cosine with the mean activation of the annotated object's cells, clipped at 0.
-    #[default]
     Mean,
     /// Object and background prototypes (the mean activations of the annotated image's cells
     /// inside and outside the mask): `cos_o / (cos_o + cos_b)` of the two cosines.
     Contrast,
     /// A ridge regression of the cells' share of mask pixels on their L2-normalised,
-    /// centred activations in the annotated image (one image has a few hundred cells for
-    /// 1280 channels: the shrinkage `λ = ρ · tr(K)/n` is heavy), clipped to `[0, 1]`. With
-    /// ρ → ∞ its direction is the difference of the object's and the background's means.
+    /// centred activations in the annotated image, clipped to `[0, 1]`: a linear direction
+    /// that separates the object from what surrounds it there. One image has a few hundred
+    /// cells for 1280 channels, so the shrinkage is heavy: `λ = ρ · tr(K)/n` with `K` the
+    /// cells' Gram matrix; as ρ → ∞ the direction becomes the difference of the object's
+    /// and the background's mean. The default, with ρ = [`RIDGE_SHRINKAGE`].
     Ridge(f32),
 }
+
+impl Default for AppearanceModel {
+    fn default() -> Self {
+        AppearanceModel::Ridge(RIDGE_SHRINKAGE)
+    }
+}
+
+/// The default ridge shrinkage ρ of [`AppearanceModel::Ridge`] (λ = ρ times the mean
+/// diagonal of the Gram matrix; chosen on the development half among 0.1, 0.3, 1, 3, 10).
+pub const RIDGE_SHRINKAGE: f32 = 1.0;
+
+/// The default weight β of the appearance term after the refinement
+/// ([`super::CosegBuilder::appearance_after_refine`]; chosen on the development half among
+/// 0, 0.15, 0.3 and 0.5).
+pub const APPEARANCE_AFTER_WEIGHT: f32 = 0.3;
 
 /// Every stacked cell's likeness to the annotated object ([`OneShotMode::Appearance`]).
 #[derive(Debug, Clone, PartialEq)]

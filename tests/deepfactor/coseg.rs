@@ -4,7 +4,7 @@
 
 use crate::common;
 use deepfactor::coseg::{
-    Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode, OneShotRule, Refine,
+    AppearanceModel, Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode, OneShotRule, Refine,
     Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{score_mask, Mask, SetScores};
@@ -324,6 +324,17 @@ type Block = (usize, usize, usize, usize);
 /// distractor (channels 4–5, a `3 × 3`-cell block) — both "common", so the border rule takes
 /// both; only an annotation says which one is meant.
 fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
+    distractor_set_of(|row, r, c, i| {
+        row[4] = 2.5 + 0.1 * ((r + c + i) % 3) as f32;
+        row[5] = 2.5;
+    })
+}
+
+/// [`distractor_set`]'s layout with the distractor's cells (zeroed first) set by `cell(row,
+/// r, c, image)`.
+fn distractor_set_of(
+    cell: impl Fn(&mut [f32], usize, usize, usize),
+) -> (FeatureStack, Vec<Activations>, Vec<Block>) {
     let shapes = [
         (10, 14, (3, 2, 4, 4), (3, 9)),
         (11, 15, (4, 2, 4, 5), (2, 10)),
@@ -339,8 +350,7 @@ fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
             for c in dc..dc + 3 {
                 let row = a.data.row_mut(r * cols + c);
                 row.fill(0.0);
-                row[4] = 2.5 + 0.1 * ((r + c + i) % 3) as f32;
-                row[5] = 2.5;
+                cell(row, r, c, i);
             }
         }
         stack
@@ -441,6 +451,59 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
             .one_shot_mode(),
         OneShotMode::Matched
     );
+}
+
+#[test]
+fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
+    // The distractor looks like the object (its cells hold the object's channels at two
+    // thirds of their strength, cosine 0.8 with the object's mean) and carries a channel of
+    // its own; the annotated image shows it outside the mask. The object-mean cosine keeps
+    // it; the ridge likeness learns from the annotated image's background that the extra
+    // channel means "not the object" and drops it.
+    let (stack, acts, objects) = distractor_set_of(|row, r, c, i| {
+        for v in &mut row[..4] {
+            *v = 2.0 + 0.1 * ((r + c + i) % 3) as f32;
+        }
+        row[5] = 3.0;
+    });
+    let truth = object_mask(&acts[0], objects[0]);
+    let one_shot = |m: AppearanceModel| {
+        Coseg::builder()
+            .refine(Refine::None)
+            .appearance_model(m)
+            .build()
+            .unwrap()
+            .one_shot(&stack, 0, &truth, &DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE)
+            .unwrap()
+            .0
+    };
+    let (ridge, mean) = (one_shot(AppearanceModel::default()), one_shot(AppearanceModel::Mean));
+    let (mut sum_ridge, mut sum_mean) = (0.0, 0.0);
+    for i in 1..stack.len() {
+        let g = acts[i].grid;
+        let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
+        let t = object_mask(&acts[i], objects[i]);
+        let score = |m: &deepfactor::coseg::CosegModel| {
+            let seg = m.segment(i, &img).unwrap();
+            score_mask(&seg.mask, seg.bbox.as_ref(), &t).unwrap()
+        };
+        let (r, m) = (score(&ridge), score(&mean));
+        assert!(
+            r.corloc && r.jaccard.unwrap() > 0.8,
+            "image {i}: ridge {r:?}, mean {m:?}"
+        );
+        assert!(r.jaccard.unwrap() >= m.jaccard.unwrap(), "image {i}: {r:?} {m:?}");
+        sum_ridge += r.jaccard.unwrap();
+        sum_mean += m.jaccard.unwrap();
+    }
+    assert!(sum_ridge > sum_mean + 0.4, "{sum_ridge} vs {sum_mean}");
+    // A ridge shrinkage that is not positive is refused.
+    for rho in [0.0, -1.0, f32::NAN] {
+        assert!(Coseg::builder()
+            .appearance_model(AppearanceModel::Ridge(rho))
+            .build()
+            .is_err());
+    }
 }
 
 /// Mask → box, the co-localization rule, on hand-made masks: the box around the largest
