@@ -1562,7 +1562,11 @@ fn parse_appearance(name: &str) -> Result<(deepfactor::coseg::AppearanceModel, f
     };
     Ok(if name == "oneshotdefault" {
         use deepfactor::coseg::APPEARANCE_AFTER_WEIGHT;
-        (AppearanceModel::default(), APPEARANCE_WEIGHT, APPEARANCE_AFTER_WEIGHT)
+        (
+            AppearanceModel::default(),
+            APPEARANCE_WEIGHT,
+            APPEARANCE_AFTER_WEIGHT,
+        )
     } else if let Some(g) = rest.strip_prefix("oneshotappearance") {
         (AppearanceModel::Mean, num(g)?, after)
     } else if let Some(g) = rest.strip_prefix("oneshotcontrast") {

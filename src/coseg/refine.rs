@@ -16,6 +16,10 @@
 //!      mask's outline onto the image's edges;
 //!
 //!    then Otsu's threshold of the smoothed score gives the mask.
+//! 3. One-shot by appearance (`oneshot.rs`) weights the last score before its threshold by a
+//!    prior, each cell's likeness to the annotated object raised to β (upsampled like the
+//!    heatmap): with [`Refine::None`] the upsampled heatmap (rescaled to its maximum in the
+//!    image before the threshold), with [`Refine::Colour`] the smoothed score.
 //!
 //! Masks are computed at the image's resolution up to [`MAX_MASK_SIDE`] pixels on the longer
 //! side; larger images are processed scaled down and the mask scaled back (nearest pixel).
@@ -34,7 +38,9 @@ pub const COLOUR_LEVELS: usize = 16;
 pub const GUIDED_EPS: f32 = 1e-3;
 
 /// The mask of `image` from its object heatmap `map`, whose values are already divided by
-/// the normaliser (set or image maximum), so that a fixed threshold applies to them as is.
+/// the normaliser (set or image maximum), so that a fixed threshold applies to them as is;
+/// `prior` (a map over the same cells, in `[0, 1]`, and its weight β) weights the last score
+/// before its threshold.
 pub(crate) fn mask(
     map: &Heatmap,
     image: &RgbImage,

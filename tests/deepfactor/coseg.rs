@@ -4,8 +4,8 @@
 
 use crate::common;
 use deepfactor::coseg::{
-    AppearanceModel, Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode, OneShotRule, Refine,
-    Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
+    AppearanceModel, Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode,
+    OneShotRule, Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
 use deepfactor::eval::{score_mask, Mask, SetScores};
 use deepfactor::linalg::{Csr, Matrix};
@@ -477,7 +477,10 @@ fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
             .unwrap()
             .0
     };
-    let (ridge, mean) = (one_shot(AppearanceModel::default()), one_shot(AppearanceModel::Mean));
+    let (ridge, mean) = (
+        one_shot(AppearanceModel::default()),
+        one_shot(AppearanceModel::Mean),
+    );
     let (mut sum_ridge, mut sum_mean) = (0.0, 0.0);
     for i in 1..stack.len() {
         let g = acts[i].grid;
@@ -492,7 +495,10 @@ fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
             r.corloc && r.jaccard.unwrap() > 0.8,
             "image {i}: ridge {r:?}, mean {m:?}"
         );
-        assert!(r.jaccard.unwrap() >= m.jaccard.unwrap(), "image {i}: {r:?} {m:?}");
+        assert!(
+            r.jaccard.unwrap() >= m.jaccard.unwrap(),
+            "image {i}: {r:?} {m:?}"
+        );
         sum_ridge += r.jaccard.unwrap();
         sum_mean += m.jaccard.unwrap();
     }
