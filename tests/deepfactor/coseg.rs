@@ -330,21 +330,24 @@ fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
     })
 }
 
+/// The top left cell of each image's `3 × 3`-cell distractor in [`distractor_set_of`].
+const DISTRACTORS: [(usize, usize); 5] = [(3, 9), (2, 10), (5, 9), (6, 10), (2, 9)];
+
 /// [`distractor_set`]'s layout with the distractor's cells (zeroed first) set by `cell(row,
 /// r, c, image)`.
 fn distractor_set_of(
     cell: impl Fn(&mut [f32], usize, usize, usize),
 ) -> (FeatureStack, Vec<Activations>, Vec<Block>) {
     let shapes = [
-        (10, 14, (3, 2, 4, 4), (3, 9)),
-        (11, 15, (4, 2, 4, 5), (2, 10)),
-        (10, 13, (2, 3, 5, 4), (5, 9)),
-        (12, 14, (3, 2, 5, 5), (6, 10)),
-        (10, 14, (4, 3, 4, 4), (2, 9)),
+        (10, 14, (3, 2, 4, 4)),
+        (11, 15, (4, 2, 4, 5)),
+        (10, 13, (2, 3, 5, 4)),
+        (12, 14, (3, 2, 5, 5)),
+        (10, 14, (4, 3, 4, 4)),
     ];
     let mut stack = FeatureStack::new(CHANNELS).unwrap();
     let (mut acts, mut objects) = (Vec::new(), Vec::new());
-    for (i, &(rows, cols, obj, (dr, dc))) in shapes.iter().enumerate() {
+    for (i, (&(rows, cols, obj), &(dr, dc))) in shapes.iter().zip(&DISTRACTORS).enumerate() {
         let mut a = constructed(rows, cols, obj, false, i);
         for r in dr..dr + 3 {
             for c in dc..dc + 3 {
@@ -403,10 +406,19 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
         sum_un += un.jaccard.unwrap();
     }
     assert!(sum_one > sum_un + 0.4, "{sum_one} vs {sum_un}");
-    // The object heatmap is zero on the distractor's cells.
+    // The distractor's cells weigh far less than the object's in the object heatmap (with
+    // the object-mean cosine, whose likeness there is 0, they are 0).
     let h = model.object_heatmap(1).unwrap();
     let cols = h.grid().cols;
-    assert_eq!(h.values()[2 * cols + 10], 0.0);
+    assert!(h.values()[2 * cols + 10] < 0.5 * h.max(), "{h:?}");
+    let (mean, _) = Coseg::builder()
+        .refine(Refine::None)
+        .appearance_model(AppearanceModel::Mean)
+        .build()
+        .unwrap()
+        .one_shot(&stack, 0, &truth, &[8], 0.2)
+        .unwrap();
+    assert_eq!(mean.object_heatmap(1).unwrap().values()[2 * cols + 10], 0.0);
     // With γ = 0 the one-shot heatmaps are the unsupervised ones; γ outside [0, 1] is refused.
     let (plain, _) = Coseg::builder()
         .refine(Refine::None)
@@ -455,14 +467,14 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
 
 #[test]
 fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
-    // The distractor looks like the object (its cells hold the object's channels at two
-    // thirds of their strength, cosine 0.8 with the object's mean) and carries a channel of
-    // its own; the annotated image shows it outside the mask. The object-mean cosine keeps
-    // it; the ridge likeness learns from the annotated image's background that the extra
-    // channel means "not the object" and drops it.
+    // The distractor looks like the object (its cells hold the object's channels at half
+    // their strength, cosine 0.7 with the object's mean) and carries a channel of its own;
+    // the annotated image shows it outside the mask. The object-mean cosine keeps it; the
+    // ridge likeness learns from the annotated image's background that the extra channel
+    // means "not the object" and drops it.
     let (stack, acts, objects) = distractor_set_of(|row, r, c, i| {
         for v in &mut row[..4] {
-            *v = 2.0 + 0.1 * ((r + c + i) % 3) as f32;
+            *v = 1.5 + 0.1 * ((r + c + i) % 3) as f32;
         }
         row[5] = 3.0;
     });
@@ -491,18 +503,35 @@ fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
             score_mask(&seg.mask, seg.bbox.as_ref(), &t).unwrap()
         };
         let (r, m) = (score(&ridge), score(&mean));
+        // The share of the distractor's pixels inside each mask.
+        let (dr, dc) = DISTRACTORS[i];
+        let covered = |model: &deepfactor::coseg::CosegModel| {
+            let mask = model.segment(i, &img).unwrap().mask;
+            let mut n = 0;
+            for y in dr * CELL..(dr + 3) * CELL {
+                for x in dc * CELL..(dc + 3) * CELL {
+                    n += usize::from(mask.get(x, y));
+                }
+            }
+            n as f64 / (9 * CELL * CELL) as f64
+        };
+        let (cr, cm) = (covered(&ridge), covered(&mean));
         assert!(
-            r.corloc && r.jaccard.unwrap() > 0.8,
+            cm > 0.5 && cr < 0.05,
+            "image {i}: distractor covered by the ridge {cr}, by the mean {cm}"
+        );
+        assert!(
+            r.corloc && r.jaccard.unwrap() > 0.85,
             "image {i}: ridge {r:?}, mean {m:?}"
         );
         assert!(
-            r.jaccard.unwrap() >= m.jaccard.unwrap(),
+            r.jaccard.unwrap() > m.jaccard.unwrap(),
             "image {i}: {r:?} {m:?}"
         );
         sum_ridge += r.jaccard.unwrap();
         sum_mean += m.jaccard.unwrap();
     }
-    assert!(sum_ridge > sum_mean + 0.4, "{sum_ridge} vs {sum_mean}");
+    assert!(sum_ridge > sum_mean + 0.3, "{sum_ridge} vs {sum_mean}");
     // A ridge shrinkage that is not positive is refused.
     for rho in [0.0, -1.0, f32::NAN] {
         assert!(Coseg::builder()
