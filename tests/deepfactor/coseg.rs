@@ -4,10 +4,10 @@
 
 use crate::common;
 use deepfactor::coseg::{
-    AppearanceModel, Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode,
+    AppearanceModel, Coseg, CosegBuilder, CosegModel, FeatureStack, Method, Normalise, OneShotMode,
     OneShotRule, Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
-use deepfactor::eval::{score_mask, Mask, SetScores};
+use deepfactor::eval::{score_mask, ImageScore, Mask, SetScores};
 use deepfactor::linalg::{Csr, Matrix};
 use deepfactor::nmf::{Layout, Nmf};
 use deepfactor::{Activations, CellGrid};
@@ -365,6 +365,25 @@ fn distractor_set_of(
     (stack, acts, objects)
 }
 
+/// Image `i` of a constructed set segmented by `model` on a flat grey picture (so that the
+/// mask is the heatmap's doing): the mask and its scores against the object's true mask.
+fn segment_constructed(
+    model: &CosegModel,
+    acts: &[Activations],
+    objects: &[Block],
+    i: usize,
+) -> (Mask, ImageScore) {
+    let g = acts[i].grid;
+    let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
+    let seg = model.segment(i, &img).unwrap();
+    let score = score_mask(
+        &seg.mask,
+        seg.bbox.as_ref(),
+        &object_mask(&acts[i], objects[i]),
+    );
+    (seg.mask, score.unwrap())
+}
+
 #[test]
 fn one_shot_by_appearance_keeps_the_annotated_object() {
     // Unsupervised, the border rule takes the object and the distractor; the annotated image
@@ -386,13 +405,7 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
     assert!(choice.runs[0].iou > 0.6, "{choice:?}");
     let (mut sum_one, mut sum_un) = (0.0, 0.0);
     for i in 1..stack.len() {
-        let g = acts[i].grid;
-        let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
-        let t = object_mask(&acts[i], objects[i]);
-        let score = |m: &deepfactor::coseg::CosegModel| {
-            let seg = m.segment(i, &img).unwrap();
-            score_mask(&seg.mask, seg.bbox.as_ref(), &t).unwrap()
-        };
+        let score = |m: &CosegModel| segment_constructed(m, &acts, &objects, i).1;
         let (one, un) = (score(&model), score(&unsupervised));
         assert!(
             one.corloc && one.jaccard.unwrap() > 0.8,
@@ -494,28 +507,19 @@ fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
         one_shot(AppearanceModel::Mean),
     );
     let (mut sum_ridge, mut sum_mean) = (0.0, 0.0);
-    for i in 1..stack.len() {
-        let g = acts[i].grid;
-        let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
-        let t = object_mask(&acts[i], objects[i]);
-        let score = |m: &deepfactor::coseg::CosegModel| {
-            let seg = m.segment(i, &img).unwrap();
-            score_mask(&seg.mask, seg.bbox.as_ref(), &t).unwrap()
-        };
-        let (r, m) = (score(&ridge), score(&mean));
-        // The share of the distractor's pixels inside each mask.
-        let (dr, dc) = DISTRACTORS[i];
-        let covered = |model: &deepfactor::coseg::CosegModel| {
-            let mask = model.segment(i, &img).unwrap().mask;
+    for (i, &(dr, dc)) in DISTRACTORS.iter().enumerate().skip(1) {
+        // The scores, and the share of the distractor's pixels inside the mask.
+        let score = |model: &CosegModel| {
+            let (mask, score) = segment_constructed(model, &acts, &objects, i);
             let mut n = 0;
             for y in dr * CELL..(dr + 3) * CELL {
                 for x in dc * CELL..(dc + 3) * CELL {
                     n += usize::from(mask.get(x, y));
                 }
             }
-            n as f64 / (9 * CELL * CELL) as f64
+            (score, n as f64 / (9 * CELL * CELL) as f64)
         };
-        let (cr, cm) = (covered(&ridge), covered(&mean));
+        let ((r, cr), (m, cm)) = (score(&ridge), score(&mean));
         assert!(
             cm > 0.5 && cr < 0.05,
             "image {i}: distractor covered by the ridge {cr}, by the mean {cm}"
