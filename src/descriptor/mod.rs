@@ -422,6 +422,42 @@ impl Description {
             .map(|&k| Heatmap::from_column(&f.u, k, self.grid).map(Heatmap::unit_max))
             .collect()
     }
+
+    /// The region's factor coverage (NMF kinds, a region description): the share of the
+    /// region's factor mass held by the kept factors, `Σ_kept m_k / Σ_all m_k`, where `m_k` is
+    /// the mass of factor `k`'s heatmap on the cells inside the region (its share
+    /// [`Description::mass_inside`] times the heatmap's total, negative values as zero) times
+    /// the length of its concept (row `k` of `V`): how much of what the network sees in the
+    /// region the kept factors explain. Near 1 when the region holds one thing the filter
+    /// keeps (an object); low when its content belongs to factors that run past the box (a
+    /// part of a scene). `None` without a region, for the pooled kinds, or when the region
+    /// holds no factor mass.
+    pub fn region_coverage(&self) -> Option<f32> {
+        let f = self.factors.as_ref()?;
+        if self.mass_inside.len() != f.u.cols() || f.v.rows() != f.u.cols() {
+            return None;
+        }
+        let mass: Vec<f64> = (0..f.u.cols())
+            .map(|k| {
+                let total: f64 = (0..f.u.rows())
+                    .map(|r| f64::from(f.u.get(r, k).max(0.0)))
+                    .sum();
+                let len =
+                    f.v.row(k)
+                        .iter()
+                        .map(|x| f64::from(*x).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                f64::from(self.mass_inside[k]) * total * len
+            })
+            .collect();
+        let all: f64 = mass.iter().sum();
+        if all.is_nan() || all <= 0.0 {
+            return None;
+        }
+        let kept: f64 = self.kept.iter().filter_map(|&k| mass.get(k)).sum();
+        Some((kept / all) as f32)
+    }
 }
 
 /// Turns activations into descriptors; made by [`DescriptorConfig::build`]. Shareable across

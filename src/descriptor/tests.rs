@@ -656,3 +656,48 @@ fn whitened_descriptors_use_the_whitening() {
 
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
+
+#[test]
+fn region_coverage_by_hand() {
+    // One row of four 10-pixel cells. Factor 0 lies on the left half (concept length 2),
+    // factor 1 spreads over all four cells (concept length 1).
+    let grid = CellGrid {
+        rows: 1,
+        cols: 4,
+        image_width: 40,
+        image_height: 10,
+    };
+    let f = Factorization {
+        u: Matrix::from_vec(4, 2, vec![1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]).unwrap(),
+        v: Matrix::from_vec(2, 2, vec![2.0, 0.0, 0.0, 1.0]).unwrap(),
+        iterations: 1,
+        rel_error: 0.0,
+    };
+    let d = DescriptorConfig::new(DescriptorKind::NmfV)
+        .k(2)
+        .build()
+        .unwrap();
+    let left = BBox::new(0.0, 0.0, 20.0, 10.0).unwrap();
+    let r = d.describe_factors(&grid, f.clone(), Some(&left)).unwrap();
+    // Kept: factor 0 (all of its mass inside); factor 1 has half of its mass inside.
+    // Masses inside: 1.0 · 2 · 2 = 4 and 0.5 · 4 · 1 = 2, so the kept factor explains 4/6.
+    assert_eq!(r.kept, vec![0]);
+    assert!((r.region_coverage().unwrap() - 4.0 / 6.0).abs() < 1e-6);
+    // The whole image keeps both: everything explained.
+    let whole = BBox::new(0.0, 0.0, 40.0, 10.0).unwrap();
+    let w = d.describe_factors(&grid, f.clone(), Some(&whole)).unwrap();
+    assert!((w.region_coverage().unwrap() - 1.0).abs() < 1e-6);
+    // No region, or a pooled kind: no coverage.
+    assert!(d
+        .describe_factors(&grid, f, None)
+        .unwrap()
+        .region_coverage()
+        .is_none());
+    let mac = DescriptorConfig::new(DescriptorKind::Mac).build().unwrap();
+    let a = acts(2, 3, 4, 1);
+    assert!(mac
+        .describe_region(&a, &BBox::new(0.0, 0.0, 10.0, 10.0).unwrap())
+        .unwrap()
+        .region_coverage()
+        .is_none());
+}

@@ -92,9 +92,10 @@ pub use options::{
 };
 pub use reader::{Document, Hit, Index, SegmentSummary, VerifyReport};
 pub use regional::{
-    mix_scores, mix_standardized, FactorAggregation, FactorMatch, FactorSearch, QueryFactor,
-    RegionalHit, DEFAULT_FACTOR_SHORTLIST, DEFAULT_FACTOR_WEIGHT, DEFAULT_GLOBAL_SHORTLIST,
-    DEFAULT_STANDARDIZE_SAMPLE,
+    lift_standardized, mix_scores, mix_standardized, CropCheck, CropCheckMode, CropView,
+    FactorAggregation, FactorMatch, FactorSearch, QueryFactor, RegionalHit, DEFAULT_CROP_COVERAGE,
+    DEFAULT_CROP_OUTLIER, DEFAULT_CROP_WEIGHT, DEFAULT_FACTOR_SHORTLIST, DEFAULT_FACTOR_WEIGHT,
+    DEFAULT_GLOBAL_SHORTLIST, DEFAULT_STANDARDIZE_SAMPLE,
 };
 pub use segment::{ImageMeta, VectorEncoding, MAX_DIM, MAX_SEGMENT_DOCS};
 pub use update::{

@@ -6,11 +6,11 @@ use super::errors::{invalid, OrRaise};
 use super::progress::Progress;
 use crate::backbone::WeightSource;
 use crate::descriptor::{DescriptorConfig, DescriptorKind, Whitening};
-use crate::index::{Index, IndexOptions, IndexWriter, UpdateOptions, UpdateProgress};
+use crate::index::{CropCheck, Index, IndexOptions, IndexWriter, UpdateOptions, UpdateProgress};
 use crate::linalg::Matrix;
 use crate::localize::Localizer;
 use crate::pipeline::Pipeline;
-use crate::query::{BoxMode, Expansion, Localize, Query, Searcher};
+use crate::query::{BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher};
 use crate::{Error, Result};
 use candle_core::Device;
 use numpy::PyArray2;
@@ -56,6 +56,21 @@ pub(super) struct PyHit {
     /// query itself, small where the region is probably absent); else ``None``.
     #[pyo3(get)]
     strength: Option<f32>,
+    /// Factor-level search: the global descriptor's cosine; ``None`` when the global
+    /// descriptor alone ranked (then ``score`` is that cosine).
+    #[pyo3(get)]
+    global_score: Option<f32>,
+    /// Factor-level search: the image's aggregated factor score; else ``None``.
+    #[pyo3(get)]
+    factor_score: Option<f32>,
+    /// Factor-level search: for each query factor its best-matching factor here, as
+    /// ``(query_factor, image_factor, cosine)``; empty without factor-level search.
+    #[pyo3(get)]
+    factor_matches: Vec<(usize, usize, f32)>,
+    /// Crop check: the cut-out's standardized score for this image when the check ran; else
+    /// ``None``.
+    #[pyo3(get)]
+    crop_score: Option<f32>,
 }
 
 #[pymethods]
@@ -310,7 +325,8 @@ impl PyIndex {
     }
 
     /// search(image, box=None, box_mode="filter", k=10, qe=0, localize=None,
-    /// localize_top=None, exact=False, min_score=None) -> list[Hit]
+    /// localize_top=None, exact=False, min_score=None, factors="auto",
+    /// factor_source="query", crop_check="auto") -> list[Hit]
     ///
     /// The ``k`` best images for ``image`` (a path, a PIL image or an H×W×3 uint8 array), or
     /// for the region ``box=(x1, y1, x2, y2)`` of it (in its pixels): ``box_mode="filter"``
@@ -320,9 +336,15 @@ impl PyIndex {
     /// hits and gives each localized hit a box and a heatmap, ``"stored"`` does it from the
     /// factors the index keeps (no network run on the hits); ``localize_top`` hits are
     /// localized (default: all ``k``). ``exact=True`` scans every descriptor instead of the
-    /// graph. The GIL is released while it runs.
+    /// graph. ``factors`` is the factor-level search (``"auto"``: region queries on an index
+    /// with factor vectors; ``"off"``; ``"on"``: every query), ``factor_source="with-crop"``
+    /// also matches the cut-out's factors, ``crop_check`` describes the cut-out too where the
+    /// kept factors explain little of the region (``"auto"``), never (``"off"``) or always
+    /// (``"always"``) — the CLI's ``--factors``, ``--factor-source`` and ``--crop-check``.
+    /// The GIL is released while it runs.
     #[pyo3(signature = (image, r#box = None, box_mode = "filter", k = 10, qe = 0,
-                        localize = None, localize_top = None, exact = false, min_score = None))]
+                        localize = None, localize_top = None, exact = false, min_score = None,
+                        factors = "auto", factor_source = "query", crop_check = "auto"))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -336,9 +358,15 @@ impl PyIndex {
         localize_top: Option<usize>,
         exact: bool,
         min_score: Option<f32>,
+        factors: &str,
+        factor_source: &str,
+        crop_check: &str,
     ) -> PyResult<Vec<PyHit>> {
         let input = image_input(image)?;
         let mode: BoxMode = box_mode.parse().or_raise()?;
+        let factors: FactorMode = factors.parse().or_raise()?;
+        let factor_source: FactorSource = factor_source.parse().or_raise()?;
+        let crop_check = CropCheck::new().mode(crop_check.parse().or_raise()?);
         let top = localize_top.unwrap_or(k);
         let localize = match localize {
             None | Some("none") => Localize::None,
@@ -363,7 +391,14 @@ impl PyIndex {
                         )
                     }
                 };
-                q = q.box_mode(mode).top_k(k).localize(localize).exact(exact);
+                q = q
+                    .box_mode(mode)
+                    .top_k(k)
+                    .localize(localize)
+                    .exact(exact)
+                    .factor_mode(factors)
+                    .factor_source(factor_source)
+                    .crop_check(crop_check);
                 if let Some(b) = region {
                     q = q.region(b);
                 }
@@ -408,6 +443,14 @@ impl PyIndex {
                     heatmap,
                     grid,
                     strength,
+                    global_score: h.global_score,
+                    factor_score: h.factor_score,
+                    factor_matches: h
+                        .factor_matches
+                        .iter()
+                        .map(|m| (m.query_factor, m.image_factor, m.score))
+                        .collect(),
+                    crop_score: h.crop_score,
                 })
             })
             .collect()

@@ -12,6 +12,7 @@ use crate::eval::{
     LocalizationEvaluation, Protocol, Rankings,
 };
 use crate::heatmap::Binarize;
+use crate::index::CropCheck;
 use crate::index::{FactorMatch, FactorSearch};
 use crate::localize::{
     JointSelection, LocalizationSettings, Localizer, LocalizerBuilder, Matching,
@@ -122,6 +123,8 @@ pub struct BenchmarkOptions {
     pub factor_search: FactorSearch,
     /// See [`BenchmarkOptions::factor_mode`].
     pub factor_source: FactorSource,
+    /// The crop check of region queries ([`Query::crop_check`]).
+    pub crop_check: CropCheck,
     /// Hits per query whose scores and factor matches [`BenchmarkRun::top_hits`] keeps.
     pub report_hits: usize,
 }
@@ -139,6 +142,7 @@ impl Default for BenchmarkOptions {
             factor_mode: FactorMode::Auto,
             factor_search: FactorSearch::default(),
             factor_source: FactorSource::Query,
+            crop_check: CropCheck::default(),
             report_hits: 10,
         }
     }
@@ -164,6 +168,11 @@ pub struct BenchmarkRun {
     pub mean_search_ms: f64,
     /// Queries that ran factor-level search.
     pub factor_queries: usize,
+    /// Queries that checked their cut-out ([`Query::crop_check`]).
+    pub crop_checks: usize,
+    /// Mean time per query of the cut-out's network run and description (crop check and
+    /// with-crop factors), milliseconds.
+    pub mean_crop_ms: f64,
     /// Why factor-level search did not run, when it did not (the first query's note).
     pub factor_note: Option<String>,
     /// The first [`BenchmarkOptions::report_hits`] hits of every query with their scores and
@@ -178,6 +187,10 @@ pub struct QueryHits {
     pub query: String,
     /// The query factors matched (numbers in the query's factorization).
     pub query_factors: Vec<usize>,
+    /// The region's factor coverage (filter mode).
+    pub region_coverage: Option<f32>,
+    /// Whether the cut-out was checked.
+    pub crop_check: bool,
     /// Its first hits, best first.
     pub hits: Vec<HitRecord>,
 }
@@ -195,6 +208,8 @@ pub struct HitRecord {
     pub factor_score: Option<f32>,
     /// Each query factor's best match in the image.
     pub factor_matches: Vec<FactorMatch>,
+    /// The cut-out's standardized score (crop check only).
+    pub crop_score: Option<f32>,
 }
 
 /// Finds `<images>/<name>.<ext>` for the [`crate::images::IMAGE_EXTENSIONS`], in lower or
@@ -268,6 +283,7 @@ pub fn run_benchmark(
     }
     let mut search_ms = 0.0;
     let mut factor_queries = 0usize;
+    let (mut crop_checks, mut crop_ms) = (0usize, 0.0);
     let mut factor_note = None;
     let mut top_hits = Vec::new();
     let n_queries = gt.queries().len();
@@ -279,7 +295,8 @@ pub fn run_benchmark(
             .expansion(options.expansion)
             .factor_mode(options.factor_mode)
             .factor_search(options.factor_search)
-            .factor_source(options.factor_source);
+            .factor_source(options.factor_source)
+            .crop_check(options.crop_check);
         if let (Some(mode), Some(b)) = (options.box_mode, q.bbox) {
             query = query.region(b).box_mode(mode);
         }
@@ -288,12 +305,16 @@ pub fn run_benchmark(
         query_ms += t.elapsed().as_secs_f64() * 1000.0;
         search_ms += res.timings.search_ms;
         factor_queries += usize::from(res.query.factor_search.is_some());
+        crop_checks += usize::from(res.query.crop_check.is_some());
+        crop_ms += res.timings.crop_ms;
         if factor_note.is_none() {
             factor_note.clone_from(&res.query.factor_note);
         }
         top_hits.push(QueryHits {
             query: q.name.clone(),
             query_factors: res.query.query_factors.clone(),
+            region_coverage: res.query.region_coverage,
+            crop_check: res.query.crop_check.is_some(),
             hits: res
                 .hits
                 .iter()
@@ -304,6 +325,7 @@ pub fn run_benchmark(
                     global_score: h.global_score,
                     factor_score: h.factor_score,
                     factor_matches: h.factor_matches.clone(),
+                    crop_score: h.crop_score,
                 })
                 .collect(),
         });
@@ -386,6 +408,8 @@ pub fn run_benchmark(
         mean_query_ms: query_ms / n_queries.max(1) as f64,
         mean_search_ms: search_ms / n_queries.max(1) as f64,
         factor_queries,
+        crop_checks,
+        mean_crop_ms: crop_ms / n_queries.max(1) as f64,
         factor_note,
         top_hits,
     })
@@ -442,6 +466,7 @@ fn localize_query(
                 global_score: None,
                 factor_score: None,
                 factor_matches: Vec::new(),
+                crop_score: None,
                 location: None,
             },
         ));

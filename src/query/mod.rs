@@ -28,7 +28,8 @@ use crate::backbone::WeightSource;
 use crate::descriptor::{extract_crop, Description};
 use crate::heatmap::Heatmap;
 use crate::index::{
-    FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode, SearchOptions,
+    CropCheck, CropView, FactorMatch, FactorSearch, Index, QueryFactor, RegionalHit, SearchMode,
+    SearchOptions,
 };
 use crate::localize::{
     kept_average, ConceptSample, HitFactors, JointLocalization, JointSelection,
@@ -237,6 +238,7 @@ pub struct Query {
     factor_mode: FactorMode,
     factor_search: FactorSearch,
     factor_source: FactorSource,
+    crop_check: CropCheck,
 }
 
 impl Query {
@@ -264,6 +266,7 @@ impl Query {
             factor_mode: FactorMode::Auto,
             factor_search: FactorSearch::default(),
             factor_source: FactorSource::Query,
+            crop_check: CropCheck::default(),
         }
     }
 
@@ -326,6 +329,20 @@ impl Query {
     pub fn factor_search(mut self, f: FactorSearch) -> Self {
         self.factor_search = f;
         self
+    }
+
+    /// The crop check of a region query in filter mode with factor-level search (default
+    /// [`CropCheck`]'s: when the region's factor coverage is below 0.7, the cut-out is
+    /// described on its own and the images it recognizes as the same view are lifted; see
+    /// [`crate::index::CropCheck`]).
+    pub fn crop_check(mut self, c: CropCheck) -> Self {
+        self.crop_check = c;
+        self
+    }
+
+    /// See [`Query::crop_check`].
+    pub fn get_crop_check(&self) -> CropCheck {
+        self.crop_check
     }
 
     /// Which query factors are matched (default [`FactorSource::Query`]).
@@ -400,6 +417,16 @@ impl Query {
             _ => {}
         }
         self.factor_search.validate()?;
+        self.crop_check.validate()?;
+        if self.crop_check.get_mode() == crate::index::CropCheckMode::Always
+            && self.region.is_some()
+            && self.box_mode == BoxMode::Filter
+            && matches!(self.image, QueryImage::Activations(_))
+        {
+            return Err(Error::invalid(
+                "the crop check needs the image file, not activations",
+            ));
+        }
         if self.factor_source == FactorSource::WithCrop
             && self.region.is_some()
             && matches!(self.image, QueryImage::Activations(_))
@@ -444,6 +471,10 @@ pub struct SearchHit {
     /// (query factor numbers as in [`QuerySummary::query_factors`], image factor numbers as
     /// in the image's stored factors).
     pub factor_matches: Vec<FactorMatch>,
+    /// With the crop check: the cut-out's own mixed score for this image, standardized over
+    /// the database (images beyond the outlier level were lifted; see
+    /// [`crate::index::CropCheck`]).
+    pub crop_score: Option<f32>,
     /// Where the query's region is in this image, when localization was asked for and this
     /// hit was among those localized.
     pub location: Option<Located>,
@@ -480,6 +511,10 @@ pub struct QuerySummary {
     /// Why factor-level search did not run although [`FactorMode::Auto`] would have used it
     /// (an index without factor vectors), if so.
     pub factor_note: Option<String>,
+    /// The region's factor coverage ([`Description::region_coverage`]; filter mode).
+    pub region_coverage: Option<f32>,
+    /// The crop check as it ran (`None`: the cut-out was not checked).
+    pub crop_check: Option<CropCheck>,
 }
 
 /// Time spent in each stage, in milliseconds.
@@ -489,6 +524,9 @@ pub struct Timings {
     pub features_ms: f64,
     /// NMF and descriptor of the query.
     pub describe_ms: f64,
+    /// The cut-out's network run, NMF and descriptor (crop check or
+    /// [`FactorSource::WithCrop`]; 0 when neither ran).
+    pub crop_ms: f64,
     /// Index search, expansion included.
     pub search_ms: f64,
     /// Localization (network on the hits included, for joint).
@@ -629,10 +667,24 @@ impl Searcher {
         let mut timings = Timings::default();
         let acts = timed(&mut timings.features_ms, || self.features(q))?;
         let desc = timed(&mut timings.describe_ms, || self.describe(q, &acts))?;
-        let (factors, factor_note) =
+        let (mut factors, factor_note) =
             timed(&mut timings.describe_ms, || self.query_factors(q, &desc))?;
+        let region_coverage = match (q.region, q.box_mode) {
+            (Some(_), BoxMode::Filter) => desc.region_coverage(),
+            _ => None,
+        };
+        let crop = self.cut_out(
+            q,
+            &desc,
+            factors.as_mut(),
+            region_coverage,
+            &mut timings.crop_ms,
+        )?;
+        let crop_view = crop
+            .as_ref()
+            .map(|(vector, factors)| CropView { vector, factors });
         let mut hits = timed(&mut timings.search_ms, || {
-            self.retrieve(q, &desc.vector, factors.as_deref())
+            self.retrieve(q, &desc.vector, factors.as_deref(), crop_view)
         })?;
         let region = q.region.unwrap_or(BBox {
             x1: 0.0,
@@ -677,6 +729,8 @@ impl Searcher {
                     .as_ref()
                     .map_or_else(Vec::new, |f| f.iter().map(|x| x.factor).collect()),
                 factor_note,
+                region_coverage,
+                crop_check: crop.is_some().then_some(q.crop_check),
             },
             timings,
         })
@@ -743,34 +797,56 @@ impl Searcher {
                 _ => Ok((None, Some(note))),
             };
         }
-        let Some(f) = &desc.factors else {
-            return match q.factor_mode {
+        match kept_factors(desc) {
+            Some(out) => Ok((Some(out), None)),
+            None => match q.factor_mode {
                 FactorMode::On => Err(Error::invalid(
                     "factor-level search needs an NMF descriptor kind",
                 )),
                 _ => Ok((None, None)),
-            };
+            },
+        }
+    }
+
+    /// Stage 2c: the region's cut-out, run through the network once when either needs it —
+    /// [`FactorSource::WithCrop`] (its factors are appended to `factors`, numbered from K) or
+    /// the crop check ([`Query::crop_check`]: factor-level search runs and the check's mode
+    /// and the region's `coverage` call for it). Returns the cut-out's descriptor and factors
+    /// for the crop check, `None` when it does not run; the time spent on the cut-out is
+    /// added to `ms` (nothing when it is not needed).
+    fn cut_out(
+        &self,
+        q: &Query,
+        desc: &Description,
+        factors: Option<&mut Vec<QueryFactor>>,
+        coverage: Option<f32>,
+        ms: &mut f64,
+    ) -> Result<Option<(Vec<f32>, Vec<QueryFactor>)>> {
+        let (Some(b), BoxMode::Filter, QueryImage::Path(path), Some(factors)) =
+            (q.region, q.box_mode, &q.image, factors)
+        else {
+            return Ok(None);
         };
-        let mut out: Vec<QueryFactor> = desc
-            .kept
-            .iter()
-            .map(|&k| QueryFactor {
-                factor: k,
-                concept: f.v.row(k).to_vec(),
-            })
-            .collect();
-        if let (FactorSource::WithCrop, Some(b), BoxMode::Filter, QueryImage::Path(path)) =
-            (q.factor_source, q.region, q.box_mode, &q.image)
-        {
+        let with_crop = q.factor_source == FactorSource::WithCrop;
+        let check = q.crop_check.runs(coverage);
+        if !with_crop && !check {
+            return Ok(None);
+        }
+        let cd = timed(ms, || {
             let crop = extract_crop(self.pipeline.backbone(), path, &b)?;
-            let cf = self.pipeline.describer().factorize(&crop)?;
-            let k0 = f.v.rows();
-            out.extend((0..cf.v.rows()).map(|k| QueryFactor {
+            self.pipeline.describer().describe(&crop)
+        })?;
+        let (Some(cf), Some(cut)) = (&cd.factors, kept_factors(&cd)) else {
+            return Ok(None);
+        };
+        if with_crop {
+            let k0 = desc.factors.as_ref().map_or(0, |f| f.v.rows());
+            factors.extend((0..cf.v.rows()).map(|k| QueryFactor {
                 factor: k0 + k,
                 concept: cf.v.row(k).to_vec(),
             }));
         }
-        Ok((Some(out), None))
+        Ok(check.then_some((cd.vector, cut)))
     }
 
     /// Stage 3: the index searched with the descriptor (again with the expanded query when
@@ -781,12 +857,13 @@ impl Searcher {
         q: &Query,
         vector: &[f32],
         factors: Option<&[QueryFactor]>,
+        crop: Option<CropView<'_>>,
     ) -> Result<Vec<SearchHit>> {
         let depth = match q.expansion {
             Expansion::None => 0,
             Expansion::Average(n) | Expansion::Alpha { n, .. } => n,
         };
-        let mut hits = self.run_search(vector, q.top_k.max(depth), q, factors)?;
+        let mut hits = self.run_search(vector, q.top_k.max(depth), q, factors, crop)?;
         if depth > 0 && !hits.is_empty() {
             let mut neighbours = Vec::with_capacity(depth);
             for h in hits.iter().take(depth) {
@@ -795,7 +872,7 @@ impl Searcher {
                 }
             }
             let expanded = expand(vector, &neighbours, q.expansion);
-            hits = self.run_search(&expanded, q.top_k, q, factors)?;
+            hits = self.run_search(&expanded, q.top_k, q, factors, crop)?;
         }
         hits.truncate(q.top_k);
         if let Some(min) = q.min_score {
@@ -816,6 +893,7 @@ impl Searcher {
                     global_score: regional.then_some(h.global),
                     factor_score: regional.then_some(h.factor),
                     factor_matches: h.matches.clone(),
+                    crop_score: h.crop,
                     location: None,
                 })
             })
@@ -830,6 +908,7 @@ impl Searcher {
         k: usize,
         q: &Query,
         factors: Option<&[QueryFactor]>,
+        crop: Option<CropView<'_>>,
     ) -> Result<Vec<RegionalHit>> {
         let mut opts = SearchOptions::new().k(k);
         if let Some(ef) = q.ef_search {
@@ -844,9 +923,14 @@ impl Searcher {
         }
         let recipe = self.pipeline.recipe();
         match factors {
-            Some(f) => self
-                .index
-                .search_factors(recipe, vector, f, &opts, &q.factor_search),
+            Some(f) => self.index.search_regional(
+                recipe,
+                vector,
+                f,
+                crop.map(|c| (c, &q.crop_check)),
+                &opts,
+                &q.factor_search,
+            ),
             None => Ok(self
                 .index
                 .search(recipe, vector, &opts)?
@@ -857,6 +941,7 @@ impl Searcher {
                     global: h.score,
                     factor: 0.0,
                     matches: Vec::new(),
+                    crop: None,
                 })
                 .collect()),
         }
@@ -1118,6 +1203,20 @@ pub fn describe_matches(matches: &[FactorMatch]) -> String {
 }
 
 /// Runs `f`, adding its duration in milliseconds to `slot`.
+/// The kept factors of a description as query factors (`None` for the pooled kinds).
+fn kept_factors(desc: &Description) -> Option<Vec<QueryFactor>> {
+    let f = desc.factors.as_ref()?;
+    Some(
+        desc.kept
+            .iter()
+            .map(|&k| QueryFactor {
+                factor: k,
+                concept: f.v.row(k).to_vec(),
+            })
+            .collect(),
+    )
+}
+
 fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let t = Instant::now();
     let out = f();

@@ -5,7 +5,9 @@
 use crate::common;
 use deepfactor::backbone::{BackboneBuilder, BackboneKind, WeightSource};
 use deepfactor::descriptor::{DescriptorConfig, DescriptorKind};
-use deepfactor::index::{update_from_folder, IndexOptions, IndexWriter, UpdateOptions};
+use deepfactor::index::{
+    update_from_folder, CropCheck, CropCheckMode, IndexOptions, IndexWriter, UpdateOptions,
+};
 use deepfactor::localize::Localizer;
 use deepfactor::pipeline::Pipeline;
 use deepfactor::query::{expand, BoxMode, Expansion, Localize, Query, SearchResults, Searcher};
@@ -63,6 +65,21 @@ fn build_index(dir: &Path, p: &Pipeline) {
     assert!(report.failures.is_empty());
 }
 
+/// A searcher over an index of the sample photos in `dir` (real weights, input 320), `None`
+/// when the weights are absent.
+fn photo_searcher(dir: &Path) -> Option<Searcher> {
+    let p = pipeline(common::lite0_weights()?, 320);
+    build_index(dir, &p);
+    Some(
+        Searcher::new(
+            deepfactor::index::Index::open(dir).unwrap(),
+            p,
+            Localizer::builder().build().unwrap(),
+        )
+        .unwrap(),
+    )
+}
+
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -87,18 +104,10 @@ fn query_expansion_moves_a_relevant_item_up() {
 
 #[test]
 fn region_search_localizes_and_reports() {
-    let Some(weights) = common::lite0_weights() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(searcher) = photo_searcher(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(weights, 320);
-    build_index(dir.path(), &p);
-    let searcher = Searcher::new(
-        deepfactor::index::Index::open(dir.path()).unwrap(),
-        p,
-        Localizer::builder().build().unwrap(),
-    )
-    .unwrap();
     let query_file = photos().join("box_in_scene.jpg");
     let region = BBox::parse(BOX_REGION).unwrap();
 
@@ -191,6 +200,75 @@ fn region_search_localizes_and_reports() {
         .unwrap();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("box.jpg") && page.contains("data:image/jpeg;base64,"));
+}
+
+/// The crop check follows the region's factor coverage: below the level it describes the
+/// cut-out (one more network run) and every hit carries the cut-out's score; at or above it
+/// the search is the region's alone, as with the check off. A query by activations cannot be
+/// cut: `auto` goes without, `always` is refused.
+#[test]
+fn crop_check_follows_the_region_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(searcher) = photo_searcher(dir.path()) else {
+        return;
+    };
+    let query_file = photos().join("box_in_scene.jpg");
+    let base = Query::new(&query_file)
+        .region(BBox::parse(BOX_REGION).unwrap())
+        .top_k(10);
+    let with = |c: CropCheck| searcher.search(&base.clone().crop_check(c)).unwrap();
+    let off = with(CropCheck::new().mode(CropCheckMode::Off));
+    let cov = off
+        .query
+        .region_coverage
+        .expect("a filter region has a coverage");
+    assert!((0.0..1.0).contains(&cov), "{cov}");
+    assert!(off.query.crop_check.is_none() && off.timings.crop_ms == 0.0);
+    assert!(off.hits.iter().all(|h| h.crop_score.is_none()));
+    let names = |r: &SearchResults| r.hits.iter().map(|h| name(&h.path)).collect::<Vec<_>>();
+    // Below the level: the cut-out is checked, and the box photographed alone stays on top.
+    let below = with(CropCheck::new().coverage((cov + 0.01).min(1.0)));
+    assert!(below.query.crop_check.is_some() && below.timings.crop_ms > 0.0);
+    assert!(below.hits.iter().all(|h| h.crop_score.is_some()));
+    assert!(
+        names(&below)[..2].contains(&"box.jpg".to_string()),
+        "{:?}",
+        names(&below)
+    );
+    assert_eq!(below.query.region_coverage, Some(cov));
+    // At the level: the region's search alone, the same hits and scores as with the check off.
+    let at = with(CropCheck::new().coverage(cov));
+    assert!(at.query.crop_check.is_none() && at.timings.crop_ms == 0.0);
+    assert_eq!(names(&at), names(&off));
+    for (a, b) in at.hits.iter().zip(&off.hits) {
+        assert_eq!(a.score, b.score);
+    }
+    // `always` checks whatever the coverage.
+    assert!(
+        with(CropCheck::new().mode(CropCheckMode::Always).coverage(0.0))
+            .query
+            .crop_check
+            .is_some()
+    );
+    // Activations cannot be cut.
+    let acts = searcher
+        .pipeline()
+        .backbone()
+        .extract_path(&query_file)
+        .unwrap();
+    let by_acts = Query::from_activations(acts)
+        .region(BBox::parse(BOX_REGION).unwrap())
+        .crop_check(CropCheck::new().coverage(1.0));
+    assert!(searcher
+        .search(&by_acts)
+        .unwrap()
+        .query
+        .crop_check
+        .is_none());
+    let err = searcher
+        .search(&by_acts.crop_check(CropCheck::new().mode(CropCheckMode::Always)))
+        .unwrap_err();
+    assert!(err.to_string().contains("image file"), "{err}");
 }
 
 fn deepfactor_bin() -> Command {

@@ -67,11 +67,23 @@ def test_hits_and_scores_equal_the_cli(built):
     index, path, _ = built
     for extra, kwargs in [((), {}), (("--box", "90,150,255,280"), {"box": REGION}),
                           (("--box", "90,150,255,280", "--localize", "stored"), {"box": REGION, "localize": "stored"}),
-                          (("--qe", "2"), {"qe": 2})]:
+                          (("--qe", "2"), {"qe": 2}),
+                          (("--box", "90,150,255,280", "--factors", "off"), {"box": REGION, "factors": "off"}),
+                          (("--box", "90,150,255,280", "--crop-check", "always", "--factor-source", "with-crop"),
+                           {"box": REGION, "crop_check": "always", "factor_source": "with-crop"})]:
         out = json.loads(cli("search", str(path), str(QUERY), "-k", "6", "--exact", "--json", *extra))
         hits = index.search(QUERY, k=6, exact=True, **kwargs)
         assert [h.id for h in hits] == [h["id"] for h in out["hits"]], extra
         assert [h.score for h in hits] == [np.float32(h["score"]) for h in out["hits"]], extra
+        for h, c in zip(hits, out["hits"]):
+            for key in ("global_score", "factor_score", "crop_score"):
+                want = c.get(key)
+                got = getattr(h, key)
+                assert (got is None) == (want is None), (extra, key)
+                if want is not None:
+                    assert np.float32(got) == np.float32(want), (extra, key)
+            want = [(m["query_factor"], m["image_factor"], np.float32(m["score"])) for m in c.get("factor_matches", [])]
+            assert [(q, i, np.float32(s)) for q, i, s in h.factor_matches] == want, extra
         for h, c in zip(hits, out["hits"]):
             loc = c.get("location")
             if loc and loc.get("bbox"):
@@ -93,6 +105,8 @@ def test_open_and_query_by_pixels(built, weights):
     top = again.search(pixels, k=1)[0]
     assert top.path.name == "chelsea.jpg"
     assert again.search(Image.open(PHOTOS / "chelsea.jpg"), k=1)[0].path.name == "chelsea.jpg"
+    with pytest.raises(ValueError, match="crop check"):
+        again.search(QUERY, box=REGION, crop_check="sometimes")
     with pytest.raises(ValueError, match="crop query needs the image file"):
         again.search(pixels, box=(0, 0, 50, 50), box_mode="crop")
 

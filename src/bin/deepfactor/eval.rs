@@ -70,6 +70,15 @@ pub struct EvalArgs {
     /// cut-out's factors).
     #[arg(long, value_name = "SOURCE", default_value = "query")]
     factor_source: String,
+    /// With --index: crop check of region queries: auto (describe the cut-out too when the
+    /// kept factors explain less than --crop-coverage of the region, and lift the images it
+    /// recognizes as the same view; default), off, or always.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    crop_check: String,
+    /// With --index: factor coverage of the region below which `--crop-check auto` checks
+    /// the cut-out.
+    #[arg(long, value_name = "C", default_value_t = deepfactor::index::DEFAULT_CROP_COVERAGE)]
+    crop_coverage: f32,
     /// With --index: hits per query written with their scores and factor matches under
     /// `top_hits` in the JSON record.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -199,10 +208,14 @@ fn run_index(
             .weight(args.factor_weight)
             .aggregation(args.factor_agg.parse()?),
         factor_source: args.factor_source.parse::<FactorSource>()?,
+        crop_check: deepfactor::index::CropCheck::new()
+            .mode(args.crop_check.parse()?)
+            .coverage(args.crop_coverage),
         report_hits: args.report_hits,
         ..BenchmarkOptions::default()
     };
     options.factor_search.validate()?;
+    options.crop_check.validate()?;
     let bar = if args.json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -265,6 +278,7 @@ fn run_index(
             obj.insert("mean_kept_factors".into(), serde_json::json!(run.mean_kept));
             obj.insert("region_fallbacks".into(), serde_json::json!(run.fallbacks));
             obj.insert("mean_query_ms".into(), serde_json::json!(run.mean_query_ms));
+            obj.insert("mean_crop_ms".into(), serde_json::json!(run.mean_crop_ms));
             obj.insert(
                 "mean_search_ms".into(),
                 serde_json::json!(run.mean_search_ms),
@@ -282,6 +296,8 @@ fn run_index(
                         "options": options.factor_search,
                         "factor_vectors": "stored factor concepts (rows of V), unit length",
                         "queries": run.factor_queries,
+                        "crop_check": options.crop_check,
+                        "crop_checks": run.crop_checks,
                     })
                 } else {
                     serde_json::Value::Null
@@ -305,11 +321,16 @@ fn run_index(
         );
         if run.factor_queries > 0 {
             println!(
-                "factor-level search on {} queries: λ {}, {}, query factors: {}",
+                "factor-level search on {} queries: λ {}, {}, query factors: {}; crop check {} \
+                 (coverage < {}) on {} queries, {:.0} ms per query for cut-outs",
                 run.factor_queries,
                 options.factor_search.get_weight(),
                 options.factor_search.get_aggregation(),
-                args.factor_source
+                args.factor_source,
+                options.crop_check.get_mode(),
+                options.crop_check.get_coverage(),
+                run.crop_checks,
+                run.mean_crop_ms
             );
         }
         if let Some(note) = &run.factor_note {

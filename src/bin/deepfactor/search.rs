@@ -5,7 +5,7 @@ use crate::recipe_args::{device, LocalizeArgs};
 use anyhow::Context;
 use clap::Args;
 use deepfactor::backbone::WeightSource;
-use deepfactor::index::{FactorAggregation, FactorSearch};
+use deepfactor::index::{CropCheck, CropCheckMode, FactorAggregation, FactorSearch};
 use deepfactor::query::{
     describe_matches, BoxMode, Expansion, FactorMode, FactorSource, Localize, Query, Searcher,
     SearcherOptions,
@@ -70,6 +70,14 @@ pub struct SearchArgs {
     /// Query factors: query (those of the region) or with-crop (plus the cut-out's factors).
     #[arg(long, value_name = "SOURCE", default_value = "query")]
     factor_source: FactorSource,
+    /// Crop check of a region query: auto (describe the cut-out too when the kept factors
+    /// explain less than --crop-coverage of the region, and lift the images it recognizes
+    /// as the same view; default), off, or always.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    crop_check: CropCheckMode,
+    /// Factor coverage of the region below which `--crop-check auto` checks the cut-out.
+    #[arg(long, value_name = "C", default_value_t = deepfactor::index::DEFAULT_CROP_COVERAGE)]
+    crop_coverage: f32,
     /// Weights file, if not the backbone's default (it must be the one the index was built
     /// with).
     #[arg(long, value_name = "FILE")]
@@ -110,7 +118,12 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
                 .weight(a.factor_weight)
                 .aggregation(a.factor_agg),
         )
-        .factor_source(a.factor_source);
+        .factor_source(a.factor_source)
+        .crop_check(
+            CropCheck::new()
+                .mode(a.crop_check)
+                .coverage(a.crop_coverage),
+        );
     if let Some(r) = &a.region {
         q = q.region(BBox::parse(r)?);
     }
@@ -198,6 +211,18 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     if let Some(note) = &results.query.factor_note {
         eprintln!("note: {note}");
     }
+    if let Some(c) = results.query.region_coverage {
+        eprintln!(
+            "region factor coverage {c:.2}: {}",
+            match results.query.crop_check {
+                Some(check) => format!(
+                    "cut-out checked (images beyond {} sd of its score lifted; crop score after the matches)",
+                    check.get_outlier()
+                ),
+                None => "cut-out not checked".to_string(),
+            }
+        );
+    }
     let regional = results.query.factor_search.is_some();
     println!(
         "rank  score   box (x1,y1,x2,y2)       strength  fill   path{}",
@@ -227,8 +252,10 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         );
         let factor = match (h.global_score, h.factor_score) {
             (Some(g), Some(f)) => format!(
-                "  [{g:.4}, {f:.4}; {}]",
-                describe_matches(&h.factor_matches)
+                "  [{g:.4}, {f:.4}; {}{}]",
+                describe_matches(&h.factor_matches),
+                h.crop_score
+                    .map_or_else(String::new, |c| format!("; crop z {c:.1}"))
             ),
             _ => String::new(),
         };
@@ -251,11 +278,12 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     }
     let t = &results.timings;
     eprintln!(
-        "{} hits in {:.0} ms (features {:.0}, describe {:.0}, search {:.0}, localize {:.0})",
+        "{} hits in {:.0} ms (features {:.0}, describe {:.0}, cut-out {:.0}, search {:.0}, localize {:.0})",
         results.hits.len(),
         t.total_ms,
         t.features_ms,
         t.describe_ms,
+        t.crop_ms,
         t.search_ms,
         t.localize_ms
     );

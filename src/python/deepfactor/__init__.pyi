@@ -112,6 +112,18 @@ class Hit:
         """rows, cols, image_width, image_height of the heatmap."""
     @property
     def strength(self) -> Optional[float]: ...
+    @property
+    def global_score(self) -> Optional[float]:
+        """Factor-level search: the global descriptor's cosine."""
+    @property
+    def factor_score(self) -> Optional[float]:
+        """Factor-level search: the image's aggregated factor score."""
+    @property
+    def factor_matches(self) -> list[tuple[int, int, float]]:
+        """(query_factor, image_factor, cosine) per query factor, with factor-level search."""
+    @property
+    def crop_score(self) -> Optional[float]:
+        """Crop check: the cut-out's standardized score here, when the check ran."""
 
 class Index:
     """An index directory, opened for searching."""
@@ -149,6 +161,9 @@ class Index:
         localize_top: Optional[int] = None,
         exact: bool = False,
         min_score: Optional[float] = None,
+        factors: Literal["auto", "off", "on"] = "auto",
+        factor_source: Literal["query", "with-crop"] = "query",
+        crop_check: Literal["auto", "off", "always"] = "auto",
     ) -> list[Hit]: ...
     def verify(self) -> dict[str, Any]: ...
     @property

@@ -4,8 +4,9 @@
 
 use super::{meta_for, normalize, recipe, small_options, tempdir};
 use deepfactor::index::{
-    mix_standardized, FactorAggregation, FactorSearch, Index, IndexWriter, NewImage, QueryFactor,
-    SearchMode, SearchOptions, StoredFactors,
+    lift_standardized, mix_standardized, CropCheck, CropView, FactorAggregation, FactorSearch,
+    Index, IndexWriter, NewImage, QueryFactor, RegionalHit, SearchMode, SearchOptions,
+    StoredFactors,
 };
 use deepfactor::linalg::Matrix;
 use rand::{Rng, SeedableRng};
@@ -332,6 +333,124 @@ fn mixed_scores_follow_the_formula() {
             .unwrap();
         assert_eq!(sampled[0].id, hits[0].id);
     }
+}
+
+/// The crop check: an image that shows the region's cut-out as its whole view (its global
+/// descriptor and its factors are the cut-out's) but hardly the region's kept factors ranks
+/// low by the region alone and first with the check; every score is the formula's over the
+/// whole database, images below the outlier level keep their region score, the graph finds
+/// the same leader, and bad settings are refused.
+#[test]
+fn crop_check_lifts_the_cut_outs_view() {
+    let tmp = tempdir();
+    let mut w = world(60, 11);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let cut_vector = random_unit(&mut rng, DIM);
+    let cut_concepts: Vec<Vec<f32>> = (0..K).map(|_| random_concept(&mut rng)).collect();
+    let view = 40u64;
+    w.images[view as usize] = (cut_vector.clone(), cut_concepts.clone());
+    drop(write(tmp.path(), &w, 25));
+    let ix = Index::open(tmp.path()).unwrap();
+    let r = recipe(DIM);
+    let qf = query_factors(&w, 7);
+    let cf: Vec<QueryFactor> = cut_concepts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| QueryFactor {
+            factor: i,
+            concept: c.clone(),
+        })
+        .collect();
+    let fs = FactorSearch::new();
+    let exact = SearchOptions::new().k(60).mode(SearchMode::Exact);
+    let region = ix.search_factors(&r, &w.query, &qf, &exact, &fs).unwrap();
+    let cut = ix
+        .search_factors(&r, &cut_vector, &cf, &exact, &fs)
+        .unwrap();
+    let check = CropCheck::new();
+    let crop = CropView {
+        vector: &cut_vector,
+        factors: &cf,
+    };
+    let lifted = ix
+        .search_regional(&r, &w.query, &qf, Some((crop, &check)), &exact, &fs)
+        .unwrap();
+    let by_id = |hits: &[RegionalHit]| {
+        let mut v = vec![0f32; 60];
+        for h in hits {
+            v[h.id as usize] = h.score;
+        }
+        v
+    };
+    let (m, c) = (by_id(&region), by_id(&cut));
+    let want = lift_standardized(&m, &c, &check);
+    let ids = |hits: &[RegionalHit]| hits.iter().map(|h| h.id).collect::<Vec<_>>();
+    assert!(
+        rank_of(&ids(&region), view).unwrap() > 3,
+        "{:?}",
+        ids(&region)
+    );
+    assert_eq!(lifted[0].id, view, "{:?}", ids(&lifted));
+    let mut passed = 0;
+    for h in &lifted {
+        let i = h.id as usize;
+        let zc = h.crop.expect("every hit carries its cut-out score");
+        assert!(
+            (h.score - want[i]).abs() < 1e-3 * (1.0 + want[i].abs()),
+            "{}: {} vs {}",
+            h.id,
+            h.score,
+            want[i]
+        );
+        if zc > check.get_outlier() {
+            passed += 1;
+        } else {
+            assert!(
+                (h.score - m[i]).abs() < 1e-5,
+                "{}: {} vs {}",
+                h.id,
+                h.score,
+                m[i]
+            );
+        }
+    }
+    assert_eq!(passed, 1, "only the cut-out's view stands out");
+    // Without the check the hits carry no cut-out score.
+    assert!(region.iter().all(|h| h.crop.is_none()));
+    // The graph finds the same leader (the cut-out's shortlists are candidates too).
+    let graph = ix
+        .search_regional(
+            &r,
+            &w.query,
+            &qf,
+            Some((crop, &check)),
+            &SearchOptions::new().k(3).mode(SearchMode::Hnsw),
+            &fs.global_shortlist(5).factor_shortlist(5),
+        )
+        .unwrap();
+    assert_eq!(graph[0].id, view);
+    // Bad settings and a cut-out of the wrong length are refused.
+    assert!(ix
+        .search_regional(
+            &r,
+            &w.query,
+            &qf,
+            Some((crop, &check.weight(-1.0))),
+            &exact,
+            &fs
+        )
+        .is_err());
+    let short = [QueryFactor {
+        factor: 0,
+        concept: vec![1.0; 3],
+    }];
+    let bad = CropView {
+        vector: &cut_vector,
+        factors: &short,
+    };
+    assert!(ix
+        .search_regional(&r, &w.query, &qf, Some((bad, &check)), &exact, &fs)
+        .is_err());
 }
 
 #[test]
