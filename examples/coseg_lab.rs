@@ -1422,6 +1422,7 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
     for name in configs {
         // "method:k:norm:thresh:refine", e.g. "auto:8:image:otsu:colour".
         let p: Vec<&str> = name.split(':').collect();
+        let appearance = parse_appearance(p[0])?;
         let b = CosegBuilder::default()
             .method(Method::from_name(if p[0].starts_with("oneshot") {
                 "auto"
@@ -1432,16 +1433,21 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
             .one_shot_mode(match p[0] {
                 "oneshotthesis" => deepfactor::coseg::OneShotMode::Matched,
                 "oneshotvote" => deepfactor::coseg::OneShotMode::Vote,
-                a if a.starts_with("oneshotappearance") => {
+                a if a.starts_with("oneshotappearance")
+                    || a == "oneshotdefault"
+                    || a.starts_with("oneshotcontrast")
+                    || a.starts_with("oneshotridge") =>
+                {
                     deepfactor::coseg::OneShotMode::Appearance
                 }
                 _ => deepfactor::coseg::OneShotMode::Select,
             })
-            // "oneshotappearance0.2": the appearance weight γ = 0.2.
-            .appearance_weight(match p[0].strip_prefix("oneshotappearance") {
-                Some(g) if !g.is_empty() => g.parse()?,
-                _ => deepfactor::coseg::APPEARANCE_WEIGHT,
-            })
+            // "oneshotappearance0.2": the appearance weight γ = 0.2; "oneshotcontrast0.2" the
+            // contrast of object and background prototypes; "oneshotridge1g0.2" the ridge
+            // likeness with ρ = 1; a suffix "a0.3" weights the refined score by β = 0.3.
+            .appearance_weight(appearance.1)
+            .appearance_after_refine(appearance.2)
+            .appearance_model(appearance.0)
             .k(p[1].parse()?)
             .normalise(if p[2] == "set" {
                 Normalise::Set
@@ -1463,13 +1469,19 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
         let coseg: Coseg = b.build()?;
         let mut per = Vec::new();
         let t = Instant::now();
+        // COSEG_ANNOTATED=a: the a-th image of each class is the annotated one (default 0).
+        let annotated: usize = std::env::var("COSEG_ANNOTATED")
+            .ok()
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0);
         for ((cname, truths), st) in truth.iter().zip(&stacks) {
             let model = if one_shot {
                 coseg
                     .one_shot(
                         st,
-                        0,
-                        &truths[0].mask,
+                        annotated,
+                        &truths[annotated].mask,
                         &deepfactor::coseg::DEFAULT_ONE_SHOT_KS,
                         deepfactor::coseg::DEFAULT_TAU_MERGE,
                     )?
@@ -1481,7 +1493,9 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
                 .into_par_iter()
                 // One-shot leaves its annotated image out; COSEG_SKIP_FIRST=1 does the same for
                 // the unsupervised rows, so that both are scored on the same images.
-                .filter(|&i| !((one_shot || std::env::var("COSEG_SKIP_FIRST").is_ok()) && i == 0))
+                .filter(|&i| {
+                    !((one_shot || std::env::var("COSEG_SKIP_FIRST").is_ok()) && i == annotated)
+                })
                 .map(|i| {
                     let img = deepfactor::images::load_rgb(&truths[i].image)?;
                     let seg = model.segment(i, &img)?;
@@ -1528,6 +1542,41 @@ fn product(root: &Path, layer: &str, configs: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The appearance model, γ and β of a one-shot method name: `oneshotappearance[γ]`,
+/// `oneshotcontrast[γ]` or `oneshotridgeρ[gγ]`, each optionally followed by `aβ`;
+/// `oneshotdefault` is the product's default.
+fn parse_appearance(name: &str) -> Result<(deepfactor::coseg::AppearanceModel, f32, f32)> {
+    use deepfactor::coseg::{AppearanceModel, APPEARANCE_WEIGHT};
+    let (rest, after) = match name.rsplit_once('a') {
+        Some((r, b)) if !b.is_empty() && b.parse::<f32>().is_ok() => (r, b.parse()?),
+        _ => (name, 0.0),
+    };
+    let num = |s: &str| -> Result<f32> {
+        Ok(if s.is_empty() {
+            APPEARANCE_WEIGHT
+        } else {
+            s.parse()?
+        })
+    };
+    Ok(if name == "oneshotdefault" {
+        use deepfactor::coseg::APPEARANCE_AFTER_WEIGHT;
+        (
+            AppearanceModel::default(),
+            APPEARANCE_WEIGHT,
+            APPEARANCE_AFTER_WEIGHT,
+        )
+    } else if let Some(g) = rest.strip_prefix("oneshotappearance") {
+        (AppearanceModel::Mean, num(g)?, after)
+    } else if let Some(g) = rest.strip_prefix("oneshotcontrast") {
+        (AppearanceModel::Contrast, num(g)?, after)
+    } else if let Some(r) = rest.strip_prefix("oneshotridge") {
+        let (rho, g) = r.split_once('g').unwrap_or((r, ""));
+        (AppearanceModel::Ridge(rho.parse()?), num(g)?, after)
+    } else {
+        (AppearanceModel::Mean, APPEARANCE_WEIGHT, 0.0)
+    })
 }
 
 /// The product's feature stacks of every class, from the activation cache.

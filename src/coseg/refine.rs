@@ -16,6 +16,10 @@
 //!      mask's outline onto the image's edges;
 //!
 //!    then Otsu's threshold of the smoothed score gives the mask.
+//! 3. One-shot by appearance (`oneshot.rs`) weights the last score before its threshold by a
+//!    prior, each cell's likeness to the annotated object raised to β (upsampled like the
+//!    heatmap): with [`Refine::None`] the upsampled heatmap (rescaled to its maximum in the
+//!    image before the threshold), with [`Refine::Colour`] the smoothed score.
 //!
 //! Masks are computed at the image's resolution up to [`MAX_MASK_SIDE`] pixels on the longer
 //! side; larger images are processed scaled down and the mask scaled back (nearest pixel).
@@ -37,12 +41,15 @@ pub const COLOUR_LEVELS: usize = 16;
 pub const GUIDED_EPS: f32 = 1e-3;
 
 /// The mask of `image` from its object heatmap `map`, whose values are already divided by
-/// the normaliser (set or image maximum), so that a fixed threshold applies to them as is.
+/// the normaliser (set or image maximum), so that a fixed threshold applies to them as is;
+/// `prior` (a map over the same cells, in `[0, 1]`, and its weight β) weights the last score
+/// before its threshold.
 pub(crate) fn mask(
     map: &Heatmap,
     image: &RgbImage,
     threshold: Threshold,
     refine: Refine,
+    prior: Option<(&Heatmap, f32)>,
 ) -> Result<Mask> {
     let (w, h) = image.dimensions();
     let g = map.grid();
@@ -54,9 +61,30 @@ pub(crate) fn mask(
     }
     let (ww, wh) = work_size(w, h);
     let up = map.upsample(ww, wh);
+    // The prior's weight p^β on a picture of scores.
+    let weigh = |values: Vec<f32>| -> Vec<f32> {
+        match prior {
+            Some((p, beta)) => values
+                .into_iter()
+                .zip(p.upsample(ww, wh))
+                .map(|(v, p)| v * p.max(0.0).powf(beta))
+                .collect(),
+            None => values,
+        }
+    };
     let level = cut_level(&up, ww, wh, threshold);
     let coarse: Vec<bool> = up.iter().map(|&v| v > 0.0 && v >= level).collect();
     let bits = match refine {
+        Refine::None if prior.is_some() => {
+            let up = weigh(up);
+            let peak = up.iter().copied().fold(0f32, f32::max);
+            let up: Vec<f32> = up
+                .iter()
+                .map(|&v| if peak > 0.0 { v / peak } else { 0.0 })
+                .collect();
+            let level = cut_level(&up, ww, wh, threshold);
+            up.iter().map(|&v| v > 0.0 && v >= level).collect()
+        }
         Refine::None => coarse,
         Refine::Colour => {
             let resized;
@@ -67,7 +95,7 @@ pub(crate) fn mask(
                 &resized
             };
             let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
-            let smooth = guided_refine(img, &up, &coarse, cell, true);
+            let smooth = weigh(guided_refine(img, &up, &coarse, cell, true));
             let level = cut_level(&smooth, ww, wh, Threshold::Otsu);
             smooth.iter().map(|&v| v > 0.0 && v >= level).collect()
         }

@@ -4,10 +4,10 @@
 
 use crate::common;
 use deepfactor::coseg::{
-    Coseg, CosegBuilder, FeatureStack, Method, Normalise, OneShotMode, OneShotRule, Refine,
-    Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
+    AppearanceModel, Coseg, CosegBuilder, CosegModel, FeatureStack, Method, Normalise, OneShotMode,
+    OneShotRule, Refine, Threshold, DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE,
 };
-use deepfactor::eval::{score_mask, Mask, SetScores};
+use deepfactor::eval::{score_mask, ImageScore, Mask, SetScores};
 use deepfactor::linalg::{Csr, Matrix};
 use deepfactor::nmf::{Layout, Nmf};
 use deepfactor::{Activations, CellGrid};
@@ -324,23 +324,36 @@ type Block = (usize, usize, usize, usize);
 /// distractor (channels 4–5, a `3 × 3`-cell block) — both "common", so the border rule takes
 /// both; only an annotation says which one is meant.
 fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
+    distractor_set_of(|row, r, c, i| {
+        row[4] = 2.5 + 0.1 * ((r + c + i) % 3) as f32;
+        row[5] = 2.5;
+    })
+}
+
+/// The top left cell of each image's `3 × 3`-cell distractor in [`distractor_set_of`].
+const DISTRACTORS: [(usize, usize); 5] = [(3, 9), (2, 10), (5, 9), (6, 10), (2, 9)];
+
+/// [`distractor_set`]'s layout with the distractor's cells (zeroed first) set by `cell(row,
+/// r, c, image)`.
+fn distractor_set_of(
+    cell: impl Fn(&mut [f32], usize, usize, usize),
+) -> (FeatureStack, Vec<Activations>, Vec<Block>) {
     let shapes = [
-        (10, 14, (3, 2, 4, 4), (3, 9)),
-        (11, 15, (4, 2, 4, 5), (2, 10)),
-        (10, 13, (2, 3, 5, 4), (5, 9)),
-        (12, 14, (3, 2, 5, 5), (6, 10)),
-        (10, 14, (4, 3, 4, 4), (2, 9)),
+        (10, 14, (3, 2, 4, 4)),
+        (11, 15, (4, 2, 4, 5)),
+        (10, 13, (2, 3, 5, 4)),
+        (12, 14, (3, 2, 5, 5)),
+        (10, 14, (4, 3, 4, 4)),
     ];
     let mut stack = FeatureStack::new(CHANNELS).unwrap();
     let (mut acts, mut objects) = (Vec::new(), Vec::new());
-    for (i, &(rows, cols, obj, (dr, dc))) in shapes.iter().enumerate() {
+    for (i, (&(rows, cols, obj), &(dr, dc))) in shapes.iter().zip(&DISTRACTORS).enumerate() {
         let mut a = constructed(rows, cols, obj, false, i);
         for r in dr..dr + 3 {
             for c in dc..dc + 3 {
                 let row = a.data.row_mut(r * cols + c);
                 row.fill(0.0);
-                row[4] = 2.5 + 0.1 * ((r + c + i) % 3) as f32;
-                row[5] = 2.5;
+                cell(row, r, c, i);
             }
         }
         stack
@@ -350,6 +363,25 @@ fn distractor_set() -> (FeatureStack, Vec<Activations>, Vec<Block>) {
         objects.push(obj);
     }
     (stack, acts, objects)
+}
+
+/// Image `i` of a constructed set segmented by `model` on a flat grey picture (so that the
+/// mask is the heatmap's doing): the mask and its scores against the object's true mask.
+fn segment_constructed(
+    model: &CosegModel,
+    acts: &[Activations],
+    objects: &[Block],
+    i: usize,
+) -> (Mask, ImageScore) {
+    let g = acts[i].grid;
+    let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
+    let seg = model.segment(i, &img).unwrap();
+    let score = score_mask(
+        &seg.mask,
+        seg.bbox.as_ref(),
+        &object_mask(&acts[i], objects[i]),
+    );
+    (seg.mask, score.unwrap())
 }
 
 #[test]
@@ -373,13 +405,7 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
     assert!(choice.runs[0].iou > 0.6, "{choice:?}");
     let (mut sum_one, mut sum_un) = (0.0, 0.0);
     for i in 1..stack.len() {
-        let g = acts[i].grid;
-        let img = RgbImage::from_pixel(g.image_width, g.image_height, Rgb([9, 9, 9]));
-        let t = object_mask(&acts[i], objects[i]);
-        let score = |m: &deepfactor::coseg::CosegModel| {
-            let seg = m.segment(i, &img).unwrap();
-            score_mask(&seg.mask, seg.bbox.as_ref(), &t).unwrap()
-        };
+        let score = |m: &CosegModel| segment_constructed(m, &acts, &objects, i).1;
         let (one, un) = (score(&model), score(&unsupervised));
         assert!(
             one.corloc && one.jaccard.unwrap() > 0.8,
@@ -393,10 +419,19 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
         sum_un += un.jaccard.unwrap();
     }
     assert!(sum_one > sum_un + 0.4, "{sum_one} vs {sum_un}");
-    // The object heatmap is zero on the distractor's cells.
+    // The distractor's cells weigh far less than the object's in the object heatmap (with
+    // the object-mean cosine, whose likeness there is 0, they are 0).
     let h = model.object_heatmap(1).unwrap();
     let cols = h.grid().cols;
-    assert_eq!(h.values()[2 * cols + 10], 0.0);
+    assert!(h.values()[2 * cols + 10] < 0.5 * h.max(), "{h:?}");
+    let (mean, _) = Coseg::builder()
+        .refine(Refine::None)
+        .appearance_model(AppearanceModel::Mean)
+        .build()
+        .unwrap()
+        .one_shot(&stack, 0, &truth, &[8], 0.2)
+        .unwrap();
+    assert_eq!(mean.object_heatmap(1).unwrap().values()[2 * cols + 10], 0.0);
     // With γ = 0 the one-shot heatmaps are the unsupervised ones; γ outside [0, 1] is refused.
     let (plain, _) = Coseg::builder()
         .refine(Refine::None)
@@ -441,6 +476,73 @@ fn one_shot_by_appearance_keeps_the_annotated_object() {
             .one_shot_mode(),
         OneShotMode::Matched
     );
+}
+
+#[test]
+fn one_shot_ridge_drops_a_lookalike_that_the_object_mean_keeps() {
+    // The distractor looks like the object (its cells hold the object's channels at half
+    // their strength, cosine 0.7 with the object's mean) and carries a channel of its own;
+    // the annotated image shows it outside the mask. The object-mean cosine keeps it; the
+    // ridge likeness learns from the annotated image's background that the extra channel
+    // means "not the object" and drops it.
+    let (stack, acts, objects) = distractor_set_of(|row, r, c, i| {
+        for v in &mut row[..4] {
+            *v = 1.5 + 0.1 * ((r + c + i) % 3) as f32;
+        }
+        row[5] = 3.0;
+    });
+    let truth = object_mask(&acts[0], objects[0]);
+    let one_shot = |m: AppearanceModel| {
+        Coseg::builder()
+            .refine(Refine::None)
+            .appearance_model(m)
+            .build()
+            .unwrap()
+            .one_shot(&stack, 0, &truth, &DEFAULT_ONE_SHOT_KS, DEFAULT_TAU_MERGE)
+            .unwrap()
+            .0
+    };
+    let (ridge, mean) = (
+        one_shot(AppearanceModel::default()),
+        one_shot(AppearanceModel::Mean),
+    );
+    let (mut sum_ridge, mut sum_mean) = (0.0, 0.0);
+    for (i, &(dr, dc)) in DISTRACTORS.iter().enumerate().skip(1) {
+        // The scores, and the share of the distractor's pixels inside the mask.
+        let score = |model: &CosegModel| {
+            let (mask, score) = segment_constructed(model, &acts, &objects, i);
+            let mut n = 0;
+            for y in dr * CELL..(dr + 3) * CELL {
+                for x in dc * CELL..(dc + 3) * CELL {
+                    n += usize::from(mask.get(x, y));
+                }
+            }
+            (score, n as f64 / (9 * CELL * CELL) as f64)
+        };
+        let ((r, cr), (m, cm)) = (score(&ridge), score(&mean));
+        assert!(
+            cm > 0.5 && cr < 0.05,
+            "image {i}: distractor covered by the ridge {cr}, by the mean {cm}"
+        );
+        assert!(
+            r.corloc && r.jaccard.unwrap() > 0.85,
+            "image {i}: ridge {r:?}, mean {m:?}"
+        );
+        assert!(
+            r.jaccard.unwrap() > m.jaccard.unwrap(),
+            "image {i}: {r:?} {m:?}"
+        );
+        sum_ridge += r.jaccard.unwrap();
+        sum_mean += m.jaccard.unwrap();
+    }
+    assert!(sum_ridge > sum_mean + 0.3, "{sum_ridge} vs {sum_mean}");
+    // A ridge shrinkage that is not positive is refused.
+    for rho in [0.0, -1.0, f32::NAN] {
+        assert!(Coseg::builder()
+            .appearance_model(AppearanceModel::Ridge(rho))
+            .build()
+            .is_err());
+    }
 }
 
 /// Mask → box, the co-localization rule, on hand-made masks: the box around the largest
