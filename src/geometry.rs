@@ -162,12 +162,16 @@ impl CellGrid {
 
     /// The pixel rectangle covered by cells `rows r0..r1`, `cols c0..c1` (half-open).
     pub fn cells_rect(&self, r0: usize, c0: usize, r1: usize, c1: usize) -> BBox {
-        let (w, h) = self.cell_size();
+        // Each edge as `index · size / count`, in f64 and clamped to the image, so that the
+        // last cell's edge is exactly the image's (`c · (w / n)` in f32 can overshoot it).
+        let edge = |i: usize, size: u32, n: usize| -> f32 {
+            ((i as f64 * f64::from(size) / n.max(1) as f64) as f32).min(size as f32)
+        };
         BBox {
-            x1: c0 as f32 * w,
-            y1: r0 as f32 * h,
-            x2: c1 as f32 * w,
-            y2: r1 as f32 * h,
+            x1: edge(c0, self.image_width, self.cols),
+            y1: edge(r0, self.image_height, self.rows),
+            x2: edge(c1, self.image_width, self.cols),
+            y2: edge(r1, self.image_height, self.rows),
         }
     }
 
@@ -187,6 +191,28 @@ impl CellGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cell_rectangles_end_exactly_at_the_image_edge() {
+        // 480 / 19 is not exact in f32: 19 · (480 / 19) = 480.00003 there.
+        for (w, h, cols, rows) in [(480u32, 360u32, 19usize, 23usize), (683, 512, 21, 16)] {
+            let g = CellGrid {
+                rows,
+                cols,
+                image_width: w,
+                image_height: h,
+            };
+            let all = g.cells_rect(0, 0, rows, cols);
+            assert_eq!(
+                (all.x1, all.y1, all.x2, all.y2),
+                (0.0, 0.0, w as f32, h as f32)
+            );
+            for c in 0..=cols {
+                let x = g.cells_rect(0, 0, rows, c).x2;
+                assert!(x <= w as f32, "{x} > {w}");
+            }
+        }
+    }
 
     #[test]
     fn iou_of_known_boxes() {
