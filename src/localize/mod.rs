@@ -337,6 +337,27 @@ pub struct Located {
 }
 
 impl Located {
+    /// A box read off `heatmap` (with its factor maps and, for joint localization, the
+    /// region's strength), before any later rule: no fill recorded, not the whole view, not
+    /// sharpened, no note.
+    pub(crate) fn new(
+        bbox: Option<BBox>,
+        heatmap: Heatmap,
+        factor_maps: Vec<(usize, Heatmap)>,
+        strength: Option<f32>,
+    ) -> Self {
+        Located {
+            bbox,
+            heatmap,
+            factor_maps,
+            strength,
+            fill: None,
+            whole_view: false,
+            sharpened: false,
+            note: None,
+        }
+    }
+
     /// Applies the whole-view rule with threshold `threshold` to a region fill `fill` (the
     /// box becomes the whole `width × height` image where the fill reaches it); records the
     /// fill either way.
@@ -527,27 +548,16 @@ impl Localizer {
                 }
                 None => (heatmap.region_box(rule), None),
             };
-            Ok(Located {
-                bbox,
-                heatmap,
-                factor_maps,
-                strength,
-                fill: None,
-                whole_view: false,
-                sharpened: false,
-                note: None,
-            })
+            Ok(Located::new(bbox, heatmap, factor_maps, strength))
         };
-        let query_located = locate(uq, query.grid)?;
-        let targets_located = targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| locate(&joint.u_per_image[i + 1], t.grid))
-            .collect::<Result<Vec<_>>>()?;
-        let query_heatmaps = kept
-            .iter()
-            .map(|&f| query_maps[f].clone().unit_max())
-            .collect();
+        let (query_located, targets_located, query_heatmaps) = locate_all(
+            &joint.u_per_image,
+            query,
+            targets,
+            &query_maps,
+            &kept,
+            locate,
+        )?;
         Ok(JointLocalization {
             kept,
             fallback: filter.fallback,
@@ -605,16 +615,7 @@ impl Localizer {
                 Ok((label, Heatmap::average(grid, &m, &w)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut located = Located {
-            bbox: heatmap.region_box(binarize),
-            heatmap,
-            factor_maps,
-            strength: None,
-            fill: None,
-            whole_view: false,
-            sharpened: false,
-            note: None,
-        };
+        let mut located = Located::new(heatmap.region_box(binarize), heatmap, factor_maps, None);
         located.apply_whole_view(region_fill(concepts, hit), self.cfg.whole_view);
         Ok(located)
     }
@@ -677,27 +678,21 @@ impl Localizer {
             let peak = kept_sum(u, &kept, &weights, grid)?.max();
             let strength = (query_peak > 0.0 && peak.is_finite()).then(|| peak / query_peak);
             let (heatmap, factor_maps) = kept_maps(u, &kept, &weights, grid)?;
-            Ok(Located {
-                bbox: heatmap.region_box(binarize),
+            Ok(Located::new(
+                heatmap.region_box(binarize),
                 heatmap,
                 factor_maps,
                 strength,
-                fill: None,
-                whole_view: false,
-                sharpened: false,
-                note: None,
-            })
+            ))
         };
-        let query_located = locate(uq, query.grid)?;
-        let targets_located = targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| locate(&joint.u_per_image[i + 1], t.grid))
-            .collect::<Result<Vec<_>>>()?;
-        let query_heatmaps = kept
-            .iter()
-            .map(|&f| query_maps[f].clone().unit_max())
-            .collect();
+        let (query_located, targets_located, query_heatmaps) = locate_all(
+            &joint.u_per_image,
+            query,
+            targets,
+            &query_maps,
+            &kept,
+            locate,
+        )?;
         Ok(JointLocalization {
             kept,
             fallback: false,
@@ -707,6 +702,30 @@ impl Localizer {
             targets: targets_located,
         })
     }
+}
+
+/// Both joint selections' last step: the query's and every target's [`Located`] by `locate`
+/// from their joint factors (`u_per_image`: the query's first, then the targets' in order),
+/// and the query's kept factor heatmaps, each scaled to a maximum of 1.
+fn locate_all(
+    u_per_image: &[Matrix],
+    query: &Activations,
+    targets: &[&Activations],
+    query_maps: &[Heatmap],
+    kept: &[usize],
+    locate: impl Fn(&Matrix, CellGrid) -> Result<Located>,
+) -> Result<(Located, Vec<Located>, Vec<Heatmap>)> {
+    let query_located = locate(&u_per_image[0], query.grid)?;
+    let targets_located = targets
+        .iter()
+        .zip(&u_per_image[1..])
+        .map(|(t, u)| locate(u, t.grid))
+        .collect::<Result<Vec<_>>>()?;
+    let query_heatmaps = kept
+        .iter()
+        .map(|&f| query_maps[f].clone().unit_max())
+        .collect();
+    Ok((query_located, targets_located, query_heatmaps))
 }
 
 /// Checks that every target has the query's channels; returns their number.

@@ -292,16 +292,7 @@ mod tests {
         let (image, map, _) = scene();
         let rule = Binarize::RelativeToMax(0.3);
         let before = map.region_box(rule);
-        let located = || super::super::Located {
-            bbox: before,
-            heatmap: map.clone(),
-            factor_maps: Vec::new(),
-            strength: None,
-            fill: None,
-            whole_view: false,
-            sharpened: false,
-            note: None,
-        };
+        let located = || super::super::Located::new(before, map.clone(), Vec::new(), None);
         let dir = tempfile::tempdir().unwrap();
         let corrupt = dir.path().join("corrupt.jpg");
         std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
