@@ -87,15 +87,7 @@ pub(crate) fn mask(
         }
         Refine::None => coarse,
         Refine::Colour => {
-            let resized;
-            let img = if (ww, wh) == (w, h) {
-                image
-            } else {
-                resized = image::imageops::resize(image, ww, wh, FilterType::Triangle);
-                &resized
-            };
-            let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
-            let smooth = weigh(guided_refine(img, &up, &coarse, cell, true));
+            let smooth = weigh(guided_refine(image, (ww, wh), g, &up, &coarse, true));
             let level = cut_level(&smooth, ww, wh, Threshold::Otsu);
             smooth.iter().map(|&v| v > 0.0 && v >= level).collect()
         }
@@ -109,20 +101,31 @@ pub(crate) fn mask(
 }
 
 /// The image-guided refinement of an object map, shared by co-segmentation's masks and
-/// localization's sharpened boxes: `up` is the map upsampled to `img`'s pixels (values ≥ 0),
-/// `coarse` its cut, `cell` the size of one feature-map cell in those pixels. With `colour`,
+/// localization's sharpened boxes: `up` is the map (over `grid`'s cells) upsampled to the
+/// work size `ww × wh` (values ≥ 0), `coarse` its cut; `image` is scaled to the work size
+/// when it is not that size already, and one cell spans `ww / cols` × `wh / rows` of its
+/// pixels. With `colour`,
 /// the colour model's evidence `q` (colour histograms inside and outside `coarse`) joins the
 /// map as `√(q · m)` (`m` scaled to a maximum of 1), so that a pixel needs both; the result
 /// (or the scaled map alone) is smoothed by the guided filter with the image as guide, window
 /// radius one cell, `ε =` [`GUIDED_EPS`], which pulls the map's outline onto the image's
 /// edges. Values are on the scaled map's scale (maximum about 1).
 pub(crate) fn guided_refine(
-    img: &RgbImage,
+    image: &RgbImage,
+    (ww, wh): (u32, u32),
+    grid: &CellGrid,
     up: &[f32],
     coarse: &[bool],
-    cell: f32,
     colour: bool,
 ) -> Vec<f32> {
+    let resized;
+    let img = if image.dimensions() == (ww, wh) {
+        image
+    } else {
+        resized = image::imageops::resize(image, ww, wh, FilterType::Triangle);
+        &resized
+    };
+    let cell = (ww as f32 / grid.cols as f32).max(wh as f32 / grid.rows as f32);
     let peak = up.iter().copied().fold(0f32, f32::max);
     let scaled = |m: f32| if peak > 0.0 { (m / peak).max(0.0) } else { 0.0 };
     let score: Vec<f32> = if colour {

@@ -23,7 +23,7 @@
 
 use crate::heatmap::{Binarize, Heatmap};
 use crate::{BBox, CellGrid, Error, Result};
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -114,17 +114,9 @@ pub fn sharpen(map: &Heatmap, image: &RgbImage, rule: Binarize, how: Sharpen) ->
     let values = match how {
         Sharpen::None => up,
         _ => {
-            let resized;
-            let img = if (ww, wh) == (iw, ih) {
-                image
-            } else {
-                resized = image::imageops::resize(image, ww, wh, FilterType::Triangle);
-                &resized
-            };
             let coarse: Vec<bool> = up.iter().map(|&v| v > 0.0 && v >= level).collect();
-            let cell = (ww as f32 / g.cols as f32).max(wh as f32 / g.rows as f32);
             let colour = how == Sharpen::Colour;
-            crate::coseg::guided_refine(img, &up, &coarse, cell, colour)
+            crate::coseg::guided_refine(image, (ww, wh), &g, &up, &coarse, colour)
         }
     };
     Heatmap::new(
@@ -191,7 +183,7 @@ pub fn calibrate_sharpened(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Rgb;
+    use image::{imageops::FilterType, Rgb};
 
     /// A 320 × 256 picture (a 10 × 8 grid of 32-pixel cells) of a red 56 × 48 object at
     /// (110, 90) on a two-tone green background, and the object's stride-32 heatmap as a
